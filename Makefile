@@ -1,0 +1,59 @@
+# vectorschema — self-documenting Makefile: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install controlplane cluster cluster-down crds lint test test-unit test-e2e run bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + "): install it and re-run, or set PYTHON=python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project (editable) with dev dependencies
+
+controlplane: ## Build (or reuse from ~/.cache/vectorschema) kube-apiserver, controller-manager, etcd
+	@bash tools/controlplane/build.sh >/dev/null
+
+cluster: install controlplane ## Start the local control plane in the background; prints the export line last
+	@$(BIN)/python tools/controlplane/localcluster.py up
+
+cluster-down: ## Stop the local control plane started by `make cluster`
+	@$(BIN)/python tools/controlplane/localcluster.py down
+
+crds: install ## Generate crds/*.yaml from the Pydantic models
+	$(BIN)/python -m vectorschema.crdgen --out crds
+
+lint: install ## ruff, mypy --strict, import-linter
+	$(BIN)/ruff check operator tests tools
+	$(BIN)/ruff format --check operator tests tools
+	$(BIN)/mypy --strict
+	$(BIN)/mypy --strict tools/controlplane/localcluster.py tools/run.py
+	$(BIN)/lint-imports
+
+test-unit: install ## Unit tests (pure, no cluster)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-e2e: install controlplane ## End-to-end tests on the real local control plane
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+test: install controlplane lint test-unit test-e2e ## Everything CI runs: set-up, lint, unit and e2e tests
+
+run: install controlplane ## The main job: control plane (if no cluster), CRDs, samples, operator; Ctrl-C stops
+	$(BIN)/python tools/run.py
+
+bench: install controlplane ## Benchmarks (ratios against a baseline measured in the same run)
+	$(BIN)/python bench/run.py
+
+clean: ## Remove the virtualenv, local state and the embedded Qdrant data
+	rm -rf $(VENV) .state .data

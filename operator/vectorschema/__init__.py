@@ -1,0 +1,1 @@
+"""vectorschema: declarative Qdrant vector schemas for Kubernetes tenants."""

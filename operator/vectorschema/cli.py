@@ -1,0 +1,301 @@
+"""The `vectorschema` command: plans for CI, and the seed's reconfigure call, declaratively.
+
+`vectorschema plan -f FILE` prints what the operator would do to Qdrant for the
+Namespace and Plugin manifests in FILE, without a cluster: a GitOps pipeline runs it on a
+pull request (exit 0: nothing or non-destructive, 2: destructive, 1: invalid input) and
+the reviewer pins the printed fingerprint in `spec.confirmPlan`.
+
+`vectorschema reconfigure NAME -n NS --confirm` approves the pending plan once (through
+the `vectorschema.dev/confirm` annotation), waits for the operator to apply it, and
+prints the seed endpoint's response, key for key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from vectorschema import kube
+from vectorschema.gateway import GatewayError, QdrantGateway, connect
+from vectorschema.models import (
+    API_VERSION,
+    CONFIRM_ANNOTATION,
+    NAMESPACE_KIND,
+    PLUGIN_KIND,
+    NamespaceResource,
+    PluginResource,
+    PluginSpec,
+)
+from vectorschema.planning import (
+    PluginConflict,
+    PluginNotFound,
+    make_plan,
+    needs_approval,
+    resolve_desired,
+)
+from vectorschema.schema import Capabilities
+from vectorschema.validation import describe
+
+EXIT_OK, EXIT_INVALID, EXIT_DESTRUCTIVE = 0, 1, 2
+SEED_KEYS = (
+    "namespace_id",
+    "status",
+    "previous_points_count",
+    "vectors_added",
+    "vectors_total",
+    "collections_to_reprocess",
+    "message",
+)
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit 1."""
+
+
+# --- plan -----------------------------------------------------------------------------
+
+
+def load_manifests(path: str) -> tuple[list[NamespaceResource], dict[str, PluginSpec]]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {exc}") from None
+    namespaces: list[NamespaceResource] = []
+    plugins: dict[str, PluginSpec] = {}
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, dict) or doc.get("apiVersion") != API_VERSION:
+            continue
+        kind = doc.get("kind")
+        where = f"{path}: document {i + 1} ({kind} {doc.get('metadata', {}).get('name', '?')})"
+        try:
+            if kind == PLUGIN_KIND:
+                plugin = PluginResource.model_validate(doc)
+                plugins[plugin.metadata.name] = plugin.spec
+            elif kind == NAMESPACE_KIND:
+                resource = NamespaceResource.model_validate(doc)
+                if resource.metadata.namespace is None:
+                    meta = resource.metadata.model_copy(update={"namespace": "default"})
+                    resource = resource.model_copy(update={"metadata": meta})
+                namespaces.append(resource)
+        except ValidationError as exc:
+            raise UsageError(f"{where}: {describe(exc)}") from None
+    if not namespaces:
+        raise UsageError(f"{path}: no {API_VERSION} Namespace found")
+    return namespaces, plugins
+
+
+def plan_one(
+    resource: NamespaceResource, plugins: dict[str, PluginSpec], gateway: QdrantGateway | None
+) -> dict[str, Any]:
+    try:
+        desired = resolve_desired(resource.spec, plugins)
+    except (PluginNotFound, PluginConflict) as exc:
+        raise UsageError(f"Namespace {resource.owner_id}: {exc}") from None
+    collection = resource.collection_name
+    notes: list[str] = []
+    if gateway is None:
+        capabilities, observed = Capabilities(), None
+        notes.append("no Qdrant given (--qdrant-url/--qdrant-path): planned as a new collection")
+    else:
+        capabilities = gateway.capabilities()
+        observed = gateway.observe(collection)
+    plan = make_plan(
+        collection, desired, observed, strategy=resource.spec.strategy, capabilities=capabilities
+    )
+    at_risk = 0
+    if observed is not None and gateway is not None:
+        if plan.recreates:
+            at_risk = observed.points_count
+        elif plan.vectors_at_risk:
+            at_risk = max(gateway.count_with_vector(collection, v) for v in plan.vectors_at_risk)
+    status = plan.to_status(at_risk).to_wire()
+    return {
+        "namespace": resource.kube_namespace,
+        "name": resource.metadata.name,
+        "collection": collection,
+        "changes": not plan.empty,
+        "needsConfirmation": needs_approval(plan, resource.spec.strategy),
+        **status,
+        "notes": list(plan.notes) + notes,
+    }
+
+
+def render_text(plans: list[dict[str, Any]]) -> str:
+    lines = []
+    for p in plans:
+        lines.append(f"Namespace {p['namespace']}/{p['name']} -> collection {p['collection']}")
+        if not p["changes"]:
+            lines.append(f"  no changes (fingerprint {p['fingerprint']})")
+        else:
+            kind = "DESTRUCTIVE" if p["needsConfirmation"] else "non-destructive"
+            lines.append(f"  plan {p['fingerprint']} ({kind})")
+            for a in p["actions"]:
+                mark = " [destroys data]" if a.get("destructive") else ""
+                target = f" {a['vector']}" if a.get("vector") else ""
+                lines.append(f"  - {a['action']}{target}{mark}: {a.get('detail', '')}")
+            if p.get("reason"):
+                lines.append(f"  why: {p['reason']}")
+            if p["needsConfirmation"]:
+                lines.append(f"  points at risk: {p.get('pointsAtRisk', 0)}")
+                lines.append(
+                    f"  approve exactly this plan with  spec.confirmPlan: {p['fingerprint']}"
+                )
+        lines.extend(f"  note: {n}" for n in p["notes"])
+    return "\n".join(lines)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    namespaces, plugins = load_manifests(args.file)
+    gateway: QdrantGateway | None = None
+    url = args.qdrant_url or (None if args.qdrant_path else os.environ.get("QDRANT_URL"))
+    if url:
+        gateway = connect(url=url, api_key=os.environ.get("QDRANT_API_KEY"))
+    elif args.qdrant_path:
+        gateway = connect(path=args.qdrant_path)
+    plans = [plan_one(r, plugins, gateway) for r in namespaces]
+    if args.output == "json":
+        print(json.dumps(plans if len(plans) > 1 else plans[0], indent=2))
+    else:
+        print(render_text(plans))
+    return EXIT_DESTRUCTIVE if any(p["needsConfirmation"] for p in plans) else EXIT_OK
+
+
+# --- reconfigure ----------------------------------------------------------------------
+
+
+def seed_response(obj: dict[str, Any]) -> dict[str, Any]:
+    """The seed endpoint's response, from a Namespace's status."""
+    meta, status = obj["metadata"], obj.get("status") or {}
+    last = status.get("lastReconfigure") or {}
+    return {
+        "namespace_id": f"{meta['namespace']}/{meta['name']}",
+        "status": last.get("status", "no_changes_needed"),
+        "previous_points_count": last.get("previousPointsCount", status.get("pointsCount", 0)),
+        "vectors_added": last.get("vectorsAdded", []),
+        "vectors_total": last.get("vectorsTotal", status.get("vectors") or []),
+        "collections_to_reprocess": last.get("collectionsToReprocess", []),
+        "message": last.get("message", ""),
+    }
+
+
+def no_changes(obj: dict[str, Any]) -> dict[str, Any]:
+    meta, status = obj["metadata"], obj.get("status") or {}
+    return {
+        "namespace_id": f"{meta['namespace']}/{meta['name']}",
+        "status": "no_changes_needed",
+        "previous_points_count": status.get("pointsCount") or 0,
+        "vectors_added": [],
+        "vectors_total": status.get("vectors") or [],
+        "collections_to_reprocess": [],
+        "message": "Qdrant collection already matches the deployed plugins. No changes needed.",
+    }
+
+
+def _ready(obj: dict[str, Any]) -> dict[str, Any]:
+    conds = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conds if c.get("type") == "Ready"), {})
+
+
+def _current(obj: dict[str, Any]) -> bool:
+    status = obj.get("status") or {}
+    return bool(status.get("observedGeneration") == obj["metadata"].get("generation"))
+
+
+def cmd_reconfigure(args: argparse.Namespace) -> int:
+    if not args.confirm:
+        raise UsageError(
+            "reconfigure may delete data; nothing was changed. Re-run with --confirm to approve "
+            "the pending plan (see `kubectl describe vns` for what it does)"
+        )
+    kube.load_config()
+    deadline = time.monotonic() + args.timeout
+    ns, name = args.namespace, args.name
+
+    def fetch() -> dict[str, Any]:
+        try:
+            return kube.get_namespace(ns, name)
+        except Exception as exc:  # ApiException: say it in one line
+            status = getattr(exc, "status", None)
+            if status == 404:
+                raise UsageError(f"Namespace {ns}/{name} not found") from None
+            raise UsageError(f"cannot read Namespace {ns}/{name}: {exc}") from None
+
+    obj = fetch()
+    while not _current(obj) and time.monotonic() < deadline:  # the operator catches up
+        time.sleep(0.5)
+        obj = fetch()
+    plan = (obj.get("status") or {}).get("plan")
+    if plan is None:
+        ready = _ready(obj)
+        if ready.get("status") != "True":
+            raise UsageError(
+                f"Namespace {ns}/{name} is not ready ({ready.get('reason', 'Unknown')}): "
+                f"{ready.get('message', '')}"
+            )
+        print(json.dumps(no_changes(obj), indent=2))
+        return EXIT_OK
+    fingerprint = plan["fingerprint"]
+    kube.set_annotation(ns, name, CONFIRM_ANNOTATION, fingerprint)
+    while time.monotonic() < deadline:
+        obj = fetch()
+        last = (obj.get("status") or {}).get("lastReconfigure") or {}
+        if last.get("planFingerprint") == fingerprint and _ready(obj).get("status") == "True":
+            print(json.dumps(seed_response(obj), indent=2))
+            return EXIT_OK
+        time.sleep(0.5)
+    raise UsageError(
+        f"timed out after {args.timeout:.0f} s waiting for the operator to apply plan "
+        f"{fingerprint}; the approval annotation stays set"
+    )
+
+
+# --- entry point ----------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vectorschema", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="print the plan for Namespace/Plugin manifests")
+    plan.add_argument("-f", "--file", required=True, help="manifest file ('-' for stdin)")
+    where = plan.add_mutually_exclusive_group()
+    where.add_argument("--qdrant-url", help="plan against this Qdrant server (env QDRANT_URL)")
+    where.add_argument("--qdrant-path", help="plan against this embedded Qdrant store")
+    plan.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    plan.set_defaults(func=cmd_plan)
+    rec = sub.add_parser("reconfigure", help="approve and apply the pending plan (the seed call)")
+    rec.add_argument("name", help="Namespace resource name")
+    rec.add_argument("-n", "--namespace", default="default", help="Kubernetes namespace")
+    rec.add_argument("--confirm", action="store_true", help="required: approve the pending plan")
+    rec.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    rec.set_defaults(func=cmd_reconfigure)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

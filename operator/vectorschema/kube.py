@@ -1,0 +1,83 @@
+"""Kubernetes API calls the operator and the CLI make besides kopf's own.
+
+kopf watches and posts Events; the writes whose timing matters to us go through here:
+the status (written once per reconcile, and the intent record before a destructive
+step), removal of the one-shot approval annotation, reading an API-key Secret. All
+resources are addressed fully qualified (group, version, plural), never by a bare kind:
+our `Namespace` kind would otherwise collide with core `v1/Namespace`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from vectorschema.models import GROUP, NAMESPACE_PLURAL, PLUGIN_PLURAL, VERSION
+
+
+def load_config() -> None:
+    """In-cluster credentials when running in a Pod, else the current kubeconfig."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        # Read KUBECONFIG now: the client's default is frozen at its import time.
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+def _custom() -> Any:
+    return kubernetes.client.CustomObjectsApi()
+
+
+def get_namespace(namespace: str, name: str) -> dict[str, Any]:
+    body: dict[str, Any] = _custom().get_namespaced_custom_object(
+        GROUP, VERSION, namespace, NAMESPACE_PLURAL, name
+    )
+    return body
+
+
+def patch_namespace_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    """Merge-patch `status` (a None value removes a field)."""
+    _custom().patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, NAMESPACE_PLURAL, name, {"status": status}
+    )
+
+
+def patch_plugin_status(name: str, status: dict[str, Any]) -> None:
+    _custom().patch_cluster_custom_object_status(
+        GROUP, VERSION, PLUGIN_PLURAL, name, {"status": status}
+    )
+
+
+def set_annotation(namespace: str, name: str, key: str, value: str | None) -> None:
+    """Set (or, with None, remove) one annotation of a Namespace resource."""
+    _custom().patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        NAMESPACE_PLURAL,
+        name,
+        {"metadata": {"annotations": {key: value}}},
+    )
+
+
+class SecretMissing(Exception):
+    """The Secret or its key is not there. The message never carries the value."""
+
+
+def read_secret_key(namespace: str, name: str, key: str) -> str:
+    try:
+        secret = kubernetes.client.CoreV1Api().read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise SecretMissing(f"Secret {namespace}/{name} not found") from None
+        raise SecretMissing(
+            f"Secret {namespace}/{name} cannot be read (HTTP {exc.status})"
+        ) from None
+    data = secret.data or {}
+    if key not in data:
+        raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r}")
+    return base64.b64decode(data[key]).decode().strip()

@@ -1,0 +1,190 @@
+"""Fixtures for end-to-end tests against a real local control plane.
+
+Fixtures (all reusable by any module in ``tests/e2e``):
+
+``control_plane`` (session)
+    A started :class:`localcluster.ControlPlane` (etcd + kube-apiserver +
+    kube-controller-manager). While it runs, ``KUBECONFIG`` points at its admin kubeconfig
+    and the virtualenv's ``kubectl`` is first on ``PATH``. Stopped at session end.
+``kubectl`` (session)
+    ``kubectl(*args, input=None, check=True, kubeconfig=None) -> CompletedProcess[str]``,
+    the virtualenv's kubectl with the admin kubeconfig (or ``kubeconfig``). With
+    ``check=True`` a non-zero exit fails the test with kubectl's output.
+``k8s_api`` (session)
+    A ``kubernetes.client.ApiClient`` with admin credentials.
+``namespace`` (function)
+    A fresh namespace name (created; deleted without waiting afterwards).
+``wait_for`` (session)
+    :func:`wait_for`, for tests that do not want to import from conftest.
+
+The binaries are built (or taken from the cache) once after collection, outside the
+per-test timeout, and only if a selected test uses ``control_plane``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools" / "controlplane"))
+
+from localcluster import ControlPlane, ControlPlaneError, build_binaries  # noqa: E402
+
+KUBECTL = Path(sys.executable).parent / "kubectl"
+START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_START_TIMEOUT", "90"))
+
+T = TypeVar("T")
+
+_bin_dir_key = pytest.StashKey[Path]()
+_build_error_key = pytest.StashKey[str]()
+
+
+def wait_for(
+    predicate: Callable[[], T | None],
+    timeout: float = 30.0,
+    message: str = "condition",
+    interval: float = 0.2,
+) -> T:
+    """Call ``predicate`` until it returns something truthy; return that value.
+
+    Exceptions raised by ``predicate`` count as "not yet"; the last one is reported if
+    ``timeout`` seconds pass, as an AssertionError naming ``message``.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = predicate()
+        except Exception as exc:
+            last = exc
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}: {last!r}")
+        time.sleep(interval)
+
+
+class Kubectl(Protocol):
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+def run_kubectl(
+    kubeconfig: Path, *args: str, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the virtualenv's kubectl with ``kubeconfig``; see the ``kubectl`` fixture."""
+    cmd = [str(KUBECTL), f"--kubeconfig={kubeconfig}", *args]
+    result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"kubectl {' '.join(args)} exited with {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build (or find cached) binaries before any test runs, outside the test timeout."""
+    if session.config.option.collectonly:
+        return
+    if not any("control_plane" in getattr(i, "fixturenames", ()) for i in session.items):
+        return
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    ctx = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+    with ctx:
+        try:
+            session.config.stash[_bin_dir_key] = build_binaries()
+        except ControlPlaneError as exc:
+            session.config.stash[_build_error_key] = str(exc)
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """A running local control plane; KUBECONFIG and PATH point at it while it runs."""
+    stash = request.config.stash
+    if _build_error_key in stash:
+        pytest.fail(stash[_build_error_key], pytrace=False)
+    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), stash.get(_bin_dir_key, None))
+    saved = {k: os.environ.get(k) for k in ("KUBECONFIG", "PATH")}
+    try:
+        try:
+            plane.start(timeout=START_TIMEOUT)
+        except ControlPlaneError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        os.environ["KUBECONFIG"] = str(plane.kubeconfig)
+        os.environ["PATH"] = os.pathsep.join([str(KUBECTL.parent), saved["PATH"] or ""])
+        yield plane
+    finally:
+        plane.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Kubectl:
+    """``kubectl(*args, input=None, check=True)`` with the admin kubeconfig.
+
+    ``kubeconfig=`` runs it as someone else (e.g. ``control_plane.user_kubeconfig(...)``).
+    """
+
+    def _kubectl(
+        *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        config = kubeconfig or control_plane.kubeconfig
+        return run_kubectl(config, *args, input=input, check=check)
+
+    return _kubectl
+
+
+@pytest.fixture(scope="session")
+def k8s_api(control_plane: ControlPlane) -> Iterator[Any]:
+    """A ``kubernetes.client.ApiClient`` with admin credentials."""
+    from kubernetes import config
+
+    kubeconfig = str(control_plane.kubeconfig)
+    client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A fresh, empty namespace; deleted (without waiting) after the test."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture(name="wait_for", scope="session")
+def wait_for_fixture() -> Callable[..., Any]:
+    """:func:`wait_for` as a fixture."""
+    return wait_for
+
+
+# Operator fixtures (crds, qdrant_path, qdrant, operator) live in operator_env.py.
+from tests.e2e.operator_env import crds, operator, qdrant, qdrant_path  # noqa: E402, F401

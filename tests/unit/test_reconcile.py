@@ -1,0 +1,898 @@
+"""`reconcile()` against a real Qdrant: qdrant-client's local mode, on disk in tmp_path.
+
+No mock of Qdrant: `Recording` is a thin wrapper that delegates every call to the real
+gateway and writes the call's name into a log shared with the intent writer, so tests can
+say which Qdrant calls were made, and in which order relative to `write_intent`. It can
+also simulate an operator crash (`Crash`, not a GatewayError) just before one call, or
+inject a gateway error there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from conftest import IMAGE, IMAGE_VECTOR, TEXT, TEXT_VECTOR, dense, inline, namespace, sparse
+from qdrant_client import models as qm
+
+from vectorschema import reasons
+from vectorschema.gateway import (
+    ClientGateway,
+    QdrantGateway,
+    QdrantRejected,
+    QdrantUnavailable,
+)
+from vectorschema.models import (
+    CONFIRM_ANNOTATION,
+    OWNER_METADATA_KEY,
+    OWNER_UID_METADATA_KEY,
+    ActionKind,
+    ConditionStatus,
+    NamespaceResource,
+    NamespaceStatus,
+    PluginSpec,
+    Strategy,
+)
+from vectorschema.reconcile import RETRY_DELAY, ConnectionUnavailable, Result, reconcile
+from vectorschema.schema import Capabilities, CollectionSettings, ObservedCollection, VectorDef
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+LATER = NOW + timedelta(minutes=5)
+COLLECTION = "team-a_tenant"  # default name of namespace("tenant", kube_namespace="team-a")
+OWNER = "team-a/tenant"
+
+# Small vectors, so seeding points is quick.
+T = dense("text_v", 4)
+I = dense("image_v", 3)  # noqa: E741
+S = sparse("sparse_v", modifier="idf")
+PLUGINS: dict[str, PluginSpec] = {
+    "text": PluginSpec(vectors=[T]),
+    "image": PluginSpec(vectors=[I]),
+    "sparse": PluginSpec(vectors=[S]),
+    "seed-text": PluginSpec(vectors=[TEXT]),
+    "seed-image": PluginSpec(vectors=[IMAGE]),
+}
+COLLECTIONS = [
+    {"id": "col_xxx", "plugins": ["text"]},
+    {"id": "col_yyy", "plugins": ["image"]},
+]
+WRITES = frozenset(
+    {
+        "create_collection",
+        "delete_collection",
+        "create_vector",
+        "delete_vector",
+        "update_vector",
+        "set_metadata",
+    }
+)
+
+
+class Crash(Exception):
+    """A simulated operator crash: not a GatewayError, so reconcile() does not catch it."""
+
+
+class Recording:
+    """A `QdrantGateway` that delegates to a real one and logs each call's name.
+
+    `fail` maps a method name to an exception raised once, instead of making that call.
+    """
+
+    def __init__(
+        self,
+        inner: QdrantGateway,
+        log: list[str] | None = None,
+        fail: Mapping[str, Exception] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.log: list[str] = [] if log is None else log
+        self.fail = dict(fail or {})
+
+    def _enter(self, name: str) -> None:
+        error = self.fail.pop(name, None)
+        if error is not None:
+            self.log.append(f"{name}!")
+            raise error
+        self.log.append(name)
+
+    @property
+    def writes(self) -> list[str]:
+        return [c for c in self.log if c in WRITES]
+
+    def capabilities(self) -> Capabilities:
+        self._enter("capabilities")
+        return self.inner.capabilities()
+
+    def observe(self, collection: str) -> ObservedCollection | None:
+        self._enter("observe")
+        return self.inner.observe(collection)
+
+    def count_with_vector(self, collection: str, vector: str) -> int:
+        self._enter("count_with_vector")
+        return self.inner.count_with_vector(collection, vector)
+
+    def create_collection(
+        self,
+        collection: str,
+        vectors: Sequence[VectorDef],
+        settings: CollectionSettings,
+        metadata: Mapping[str, Any],
+    ) -> None:
+        self._enter("create_collection")
+        self.inner.create_collection(collection, vectors, settings, metadata)
+
+    def delete_collection(self, collection: str) -> None:
+        self._enter("delete_collection")
+        self.inner.delete_collection(collection)
+
+    def create_vector(self, collection: str, vector: VectorDef) -> None:
+        self._enter("create_vector")
+        self.inner.create_vector(collection, vector)
+
+    def delete_vector(self, collection: str, vector: str) -> None:
+        self._enter("delete_vector")
+        self.inner.delete_vector(collection, vector)
+
+    def update_vector(self, collection: str, vector: VectorDef) -> None:
+        self._enter("update_vector")
+        self.inner.update_vector(collection, vector)
+
+    def set_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        self._enter("set_metadata")
+        self.inner.set_metadata(collection, metadata)
+
+    def close(self) -> None:
+        self._enter("close")
+
+
+class Connect:
+    """The `connect` callable: counts calls; raises `error` instead when given one."""
+
+    def __init__(self, gateway: QdrantGateway | None, error: Exception | None = None) -> None:
+        self.gateway = gateway
+        self.error = error
+        self.calls = 0
+
+    def __call__(self) -> QdrantGateway:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        assert self.gateway is not None
+        return self.gateway
+
+
+class Intents:
+    """The intent writer: keeps a copy of each status written, and logs the write."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.written: list[NamespaceStatus] = []
+
+    def __call__(self, status: NamespaceStatus) -> None:
+        self.log.append("write_intent")
+        self.written.append(status.model_copy(deep=True))
+
+
+class Harness:
+    """One reconcile pass against the shared local store, recorded."""
+
+    def __init__(self, qdrant: ClientGateway, fail: Mapping[str, Exception] | None = None):
+        self.log: list[str] = []
+        self.gateway = Recording(qdrant, self.log, fail)
+        self.connect = Connect(self.gateway)
+        self.intents = Intents(self.log)
+
+    def run(
+        self,
+        resource: NamespaceResource,
+        plugins: Mapping[str, PluginSpec] = PLUGINS,
+        now: datetime = NOW,
+    ) -> Result:
+        return reconcile(resource, plugins, self.connect, now=now, write_intent=self.intents)
+
+
+def run(
+    qdrant: ClientGateway,
+    resource: NamespaceResource,
+    plugins: Mapping[str, PluginSpec] = PLUGINS,
+    now: datetime = NOW,
+) -> tuple[Result, Harness]:
+    harness = Harness(qdrant)
+    return harness.run(resource, plugins, now), harness
+
+
+def condition(status: NamespaceStatus, type_: str) -> tuple[ConditionStatus, str]:
+    c = status.condition(type_)
+    assert c is not None, f"no {type_} condition"
+    return c.status, c.reason
+
+
+def is_ready(status: NamespaceStatus) -> bool:
+    return condition(status, "Ready") == (ConditionStatus.TRUE, reasons.RECONCILED)
+
+
+def seed_points(
+    qdrant: ClientGateway, count: int, vectors: Mapping[str, Any], *, start: int = 0
+) -> None:
+    """Upsert `count` points, each holding `vectors` and a payload."""
+    with qdrant.raw() as client:
+        client.upsert(
+            COLLECTION,
+            [
+                qm.PointStruct(id=start + i, vector=dict(vectors), payload={"n": start + i})
+                for i in range(count)
+            ],
+        )
+
+
+def create_ready(
+    qdrant: ClientGateway, spec: Mapping[str, Any], **kwargs: Any
+) -> NamespaceResource:
+    """Reconcile `spec` once (creating the collection); the resource with its new status."""
+    resource = namespace(spec, **kwargs)
+    result, _ = run(qdrant, resource)
+    assert is_ready(result.status), result.status
+    return next_pass(resource, result)
+
+
+def next_pass(
+    resource: NamespaceResource,
+    result: Result | None = None,
+    spec: Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> NamespaceResource:
+    """The resource as the next pass sees it: the status `result` wrote (default: the
+    current one), maybe a new spec (a new generation) or new annotations."""
+    status = result.status if result is not None else resource.status
+    update: dict[str, Any] = {"status": None if status is None else status.model_copy(deep=True)}
+    if spec is not None:
+        rebuilt = namespace(
+            spec, generation=(resource.metadata.generation or 0) + 1, annotations=annotations
+        )
+        update["spec"] = rebuilt.spec
+        update["metadata"] = rebuilt.metadata
+    elif annotations is not None:
+        update["metadata"] = resource.metadata.model_copy(update={"annotations": annotations})
+    return resource.model_copy(update=update)
+
+
+def live(qdrant: ClientGateway) -> ObservedCollection:
+    observed = qdrant.observe(COLLECTION)
+    assert observed is not None
+    return observed
+
+
+BASE: dict[str, Any] = {
+    "plugins": [{"name": "text"}, {"name": "image"}],
+    "collections": COLLECTIONS,
+}
+
+
+# --- creation and steady state --------------------------------------------------------
+
+
+def test_first_reconcile_creates_the_collection_stamped_with_its_owner(
+    qdrant: ClientGateway,
+) -> None:
+    spec = {**BASE, "plugins": [*BASE["plugins"], inline("bm25", S)]}
+    resource = namespace(spec, generation=3)
+
+    result, harness = run(qdrant, resource)
+
+    observed = live(qdrant)
+    assert observed.names == ["text_v", "image_v", "sparse_v"]
+    assert observed.metadata[OWNER_METADATA_KEY] == OWNER
+    assert observed.metadata[OWNER_UID_METADATA_KEY] == "uid-1"
+    status = result.status
+    assert is_ready(status)
+    assert condition(status, "Reconciling")[0] is ConditionStatus.FALSE
+    assert condition(status, "Stalled")[0] is ConditionStatus.FALSE
+    assert all(c.observed_generation == 3 for c in status.conditions)
+    assert status.observed_generation == 3
+    assert status.collection == COLLECTION
+    assert status.vectors == ["text_v", "image_v", "sparse_v"]
+    assert status.points_count == 0
+    assert status.plan is None and status.operation is None
+    assert status.last_reconfigure is not None
+    assert status.last_reconfigure.status == "reconfigured"
+    assert status.last_reconfigure.vectors_added == ["text_v", "image_v", "sparse_v"]
+    assert [e.reason for e in result.events] == [reasons.EVENT_COLLECTION_CREATED]
+    assert harness.intents.written == []  # nothing destructive: no intent record
+    assert harness.gateway.writes == ["create_collection"]
+    assert result.retry_after is None and not result.remove_annotation
+
+
+def test_second_reconcile_changes_nothing_and_writes_nothing(qdrant: ClientGateway) -> None:
+    resource = create_ready(qdrant, BASE)
+    seed_points(qdrant, 3, {"text_v": [1, 0, 0, 0]})
+    first, _ = run(qdrant, resource)  # the points count moved: one status change
+    resource = next_pass(resource, first)
+
+    for now in (NOW, LATER):
+        result, harness = run(qdrant, resource, now=now)
+
+        assert result.status == resource.status
+        assert result.events == []
+        assert harness.log == ["capabilities", "observe"]  # one read, no write
+        assert harness.intents.written == []
+        assert not result.remove_annotation and result.retry_after is None
+
+
+def test_collection_deleted_by_hand_is_created_again_without_confirmation(
+    qdrant: ClientGateway,
+) -> None:
+    resource = create_ready(qdrant, {**BASE, "strategy": "Recreate"})
+    qdrant.delete_collection(COLLECTION)
+
+    result, harness = run(qdrant, resource)
+
+    assert is_ready(result.status)
+    assert live(qdrant).names == ["text_v", "image_v"]
+    assert live(qdrant).metadata[OWNER_METADATA_KEY] == OWNER
+    assert harness.intents.written == []
+    assert [e.reason for e in result.events] == [reasons.EVENT_COLLECTION_CREATED]
+
+
+def test_vector_added_in_place_keeps_points_without_confirmation(qdrant: ClientGateway) -> None:
+    resource = create_ready(qdrant, {**BASE, "plugins": [{"name": "text"}]})
+    seed_points(qdrant, 20, {"text_v": [1, 2, 3, 4]})
+
+    result, harness = run(qdrant, next_pass(resource, None, BASE))
+
+    assert is_ready(result.status)
+    assert harness.gateway.writes == ["create_vector"]
+    assert harness.intents.written == []
+    observed = live(qdrant)
+    assert observed.names == ["text_v", "image_v"]
+    assert observed.points_count == 20
+    report = result.status.last_reconfigure
+    assert report is not None
+    assert report.vectors_added == ["image_v"]
+    assert report.points_deleted == 0
+    assert report.previous_points_count == 20
+    assert report.collections_to_reprocess == ["col_yyy"]
+
+
+# --- nothing touched: plugins, ownership ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("plugins", "reason", "words"),
+    [
+        pytest.param(
+            [{"name": "text"}, {"name": "missing-one"}, {"name": "missing-two"}],
+            reasons.PLUGIN_NOT_FOUND,
+            ["missing-one", "missing-two"],
+            id="not-found",
+        ),
+        pytest.param(
+            [{"name": "text"}, inline("text-bis", dense("text_v", 8))],
+            reasons.PLUGIN_CONFLICT,
+            ["'text'", "'text-bis'", "'text_v'"],
+            id="conflict",
+        ),
+    ],
+)
+def test_plugin_problems_stall_without_any_qdrant_call(
+    plugins: list[dict[str, Any]], reason: str, words: list[str]
+) -> None:
+    resource = namespace({"plugins": plugins})
+    connect = Connect(None, error=AssertionError("Qdrant must not be reached"))
+    intents = Intents([])
+
+    result = reconcile(resource, PLUGINS, connect, now=NOW, write_intent=intents)
+
+    assert connect.calls == 0
+    assert intents.written == []
+    status = result.status
+    assert condition(status, "Stalled") == (ConditionStatus.TRUE, reason)
+    assert condition(status, "Ready") == (ConditionStatus.FALSE, reason)
+    message = status.condition("Stalled")
+    assert message is not None
+    for word in words:
+        assert word in message.message
+    assert status.plan is None
+    assert result.retry_after is None
+
+
+def test_plugin_conflict_message_is_the_planners(qdrant: ClientGateway) -> None:
+    resource = namespace({"plugins": [{"name": "text"}, inline("other", dense("text_v", 8))]})
+    result, harness = run(qdrant, resource)
+
+    stalled = result.status.condition("Stalled")
+    assert stalled is not None
+    assert stalled.message.startswith("vector 'text_v' is defined differently")
+    assert harness.connect.calls == 0
+
+
+def test_collection_owned_elsewhere_is_left_alone(qdrant: ClientGateway) -> None:
+    qdrant.create_collection(
+        COLLECTION, [], CollectionSettings(), {OWNER_METADATA_KEY: "team-b/other"}
+    )
+    before = live(qdrant)
+
+    result, harness = run(qdrant, namespace({**BASE, "confirm": True, "adopt": True}))
+
+    status = result.status
+    assert condition(status, "Stalled") == (
+        ConditionStatus.TRUE,
+        reasons.COLLECTION_OWNED_ELSEWHERE,
+    )
+    stalled = status.condition("Stalled")
+    assert stalled is not None and "team-b/other" in stalled.message
+    assert harness.gateway.writes == []
+    assert harness.intents.written == []
+    assert live(qdrant) == before
+
+
+def test_unowned_collection_needs_adoption(qdrant: ClientGateway) -> None:
+    qdrant.create_collection(
+        COLLECTION, [VectorDef("text_v", T.type, 4, T.distance)], CollectionSettings(), {}
+    )
+    before = live(qdrant)
+
+    result, harness = run(qdrant, namespace(BASE))
+
+    assert condition(result.status, "Stalled") == (
+        ConditionStatus.TRUE,
+        reasons.ADOPTION_REQUIRED,
+    )
+    assert harness.gateway.writes == []
+    assert live(qdrant) == before
+
+
+def test_adopting_an_unowned_collection_that_matches_stamps_it(qdrant: ClientGateway) -> None:
+    qdrant.create_collection(
+        COLLECTION, [VectorDef("text_v", T.type, 4, T.distance)], CollectionSettings(), {}
+    )
+
+    result, harness = run(qdrant, namespace({"plugins": [{"name": "text"}], "adopt": True}))
+
+    assert is_ready(result.status)
+    assert harness.gateway.writes == ["set_metadata"]
+    assert live(qdrant).metadata[OWNER_METADATA_KEY] == OWNER
+    assert result.status.last_reconfigure is not None
+    assert result.status.last_reconfigure.status == "no_changes_needed"
+
+
+def test_adopting_an_unowned_collection_that_needs_a_change_stamps_it_in_the_same_pass(
+    qdrant: ClientGateway,
+) -> None:
+    """BUG: with a non-empty plan the executor changes the collection but nobody stamps it;
+    the stamp only comes one pass later (the empty-plan branch), so for a resync interval
+    the collection is modified by us yet still unowned."""
+    qdrant.create_collection(
+        COLLECTION, [VectorDef("text_v", T.type, 4, T.distance)], CollectionSettings(), {}
+    )
+
+    result, _ = run(qdrant, namespace({**BASE, "adopt": True}))
+
+    assert is_ready(result.status)
+    assert live(qdrant).names == ["text_v", "image_v"]
+    assert live(qdrant).metadata.get(OWNER_METADATA_KEY) == OWNER
+
+
+# --- destructive plans: confirmation, intent, order -----------------------------------
+
+
+def with_image_points(qdrant: ClientGateway) -> NamespaceResource:
+    """A ready collection (text + image) with 25 points carrying image_v, 5 without."""
+    resource = create_ready(qdrant, BASE)
+    seed_points(qdrant, 25, {"text_v": [1, 2, 3, 4], "image_v": [1, 2, 3]})
+    seed_points(qdrant, 5, {"text_v": [4, 3, 2, 1]}, start=100)
+    result, _ = run(qdrant, resource)
+    return next_pass(resource, result)
+
+
+DROP_IMAGE = {**BASE, "plugins": [{"name": "text"}]}
+
+
+def test_destructive_plan_waits_for_confirmation_and_touches_nothing(
+    qdrant: ClientGateway,
+) -> None:
+    resource = with_image_points(qdrant)
+    before = live(qdrant)
+    resource = next_pass(resource, None, DROP_IMAGE)
+
+    result, harness = run(qdrant, resource)
+
+    status = result.status
+    assert condition(status, "Ready") == (ConditionStatus.FALSE, reasons.AWAITING_CONFIRMATION)
+    assert condition(status, "Reconciling")[0] is ConditionStatus.FALSE
+    assert condition(status, "Stalled")[0] is ConditionStatus.FALSE
+    plan = status.plan
+    assert plan is not None
+    assert re.fullmatch(r"[0-9a-f]{16}", plan.fingerprint)
+    assert plan.destructive
+    assert [(a.action, a.vector) for a in plan.actions] == [(ActionKind.REMOVE_VECTOR, "image_v")]
+    assert plan.points_at_risk == 25
+    assert plan.vectors_at_risk == ["image_v"]
+    ready = status.condition("Ready")
+    assert ready is not None and plan.fingerprint in ready.message
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", reasons.EVENT_PLAN_PENDING)]
+    assert plan.fingerprint in result.events[0].message
+    assert harness.gateway.writes == []
+    assert harness.intents.written == []
+    assert live(qdrant) == before
+
+    # waiting is steady: the next pass changes nothing and posts no new event
+    again, harness = run(qdrant, next_pass(resource, result), now=LATER)
+    assert again.status == result.status
+    assert again.events == []
+    assert harness.gateway.writes == []
+
+
+def test_confirm_plan_applies_after_recording_the_intent(qdrant: ClientGateway) -> None:
+    resource = with_image_points(qdrant)
+    pending, _ = run(qdrant, next_pass(resource, None, DROP_IMAGE))
+    assert pending.status.plan is not None
+    fingerprint = pending.status.plan.fingerprint
+    approved = next_pass(
+        resource, pending, {**DROP_IMAGE, "confirm": False, "confirmPlan": fingerprint}
+    )
+
+    result, harness = run(qdrant, approved)
+
+    assert is_ready(result.status)
+    assert harness.log.index("write_intent") < harness.log.index("delete_vector")
+    assert harness.gateway.writes == ["delete_vector"]
+    (intent,) = harness.intents.written
+    assert intent.operation is not None
+    assert intent.operation.plan_fingerprint == fingerprint
+    assert condition(intent, "Reconciling") == (ConditionStatus.TRUE, reasons.APPLYING)
+    assert result.status.operation is None and result.status.plan is None
+    observed = live(qdrant)
+    assert observed.names == ["text_v"]
+    assert observed.points_count == 30
+    report = result.status.last_reconfigure
+    assert report is not None
+    assert report.vectors_removed == ["image_v"]
+    assert report.points_deleted == 0
+    assert report.plan_fingerprint == fingerprint
+    assert report == intent.operation.result
+    assert not result.remove_annotation
+
+
+def test_stale_confirm_plan_blocks_even_with_confirm(qdrant: ClientGateway) -> None:
+    resource = with_image_points(qdrant)
+    before = live(qdrant)
+    stale = next_pass(
+        resource,
+        None,
+        {**DROP_IMAGE, "confirm": True, "confirmPlan": "0123456789abcdef"},
+    )
+
+    result, harness = run(qdrant, stale)
+
+    assert condition(result.status, "Ready") == (
+        ConditionStatus.FALSE,
+        reasons.AWAITING_CONFIRMATION,
+    )
+    ready = result.status.condition("Ready")
+    assert ready is not None and "does not match" in ready.message
+    assert harness.gateway.writes == [] and harness.intents.written == []
+    assert live(qdrant) == before
+
+
+def test_annotation_approves_once_and_asks_for_its_removal(qdrant: ClientGateway) -> None:
+    resource = with_image_points(qdrant)
+    pending, _ = run(qdrant, next_pass(resource, None, DROP_IMAGE))
+    assert pending.status.plan is not None
+    fingerprint = pending.status.plan.fingerprint
+
+    result, harness = run(
+        qdrant,
+        next_pass(resource, pending, DROP_IMAGE, annotations={CONFIRM_ANNOTATION: fingerprint}),
+    )
+
+    assert is_ready(result.status)
+    assert result.remove_annotation
+    assert harness.log.index("write_intent") < harness.log.index("delete_vector")
+    assert live(qdrant).names == ["text_v"]
+
+
+def test_stale_annotation_approves_nothing_and_says_so(qdrant: ClientGateway) -> None:
+    resource = with_image_points(qdrant)
+    before = live(qdrant)
+    stale = next_pass(
+        resource,
+        None,
+        DROP_IMAGE,
+        annotations={CONFIRM_ANNOTATION: "0123456789abcdef"},
+    )
+
+    result, harness = run(qdrant, stale)
+
+    assert condition(result.status, "Ready")[1] == reasons.AWAITING_CONFIRMATION
+    ready = result.status.condition("Ready")
+    assert ready is not None and "0123456789abcdef does not match the pending plan" in ready.message
+    assert not result.remove_annotation
+    assert harness.gateway.writes == []
+    assert live(qdrant) == before
+
+
+SEED = {
+    "plugins": [{"name": "seed-text"}],
+    "collections": [
+        {"id": "col_xxx", "plugins": ["seed-text"]},
+        {"id": "col_yyy", "plugins": ["seed-image"]},
+    ],
+    "strategy": "Recreate",
+}
+SEED_CHANGE = {**SEED, "plugins": [{"name": "seed-text"}, {"name": "seed-image"}]}
+SEED_MESSAGE = (
+    "Qdrant collection reconfigured with 1 new vector(s). 1500 points were deleted. "
+    "Re-trigger batches on the listed collections to re-ingest data with the new vectors."
+)
+
+
+def test_the_seed_example_waits_then_recreates_when_confirmed(qdrant: ClientGateway) -> None:
+    resource = create_ready(qdrant, SEED)
+    seed_points(qdrant, 1500, {TEXT_VECTOR: [0.5] * 1024})
+    changed = next_pass(resource, None, SEED_CHANGE)
+
+    pending, harness = run(qdrant, changed)
+
+    assert condition(pending.status, "Ready")[1] == reasons.AWAITING_CONFIRMATION
+    assert pending.status.plan is not None
+    assert pending.status.plan.points_at_risk == 1500
+    assert [a.action for a in pending.status.plan.actions] == [ActionKind.RECREATE_COLLECTION]
+    assert harness.gateway.writes == []
+    assert live(qdrant).points_count == 1500
+
+    result, harness = run(qdrant, next_pass(changed, pending, {**SEED_CHANGE, "confirm": True}))
+
+    assert is_ready(result.status)
+    writes = [c for c in harness.log if c in WRITES or c == "write_intent"]
+    assert writes == ["write_intent", "delete_collection", "create_collection"]
+    report = result.status.last_reconfigure
+    assert report is not None
+    assert report.status == "reconfigured"
+    assert report.previous_points_count == 1500
+    assert report.vectors_added == [IMAGE_VECTOR]
+    assert report.vectors_total == [TEXT_VECTOR, IMAGE_VECTOR]
+    assert report.collections_to_reprocess == ["col_xxx", "col_yyy"]
+    assert report.points_deleted == 1500
+    assert report.strategy is Strategy.RECREATE
+    assert report.message == SEED_MESSAGE
+    observed = live(qdrant)
+    assert observed.names == [TEXT_VECTOR, IMAGE_VECTOR]
+    assert observed.points_count == 0
+    assert observed.metadata[OWNER_METADATA_KEY] == OWNER
+    assert result.status.points_count == 0
+    assert result.status.vectors == [TEXT_VECTOR, IMAGE_VECTOR]
+    assert [e.reason for e in result.events] == [reasons.EVENT_RECONFIGURED]
+
+
+# --- crash recovery ---------------------------------------------------------------------
+
+
+RECREATE_BASE = {**BASE, "plugins": [{"name": "text"}], "strategy": "Recreate"}
+RECREATE_CHANGE = {**BASE, "strategy": "Recreate", "confirm": True}
+
+
+def crash_during(
+    qdrant: ClientGateway, method: str, before: Mapping[str, Any], after: Mapping[str, Any]
+) -> tuple[NamespaceResource, NamespaceStatus]:
+    """Reconcile `after` (from a ready `before` with 40 points) and crash just before
+    `method`; returns the resource and the last status the operator had written."""
+    resource = create_ready(qdrant, before)
+    seed_points(qdrant, 40, {"text_v": [1, 2, 3, 4]})
+    refreshed, _ = run(qdrant, resource)
+    resource = next_pass(resource, refreshed, after)
+    harness = Harness(qdrant, fail={method: Crash(method)})
+
+    with pytest.raises(Crash):
+        harness.run(resource)
+
+    (intent,) = harness.intents.written
+    assert intent.operation is not None
+    return resource, intent
+
+
+def test_crash_after_delete_collection_resumes_and_reports_the_recorded_operation(
+    qdrant: ClientGateway,
+) -> None:
+    resource, intent = crash_during(qdrant, "create_collection", RECREATE_BASE, RECREATE_CHANGE)
+    assert qdrant.observe(COLLECTION) is None  # the crash left no collection
+    assert intent.operation is not None
+    assert intent.operation.result.previous_points_count == 40
+
+    result, harness = run(qdrant, resource.model_copy(update={"status": intent}), now=LATER)
+
+    assert is_ready(result.status)
+    assert harness.gateway.writes == ["create_collection"]
+    assert harness.intents.written == []
+    assert result.status.operation is None
+    report = result.status.last_reconfigure
+    assert report == intent.operation.result
+    assert report is not None
+    assert report.previous_points_count == 40
+    assert report.points_deleted == 40
+    assert report.vectors_added == ["image_v"]
+    assert reasons.EVENT_RESUMED in [e.reason for e in result.events]
+    observed = live(qdrant)
+    assert observed.names == ["text_v", "image_v"]
+    assert observed.metadata[OWNER_METADATA_KEY] == OWNER
+
+
+def test_crash_before_the_first_write_resumes_the_same_plan(qdrant: ClientGateway) -> None:
+    resource, intent = crash_during(qdrant, "delete_collection", RECREATE_BASE, RECREATE_CHANGE)
+    assert live(qdrant).points_count == 40
+
+    result, harness = run(qdrant, resource.model_copy(update={"status": intent}), now=LATER)
+
+    assert is_ready(result.status)
+    assert harness.gateway.writes == ["delete_collection", "create_collection"]
+    assert result.status.last_reconfigure is not None
+    assert result.status.last_reconfigure.previous_points_count == 40
+    assert live(qdrant).points_count == 0
+    assert live(qdrant).names == ["text_v", "image_v"]
+
+
+def test_crash_between_delete_and_create_of_a_replaced_vector_resumes(
+    qdrant: ClientGateway,
+) -> None:
+    before = {**BASE, "plugins": [{"name": "text"}, inline("image", dense("image_v", 3))]}
+    after = {
+        **BASE,
+        "plugins": [{"name": "text"}, inline("image", dense("image_v", 5))],
+        "confirm": True,
+    }
+    resource, intent = crash_during(qdrant, "create_vector", before, after)
+    assert live(qdrant).names == ["text_v"]
+
+    result, _ = run(qdrant, resource.model_copy(update={"status": intent}), now=LATER)
+
+    assert is_ready(result.status)
+    observed = live(qdrant)
+    assert observed.names == ["text_v", "image_v"]
+    assert observed.by_name["image_v"].size == 5
+    assert observed.points_count == 40
+    assert result.status.last_reconfigure is not None
+    assert result.status.last_reconfigure.vectors_replaced == ["image_v"]
+    assert result.status.last_reconfigure.points_deleted == 0
+
+
+def test_recorded_operation_is_dropped_when_the_spec_moved_on(qdrant: ClientGateway) -> None:
+    resource, intent = crash_during(qdrant, "delete_collection", RECREATE_BASE, RECREATE_CHANGE)
+    before = live(qdrant)
+    moved = next_pass(
+        resource,
+        Result(status=intent),
+        {**BASE, "plugins": [{"name": "text"}, {"name": "sparse"}], "strategy": "Recreate"},
+    )
+
+    result, harness = run(qdrant, moved, now=LATER)
+
+    assert result.status.operation is None
+    assert condition(result.status, "Ready")[1] == reasons.AWAITING_CONFIRMATION
+    assert harness.gateway.writes == []
+    assert live(qdrant) == before
+
+
+# --- drift ------------------------------------------------------------------------------
+
+
+def test_vector_removed_by_hand_waits_for_confirmation(qdrant: ClientGateway) -> None:
+    resource = create_ready(qdrant, BASE)
+    qdrant.delete_vector(COLLECTION, "image_v")
+
+    result, harness = run(qdrant, resource)
+
+    assert condition(result.status, "Ready")[1] == reasons.AWAITING_CONFIRMATION
+    assert result.status.plan is not None
+    assert [a.action for a in result.status.plan.actions] == [ActionKind.ADD_VECTOR]
+    assert "outside the operator" in result.status.plan.reason
+    assert harness.gateway.writes == []
+
+
+def test_drift_keeps_waiting_on_the_next_pass(qdrant: ClientGateway) -> None:
+    """BUG: the awaiting pass writes the live names into status.vectors, which is also
+    `last_applied` for drift detection; the next pass sees no drift any more and re-adds
+    the vector without the approval the first pass asked for (same fingerprint)."""
+    resource = create_ready(qdrant, BASE)
+    qdrant.delete_vector(COLLECTION, "image_v")
+    pending, _ = run(qdrant, resource)
+    assert condition(pending.status, "Ready")[1] == reasons.AWAITING_CONFIRMATION
+
+    result, harness = run(qdrant, next_pass(resource, pending), now=LATER)
+
+    assert harness.gateway.writes == []
+    assert result.status == pending.status
+
+
+def test_collection_name_change_is_not_taken_for_drift(qdrant: ClientGateway) -> None:
+    """BUG: status.vectors of the previous collection are compared with the new one's."""
+    qdrant.create_collection(
+        COLLECTION,
+        [VectorDef("text_v", T.type, 4, T.distance)],
+        CollectionSettings(),
+        {OWNER_METADATA_KEY: OWNER},
+    )
+    previous = NamespaceStatus(collection="team-a_old", vectors=["something_else"])
+    resource = namespace({**BASE, "collectionName": COLLECTION}, status=previous)
+
+    result, harness = run(qdrant, resource)
+
+    assert is_ready(result.status)
+    assert harness.gateway.writes == ["create_vector"]
+
+
+def test_collection_name_change_through_a_stalled_pass_is_not_taken_for_drift(
+    qdrant: ClientGateway,
+) -> None:
+    """BUG (as above): a pass that stalls on the new collection keeps the old one's
+    status.vectors, so the pass after it still compares them with the new collection."""
+    qdrant.create_collection(
+        COLLECTION, [VectorDef("text_v", T.type, 4, T.distance)], CollectionSettings(), {}
+    )
+    previous = NamespaceStatus(collection="team-a_old", vectors=["something_else"])
+    resource = namespace({**BASE, "collectionName": COLLECTION}, status=previous)
+    stalled, _ = run(qdrant, resource)
+    assert condition(stalled.status, "Stalled")[1] == reasons.ADOPTION_REQUIRED
+
+    result, _ = run(
+        qdrant, next_pass(resource, stalled, {**BASE, "collectionName": COLLECTION, "adopt": True})
+    )
+
+    assert is_ready(result.status)
+    assert live(qdrant).names == ["text_v", "image_v"]
+
+
+# --- transient and permanent failures -------------------------------------------------
+
+
+def test_unreachable_qdrant_is_reconciling_with_a_retry() -> None:
+    gateway = ClientGateway.open(url="http://127.0.0.1:1", timeout=1)
+    try:
+        connect = Connect(gateway)
+        result = reconcile(namespace(BASE), PLUGINS, connect, now=NOW, write_intent=Intents([]))
+    finally:
+        gateway.close()
+
+    status = result.status
+    assert condition(status, "Reconciling") == (ConditionStatus.TRUE, reasons.QDRANT_UNAVAILABLE)
+    assert condition(status, "Ready") == (ConditionStatus.FALSE, reasons.QDRANT_UNAVAILABLE)
+    assert condition(status, "Stalled")[0] is ConditionStatus.FALSE
+    assert result.retry_after == RETRY_DELAY
+    assert connect.calls == 1
+
+
+def test_qdrant_unavailable_while_applying_is_retried(qdrant: ClientGateway) -> None:
+    resource = create_ready(qdrant, {**BASE, "plugins": [{"name": "text"}]})
+    harness = Harness(qdrant, fail={"create_vector": QdrantUnavailable("Qdrant went away")})
+
+    result = harness.run(next_pass(resource, None, BASE))
+
+    assert condition(result.status, "Reconciling") == (
+        ConditionStatus.TRUE,
+        reasons.QDRANT_UNAVAILABLE,
+    )
+    assert result.retry_after == RETRY_DELAY
+    assert live(qdrant).names == ["text_v"]
+
+
+def test_missing_secret_is_reconciling_with_a_retry() -> None:
+    connect = Connect(None, error=ConnectionUnavailable("secret team-a/qdrant not found"))
+
+    result = reconcile(namespace(BASE), PLUGINS, connect, now=NOW, write_intent=Intents([]))
+
+    assert condition(result.status, "Reconciling") == (
+        ConditionStatus.TRUE,
+        reasons.SECRET_NOT_FOUND,
+    )
+    assert result.retry_after == RETRY_DELAY
+
+
+def test_rejected_write_stalls_with_apply_failed(qdrant: ClientGateway) -> None:
+    resource = create_ready(qdrant, {**BASE, "plugins": [{"name": "text"}]})
+    harness = Harness(qdrant, fail={"create_vector": QdrantRejected("no such thing")})
+
+    result = harness.run(next_pass(resource, None, BASE))
+
+    assert condition(result.status, "Stalled") == (ConditionStatus.TRUE, reasons.APPLY_FAILED)
+    assert ("Warning", reasons.APPLY_FAILED) in [(e.type, e.reason) for e in result.events]
