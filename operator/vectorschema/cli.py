@@ -224,11 +224,11 @@ def cmd_reconfigure(args: argparse.Namespace) -> int:
     def fetch() -> dict[str, Any]:
         try:
             return kube.get_namespace(ns, name)
-        except Exception as exc:  # ApiException: say it in one line
-            status = getattr(exc, "status", None)
-            if status == 404:
-                raise UsageError(f"Namespace {ns}/{name} not found") from None
-            raise UsageError(f"cannot read Namespace {ns}/{name}: {exc}") from None
+        except kube.NotFound as exc:
+            raise UsageError(str(exc)) from None
+        except Exception as exc:  # ApiException, connection errors: say it in one line
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            raise UsageError(f"cannot read Namespace {ns}/{name}: {reason}") from None
 
     obj = fetch()
     while not _current(obj) and time.monotonic() < deadline:  # the operator catches up

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import os
 import random
@@ -70,6 +69,10 @@ passes: dict[Key, int] = {}
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     return float(raw) if raw else default
+
+
+#: Delay before re-running a pass whose status write hit a newer object version.
+CONFLICT_RETRY = 0.5
 
 
 def resync_interval() -> float:
@@ -137,9 +140,12 @@ def _wake(key: Key) -> None:
 def namespace_event(
     event: kopf.RawEvent, namespace: str, name: str, body: kopf.Body, **_: Any
 ) -> None:
-    """Wake the control loop when generation or annotations change, not on status."""
+    """Wake the control loop when the spec (generation) or the approval annotation changes.
+
+    Status writes and kopf's own bookkeeping annotations do not wake it.
+    """
     meta = body.get("metadata", {})
-    seen = (meta.get("generation"), tuple(sorted((meta.get("annotations") or {}).items())))
+    seen = (meta.get("generation"), (meta.get("annotations") or {}).get(CONFIRM_ANNOTATION))
     key = (namespace, name)
     if _seen.get(key) != seen:
         _seen[key] = seen
@@ -236,32 +242,75 @@ def _connector(resource: NamespaceResource) -> Connector:
     return connect_
 
 
-def reconcile_once(body: Mapping[str, Any], plugins: Mapping[str, PluginSpec]) -> Result:
-    """Parse, reconcile, and write what changed. Runs in a worker thread."""
+class StatusWriter:
+    """Writes one Namespace's status: only what changed, only onto the version it read.
+
+    The intent record is written with the resourceVersion of the object the pass started
+    from: if anything changed since, it fails (Conflict) before any destructive Qdrant
+    call, and the pass is re-run on fresh data. The final status reports what this pass
+    did to Qdrant, which stays true whatever else changed: on a conflict it is re-applied
+    onto a freshly read object.
+    """
+
+    def __init__(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        self.namespace, self.name = namespace, name
+        self.written: dict[str, Any] = dict(body.get("status") or {})
+        self.version: str | None = body.get("metadata", {}).get("resourceVersion")
+
+    def intent(self, status: NamespaceStatus) -> None:
+        self._write(status.to_wire())
+
+    def final(self, status: NamespaceStatus, attempts: int = 3) -> None:
+        new = status.to_wire()
+        for attempt in range(attempts):
+            try:
+                self._write(new)
+                return
+            except kube.Conflict:
+                if attempt == attempts - 1:
+                    raise
+                fresh = kube.get_namespace(self.namespace, self.name)
+                self.written = dict(fresh.get("status") or {})
+                self.version = fresh["metadata"]["resourceVersion"]
+
+    def _write(self, new: dict[str, Any]) -> None:
+        if new == self.written:
+            return
+        patch = _merge_patch(self.written, new)
+        self.version = kube.patch_namespace_status(self.namespace, self.name, patch, self.version)
+        self.written = new
+
+
+def reconcile_once(namespace: str, name: str, plugins: Mapping[str, PluginSpec]) -> Result | None:
+    """Read the object fresh, reconcile it, write what changed. Runs in a worker thread.
+
+    None when the object is gone.
+    """
+    try:
+        body = kube.get_namespace(namespace, name)
+    except kube.NotFound:
+        return None
     now = datetime.now(UTC)
     meta = body.get("metadata", {})
-    namespace, name = meta["namespace"], meta["name"]
-    resource: NamespaceResource | None = None
+    if meta.get("deletionTimestamp"):
+        return None
+    writer = StatusWriter(namespace, name, body)
     try:
         resource = NamespaceResource.model_validate(
-            {"metadata": meta, "spec": body.get("spec") or {}}
+            {"metadata": meta, "spec": body.get("spec") or {}, "status": None}
         )
     except ValidationError as exc:
         result = invalid_spec(_parse_status(body), describe(exc), meta.get("generation"), now)
-    written: list[dict[str, Any]] = [dict(body.get("status") or {})]
-
-    def write_status(status: NamespaceStatus) -> None:
-        new = status.to_wire()
-        if new != written[-1]:
-            kube.patch_namespace_status(namespace, name, _merge_patch(written[-1], new))
-            written.append(new)
-
-    if resource is not None:
+    else:
         resource = resource.model_copy(update={"status": _parse_status(body)})
-        result = reconcile(
-            resource, plugins, _connector(resource), now=now, write_intent=write_status
-        )
-    write_status(result.status)
+        try:
+            result = reconcile(
+                resource, plugins, _connector(resource), now=now, write_intent=writer.intent
+            )
+        except kube.Conflict:
+            # The object changed while this pass planned: nothing destructive ran.
+            return Result(status=NamespaceStatus(), retry_after=CONFLICT_RETRY)
+    writer.final(result.status)
     if result.remove_annotation:
         kube.set_annotation(namespace, name, CONFIRM_ANNOTATION, None)
     return result
@@ -314,11 +363,13 @@ async def control_loop(
             delay = 5.0  # after an unexpected error (e.g. an API hiccup): back off
             try:
                 result = await asyncio.to_thread(
-                    reconcile_once, _snapshot(body), _plugins(plugin_specs)
+                    reconcile_once, namespace, name, _plugins(plugin_specs)
                 )
             except Exception:
                 log.exception("reconcile of %s/%s failed", namespace, name)
             else:
+                if result is None:  # gone or being deleted
+                    return
                 passes[key] = passes.get(key, 0) + 1
                 for ev in result.events:
                     kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message)
@@ -331,17 +382,6 @@ async def control_loop(
     finally:
         if _wakers.get(key) is waker:
             del _wakers[key]
-
-
-def _snapshot(body: kopf.Body) -> dict[str, Any]:
-    """A plain, deep copy of the live body, so the worker thread sees one version."""
-    return copy.deepcopy(
-        {
-            "metadata": dict(body.get("metadata", {})),
-            "spec": dict(body.get("spec") or {}),
-            "status": dict(body.get("status") or {}),
-        }
-    )
 
 
 async def _sleep_until_woken(

@@ -32,18 +32,47 @@ def _custom() -> Any:
     return kubernetes.client.CustomObjectsApi()
 
 
+class NotFound(Exception):
+    """The object does not exist (HTTP 404)."""
+
+
 def get_namespace(namespace: str, name: str) -> dict[str, Any]:
-    body: dict[str, Any] = _custom().get_namespaced_custom_object(
-        GROUP, VERSION, namespace, NAMESPACE_PLURAL, name
-    )
+    try:
+        body: dict[str, Any] = _custom().get_namespaced_custom_object(
+            GROUP, VERSION, namespace, NAMESPACE_PLURAL, name
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            raise NotFound(f"Namespace {namespace}/{name} not found") from None
+        raise
     return body
 
 
-def patch_namespace_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Merge-patch `status` (a None value removes a field)."""
-    _custom().patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, NAMESPACE_PLURAL, name, {"status": status}
-    )
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): read it again and redo the work."""
+
+
+def patch_namespace_status(
+    namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+) -> str:
+    """Merge-patch `status` (a None value removes a field); returns the new resourceVersion.
+
+    With `resource_version`, the write only lands on that exact version of the object, so
+    a pass that worked from a stale copy cannot overwrite a newer status.
+    """
+    body: dict[str, Any] = {"status": status}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
+    try:
+        obj = _custom().patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, NAMESPACE_PLURAL, name, body
+        )
+    except ApiException as exc:
+        if exc.status == 409:
+            raise Conflict(f"{namespace}/{name} changed since it was read") from None
+        raise
+    version: str = obj["metadata"]["resourceVersion"]
+    return version
 
 
 def patch_plugin_status(name: str, status: dict[str, Any]) -> None:

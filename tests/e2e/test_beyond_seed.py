@@ -104,8 +104,10 @@ def test_add_vector_in_place_keeps_5000_points(
         kubectl,
         namespace,
         "grow",
-        lambda o: o["status"].get("vectors") == ["text_v1", "kw_v1", "image_v1"]
-        and condition(o, "Ready").get("status") == "True",
+        lambda o: (
+            o["status"].get("vectors") == ["text_v1", "kw_v1", "image_v1"]
+            and condition(o, "Ready").get("status") == "True"
+        ),
         60,
         "image_v1 added without confirmation",
     )
