@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any

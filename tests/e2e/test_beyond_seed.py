@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from qdrant_client import models as qm
-
 from tests.e2e.operator_env import (
     KubectlFn,
     apply,
@@ -25,6 +24,7 @@ from tests.e2e.operator_env import (
     until,
     vns,
 )
+
 from vectorschema.cli import SEED_KEYS
 from vectorschema.gateway import ClientGateway
 

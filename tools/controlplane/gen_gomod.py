@@ -22,6 +22,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GO_VERSION = "1.26"
+TOOLS_HEADER = (
+    "//go:build tools\n\n// Package tools pins the commands this module builds.\npackage tools\n\n"
+)
 
 
 def staging_modules(k8s_version: str) -> list[str]:
@@ -58,8 +61,7 @@ def write_k8s(k8s_version: str) -> None:
     ]
     (d / "go.mod").write_text("\n".join(lines))
     (d / "tools.go").write_text(
-        "//go:build tools\n\n// Package tools pins the commands this module builds.\npackage tools\n\n"
-        "import (\n"
+        TOOLS_HEADER + "import (\n"
         '\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n'
         '\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n'
         ")\n"
@@ -76,10 +78,7 @@ def write_etcd(etcd_version: str) -> None:
         f"go {GO_VERSION}\n\n"
         f"require go.etcd.io/etcd/server/v3 {etcd_version}\n"
     )
-    (d / "tools.go").write_text(
-        "//go:build tools\n\n// Package tools pins the commands this module builds.\npackage tools\n\n"
-        'import _ "go.etcd.io/etcd/server/v3"\n'
-    )
+    (d / "tools.go").write_text(TOOLS_HEADER + 'import _ "go.etcd.io/etcd/server/v3"\n')
     subprocess.run(["go", "mod", "tidy"], cwd=d, check=True)
 
 
