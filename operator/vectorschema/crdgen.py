@@ -108,17 +108,10 @@ AGE_COLUMN: Schema = {"name": "Age", "type": "date", "jsonPath": ".metadata.crea
 NAMESPACE_COLUMNS: list[Schema] = [
     *READY_COLUMNS,
     {
-        "name": "Collection",
-        "type": "string",
-        "jsonPath": ".status.collection",
-        "description": "The Qdrant collection.",
-        "priority": 1,
-    },
-    {
         "name": "Vectors",
-        "type": "string",
-        "jsonPath": ".status.vectors",
-        "description": "Named vectors of the live collection.",
+        "type": "integer",
+        "jsonPath": ".status.vectorCount",
+        "description": "How many named vectors the live collection has.",
     },
     {
         "name": "Points",
@@ -127,6 +120,20 @@ NAMESPACE_COLUMNS: list[Schema] = [
         "description": "Points in the collection when last observed.",
     },
     AGE_COLUMN,
+    {
+        "name": "Collection",
+        "type": "string",
+        "jsonPath": ".status.collection",
+        "description": "The Qdrant collection.",
+        "priority": 1,
+    },
+    {
+        "name": "Names",
+        "type": "string",
+        "jsonPath": ".status.vectors",
+        "description": "Named vectors of the live collection.",
+        "priority": 1,
+    },
 ]
 PLUGIN_COLUMNS: list[Schema] = [
     *READY_COLUMNS,

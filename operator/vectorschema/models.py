@@ -641,6 +641,9 @@ class NamespaceStatus(CamelModel):
     vectors: Annotated[
         list[str] | None, Field(description="Named vectors of the live collection.")
     ] = None
+    vector_count: Annotated[
+        int | None, Field(description="How many named vectors the live collection has.")
+    ] = None
     plan: Annotated[
         PlanStatus | None,
         Field(description="The pending change, if any; a destructive one awaits confirmation."),
@@ -653,6 +656,12 @@ class NamespaceStatus(CamelModel):
         Operation | None,
         Field(description="A destructive step in progress; a restarted operator finishes it."),
     ] = None
+
+    def set_live(self, points_count: int | None, vectors: list[str] | None) -> None:
+        """Record what the live collection looks like (None: not known)."""
+        self.points_count = points_count
+        self.vectors = vectors
+        self.vector_count = None if vectors is None else len(vectors)
 
     # -- condition transitions ------------------------------------------------------
 

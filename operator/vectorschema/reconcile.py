@@ -110,8 +110,7 @@ def reconcile(
     spec = resource.spec
     collection = resource.collection_name
     if status.collection != collection:  # a new collection: the old baseline means nothing
-        status.vectors = None
-        status.points_count = None
+        status.set_live(None, None)
     status.collection = collection
 
     try:
@@ -309,9 +308,9 @@ def _await_confirmation(
     changed = status.plan is None or status.plan.fingerprint != plan.fingerprint
     status.plan = plan.to_status(at_risk)
     if observed is not None:
-        status.points_count = observed.points_count
-        if not plan.drift:  # status.vectors is the baseline that tells a change by hand
-            status.vectors = _ordered(observed.names, order)
+        # status.vectors is also the baseline that tells a change by hand: keep it on drift
+        vectors = status.vectors if plan.drift else _ordered(observed.names, order)
+        status.set_live(observed.points_count, vectors)
     if changed:
         result.events.append(
             Event("Warning", reasons.EVENT_PLAN_PENDING, status_message(plan, status, detail))
@@ -355,8 +354,7 @@ def _finish(
     )
     status.plan = None
     if live is not None:
-        status.points_count = live.points_count
-        status.vectors = _ordered(live.names, order)
+        status.set_live(live.points_count, _ordered(live.names, order))
     status.set_ready(
         f"collection {resource.collection_name} has {len(status.vectors or [])} vector(s)",
         generation=resource.metadata.generation,

@@ -394,6 +394,7 @@ def test_get_by_short_name_shows_the_printer_columns(kubectl: Kubectl, kube_ns: 
             "collection": f"{kube_ns}_columns",
             "pointsCount": 1234,
             "vectors": ["multilingual_e5_large_instruct_v1", "bm25"],
+            "vectorCount": 2,
             "conditions": [
                 {
                     "type": "Ready",
@@ -408,17 +409,21 @@ def test_get_by_short_name_shows_the_printer_columns(kubectl: Kubectl, kube_ns: 
     kubectl("patch", "vns", "columns", "-n", kube_ns, *patch)
     header, row = kubectl("get", "vns", "columns", "-n", kube_ns).stdout.splitlines()
     assert header.split() == ["NAME", "READY", "REASON", "VECTORS", "POINTS", "AGE"]
-    # A string array renders as compact JSON.
-    assert row.split()[:5] == [
-        "columns",
-        "True",
-        "Reconciled",
-        '["multilingual_e5_large_instruct_v1","bm25"]',
-        "1234",
-    ]
+    assert row.split()[:5] == ["columns", "True", "Reconciled", "2", "1234"]
     wide = kubectl("get", "vns", "columns", "-n", kube_ns, "-o", "wide").stdout
-    assert wide.split()[:7] == ["NAME", "READY", "REASON", "COLLECTION", "VECTORS", "POINTS", "AGE"]
+    assert wide.split()[:8] == [
+        "NAME",
+        "READY",
+        "REASON",
+        "VECTORS",
+        "POINTS",
+        "AGE",
+        "COLLECTION",
+        "NAMES",
+    ]
     assert f"{kube_ns}_columns" in wide
+    # The names (priority 1) render as compact JSON in the wide output.
+    assert '["multilingual_e5_large_instruct_v1","bm25"]' in wide
 
 
 def test_plugin_printer_columns(kubectl: Kubectl, kube_ns: str) -> None:

@@ -71,7 +71,9 @@ def test_samples_reach_ready(kubectl: KubectlFn, wait_for: Any, qdrant: ClientGa
     table = kubectl("get", "vns", "-n", "tenant-acme").stdout
     header, row = table.splitlines()[:2]
     assert header.split()[:5] == ["NAME", "READY", "REASON", "VECTORS", "POINTS"]
-    assert row.split()[:3] == ["catalog", "True", "Reconciled"]
+    assert row.split()[:5] == ["catalog", "True", "Reconciled", "3", "0"]
+    wide = kubectl("get", "vns", "-n", "tenant-acme", "-o", "wide").stdout.splitlines()[1]
+    assert "tenant-acme_catalog" in wide and E5 in wide
 
 
 def test_seed_example_under_recreate(

@@ -232,10 +232,11 @@ def test_namespace_printer_columns() -> None:
     assert columns(load(NAMESPACE_FILE)) == [
         ("Ready", "string", f"{READY}.status", 0),
         ("Reason", "string", f"{READY}.reason", 0),
-        ("Collection", "string", ".status.collection", 1),
-        ("Vectors", "string", ".status.vectors", 0),
+        ("Vectors", "integer", ".status.vectorCount", 0),
         ("Points", "integer", ".status.pointsCount", 0),
         ("Age", "date", ".metadata.creationTimestamp", 0),
+        ("Collection", "string", ".status.collection", 1),
+        ("Names", "string", ".status.vectors", 1),
     ]
 
 
