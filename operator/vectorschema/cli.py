@@ -13,6 +13,7 @@ prints the seed endpoint's response, key for key.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
@@ -25,11 +26,12 @@ import yaml
 from pydantic import ValidationError
 
 from vectorschema import kube
-from vectorschema.gateway import GatewayError, QdrantGateway, connect
+from vectorschema.gateway import GatewayError, QdrantGateway, close_all, connect
 from vectorschema.models import (
     API_VERSION,
     CONFIRM_ANNOTATION,
     NAMESPACE_KIND,
+    OWNER_METADATA_KEY,
     PLUGIN_KIND,
     NamespaceResource,
     PluginResource,
@@ -65,7 +67,10 @@ class UsageError(Exception):
 
 
 def load_manifests(path: str) -> tuple[list[NamespaceResource], dict[str, PluginSpec]]:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
     try:
         docs = [d for d in yaml.safe_load_all(text) if d]
     except yaml.YAMLError as exc:
@@ -76,7 +81,9 @@ def load_manifests(path: str) -> tuple[list[NamespaceResource], dict[str, Plugin
         if not isinstance(doc, dict) or doc.get("apiVersion") != API_VERSION:
             continue
         kind = doc.get("kind")
-        where = f"{path}: document {i + 1} ({kind} {doc.get('metadata', {}).get('name', '?')})"
+        meta = doc.get("metadata")
+        shown = meta.get("name", "?") if isinstance(meta, dict) else "?"
+        where = f"{path}: document {i + 1} ({kind} {shown})"
         try:
             if kind == PLUGIN_KIND:
                 plugin = PluginResource.model_validate(doc)
@@ -101,7 +108,12 @@ def plan_one(
         desired = resolve_desired(resource.spec, plugins)
     except (PluginNotFound, PluginConflict) as exc:
         raise UsageError(f"Namespace {resource.owner_id}: {exc}") from None
-    collection = resource.collection_name
+    try:
+        collection = resource.collection_name
+    except ValueError as exc:  # a name no Kubernetes object could have, e.g. with '/'
+        raise UsageError(
+            f"Namespace {resource.owner_id}: metadata.name: {exc}; set spec.collectionName"
+        ) from None
     notes: list[str] = []
     if gateway is None:
         capabilities, observed = Capabilities(), None
@@ -109,6 +121,8 @@ def plan_one(
     else:
         capabilities = gateway.capabilities()
         observed = gateway.observe(collection)
+    if observed is not None:
+        check_ownership(resource, collection, observed.metadata.get(OWNER_METADATA_KEY))
     plan = make_plan(
         collection, desired, observed, strategy=resource.spec.strategy, capabilities=capabilities
     )
@@ -128,6 +142,23 @@ def plan_one(
         **status,
         "notes": list(plan.notes) + notes,
     }
+
+
+def check_ownership(resource: NamespaceResource, collection: str, owner: Any) -> None:
+    """Refuse, as the operator would (Stalled), a collection it will not touch."""
+    where = f"Namespace {resource.owner_id}"
+    if owner and owner != resource.owner_id:
+        raise UsageError(
+            f"{where}: spec.collectionName: Qdrant collection {collection!r} is owned by "
+            f"{owner!r}; the operator will not change it (CollectionOwnedElsewhere); set "
+            "spec.collectionName to another collection"
+        )
+    if not owner and not resource.spec.adopt:
+        raise UsageError(
+            f"{where}: spec.adopt: Qdrant collection {collection!r} exists and no resource "
+            "owns it; the operator will not change it (AdoptionRequired); set spec.adopt: true "
+            "to manage it"
+        )
 
 
 def render_text(plans: list[dict[str, Any]]) -> str:
@@ -158,16 +189,33 @@ def cmd_plan(args: argparse.Namespace) -> int:
     namespaces, plugins = load_manifests(args.file)
     gateway: QdrantGateway | None = None
     url = args.qdrant_url or (None if args.qdrant_path else os.environ.get("QDRANT_URL"))
-    if url:
-        gateway = connect(url=url, api_key=os.environ.get("QDRANT_API_KEY"))
-    elif args.qdrant_path:
-        gateway = connect(path=args.qdrant_path)
+    try:
+        if url:
+            gateway = connect(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None)
+        elif args.qdrant_path:
+            gateway = connect(path=args.qdrant_path)
+    except ValueError as exc:  # e.g. an invalid --qdrant-url
+        raise UsageError(str(exc)) from None
+    if gateway is not None:
+        _close_at_exit()
     plans = [plan_one(r, plugins, gateway) for r in namespaces]
     if args.output == "json":
         print(json.dumps(plans if len(plans) > 1 else plans[0], indent=2))
     else:
         print(render_text(plans))
     return EXIT_DESTRUCTIVE if any(p["needsConfirmation"] for p in plans) else EXIT_OK
+
+
+_closing = False
+
+
+def _close_at_exit() -> None:
+    """Close the Qdrant clients before the interpreter tears down (not from `__del__`,
+    which then fails noisily), without closing them under a caller that imported `main`."""
+    global _closing
+    if not _closing:
+        atexit.register(close_all)
+        _closing = True
 
 
 # --- reconfigure ----------------------------------------------------------------------
@@ -217,7 +265,10 @@ def cmd_reconfigure(args: argparse.Namespace) -> int:
             "reconfigure may delete data; nothing was changed. Re-run with --confirm to approve "
             "the pending plan (see `kubectl describe vns` for what it does)"
         )
-    kube.load_config()
+    try:
+        kube.load_config()
+    except Exception as exc:  # no kubeconfig, no in-cluster credentials: one line, no trace
+        raise UsageError(f"cannot reach a Kubernetes cluster: {exc}") from None
     deadline = time.monotonic() + args.timeout
     ns, name = args.namespace, args.name
 

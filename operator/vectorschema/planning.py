@@ -564,6 +564,8 @@ def _message(
         parts.append(f"Tuned vector(s): {', '.join(retuned)}.")
     if recreated:
         parts.append(f"{points_deleted} points were deleted.")
+    elif not created and (removed or replaced):
+        parts.append("No points were deleted; only the data of those vectors is gone.")
     elif not created:
         parts.append("No points were deleted.")
     if reprocess:
