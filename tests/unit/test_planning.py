@@ -1033,7 +1033,8 @@ def test_report_of_an_in_place_removal_reprocesses_nothing() -> None:
     assert result.collections_to_reprocess == []
     assert result.message == (
         "Qdrant collection changed in place: 0 new vector(s). "
-        f"Removed vector(s): {IMAGE_VECTOR}. No points were deleted; only the data of those vectors is gone."
+        f"Removed vector(s): {IMAGE_VECTOR}. No points were deleted; "
+        "only the data of those vectors is gone."
     )
 
 
