@@ -310,7 +310,20 @@ def reconcile_once(namespace: str, name: str, plugins: Mapping[str, PluginSpec])
         except kube.Conflict:
             # The object changed while this pass planned: nothing destructive ran.
             return Result(status=NamespaceStatus(), retry_after=CONFLICT_RETRY)
+    old_ready = _parse_status(body).condition("Ready")
     writer.final(result.status)
+    ready = result.status.condition("Ready")
+    if ready is not None and (
+        old_ready is None or (old_ready.status, old_ready.reason) != (ready.status, ready.reason)
+    ):
+        log.info(
+            "%s/%s: Ready=%s/%s %s",
+            namespace,
+            name,
+            ready.status.value,
+            ready.reason,
+            ready.message,
+        )
     if result.remove_annotation:
         kube.set_annotation(namespace, name, CONFIRM_ANNOTATION, None)
     return result

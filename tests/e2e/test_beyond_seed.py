@@ -5,6 +5,7 @@ safe under GitOps, deletion policies, drift repair, per-namespace connections, t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import subprocess
@@ -306,8 +307,9 @@ def test_manual_vector_removal_waits_for_confirmation(
 
 
 def test_api_key_secret_is_watched_and_never_shown(
-    kubectl: KubectlFn, wait_for: Any, namespace: str
+    kubectl: KubectlFn, wait_for: Any, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     secret_value = "s3cr3t-e2e-key-" + namespace
     apply(
         kubectl,
@@ -339,6 +341,8 @@ def test_api_key_secret_is_watched_and_never_shown(
     )
     shown = json.dumps(obj["status"]) + json.dumps(events(kubectl, namespace, "keyed"))
     assert secret_value not in shown
+    assert any("127.0.0.1:1" in r.getMessage() for r in caplog.records)  # logs were captured
+    assert secret_value not in caplog.text
 
 
 def _cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
