@@ -35,10 +35,11 @@ crds: install ## Generate crds/*.yaml from the Pydantic models
 	$(BIN)/python -m vectorschema.crdgen --out crds
 
 lint: install ## ruff, mypy --strict, import-linter
-	$(BIN)/ruff check operator tests tools
-	$(BIN)/ruff format --check operator tests tools
+	$(BIN)/ruff check operator tests tools bench
+	$(BIN)/ruff format --check operator tests tools bench
 	$(BIN)/mypy --strict
-	$(BIN)/mypy --strict tools/controlplane/localcluster.py tools/run.py
+	$(BIN)/mypy --strict tools/controlplane/localcluster.py tools/controlplane/gen_gomod.py tools/run.py
+	$(BIN)/mypy --strict bench/run.py
 	$(BIN)/lint-imports
 
 test-unit: install ## Unit tests (pure, no cluster)
@@ -52,7 +53,7 @@ test: install controlplane lint test-unit test-e2e ## Everything CI runs: set-up
 run: install controlplane ## The main job: control plane (if no cluster), CRDs, samples, operator; Ctrl-C stops
 	$(BIN)/python tools/run.py
 
-bench: install controlplane ## Benchmarks (ratios against a baseline measured in the same run)
+bench: install ## Benchmarks (ratios against a baseline measured in the same run)
 	$(BIN)/python bench/run.py
 
 clean: ## Remove the virtualenv, local state and the embedded Qdrant data

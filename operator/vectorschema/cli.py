@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from pydantic import ValidationError
@@ -66,36 +66,63 @@ class UsageError(Exception):
 # --- plan -----------------------------------------------------------------------------
 
 
-def load_manifests(path: str) -> tuple[list[NamespaceResource], dict[str, PluginSpec]]:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d]
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML: {exc}") from None
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def read_sources(path: str, *, recursive: bool = False) -> list[tuple[str, str]]:
+    """(name, text) of stdin (`-`), one file, or a directory's manifest files, sorted
+    (its subdirectories too with `recursive`, like `kubectl apply -f DIR -R`)."""
+    if path == "-":
+        try:
+            return [("-", sys.stdin.read())]
+        except UnicodeDecodeError:
+            raise UsageError("-: not UTF-8 text") from None
+    root = Path(path)
+    files = [root]
+    if root.is_dir():
+        found = root.rglob("*") if recursive else root.iterdir()
+        files = sorted(f for f in found if f.suffix in MANIFEST_SUFFIXES and f.is_file())
+        if not files:
+            hint = "" if recursive else " (-R reads its subdirectories too)"
+            raise UsageError(f"{path}: no {', '.join(MANIFEST_SUFFIXES)} files{hint}")
+    sources = []
+    for f in files:
+        try:
+            sources.append((str(f), f.read_text(encoding="utf-8")))
+        except UnicodeDecodeError:
+            raise UsageError(f"{f}: not UTF-8 text") from None
+    return sources
+
+
+def load_manifests(
+    path: str, *, recursive: bool = False
+) -> tuple[list[NamespaceResource], dict[str, PluginSpec]]:
     namespaces: list[NamespaceResource] = []
     plugins: dict[str, PluginSpec] = {}
-    for i, doc in enumerate(docs):
-        if not isinstance(doc, dict) or doc.get("apiVersion") != API_VERSION:
-            continue
-        kind = doc.get("kind")
-        meta = doc.get("metadata")
-        shown = meta.get("name", "?") if isinstance(meta, dict) else "?"
-        where = f"{path}: document {i + 1} ({kind} {shown})"
+    for source, text in read_sources(path, recursive=recursive):
         try:
-            if kind == PLUGIN_KIND:
-                plugin = PluginResource.model_validate(doc)
-                plugins[plugin.metadata.name] = plugin.spec
-            elif kind == NAMESPACE_KIND:
-                resource = NamespaceResource.model_validate(doc)
-                if resource.metadata.namespace is None:
-                    meta = resource.metadata.model_copy(update={"namespace": "default"})
-                    resource = resource.model_copy(update={"metadata": meta})
-                namespaces.append(resource)
-        except ValidationError as exc:
-            raise UsageError(f"{where}: {describe(exc)}") from None
+            docs = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{source}: not valid YAML: {exc}") from None
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, dict) or doc.get("apiVersion") != API_VERSION:
+                continue
+            kind = doc.get("kind")
+            meta = doc.get("metadata")
+            shown = meta.get("name", "?") if isinstance(meta, dict) else "?"
+            where = f"{source}: document {i + 1} ({kind} {shown})"
+            try:
+                if kind == PLUGIN_KIND:
+                    plugin = PluginResource.model_validate(doc)
+                    plugins[plugin.metadata.name] = plugin.spec
+                elif kind == NAMESPACE_KIND:
+                    resource = NamespaceResource.model_validate(doc)
+                    if resource.metadata.namespace is None:
+                        meta = resource.metadata.model_copy(update={"namespace": "default"})
+                        resource = resource.model_copy(update={"metadata": meta})
+                    namespaces.append(resource)
+            except ValidationError as exc:
+                raise UsageError(f"{where}: {describe(exc)}") from None
     if not namespaces:
         raise UsageError(f"{path}: no {API_VERSION} Namespace found")
     return namespaces, plugins
@@ -186,7 +213,7 @@ def render_text(plans: list[dict[str, Any]]) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    namespaces, plugins = load_manifests(args.file)
+    namespaces, plugins = load_manifests(args.file, recursive=args.recursive)
     gateway: QdrantGateway | None = None
     url = args.qdrant_url or (None if args.qdrant_path else os.environ.get("QDRANT_URL"))
     try:
@@ -313,11 +340,25 @@ def cmd_reconfigure(args: argparse.Namespace) -> int:
 # --- entry point ----------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which `plan` uses for "destructive": a CI job
+    must not read a mistyped flag as a plan awaiting approval. Usage errors exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vectorschema", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="vectorschema", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="print the plan for Namespace/Plugin manifests")
-    plan.add_argument("-f", "--file", required=True, help="manifest file ('-' for stdin)")
+    plan.add_argument(
+        "-f", "--file", required=True, help="manifest file or directory ('-' for stdin)"
+    )
+    plan.add_argument(
+        "-R", "--recursive", action="store_true", help="with a directory: its subdirectories too"
+    )
     where = plan.add_mutually_exclusive_group()
     where.add_argument("--qdrant-url", help="plan against this Qdrant server (env QDRANT_URL)")
     where.add_argument("--qdrant-path", help="plan against this embedded Qdrant store")
