@@ -182,8 +182,7 @@ def reconcile(
                     resource, gateway, status, result, observed, now, order=desired.names
                 )
         if plan.empty:
-            if observed is not None and observed.metadata.get(OWNER_METADATA_KEY) is None:
-                gateway.set_metadata(collection, owner_metadata(resource))  # adoption
+            _stamp_adopted(resource, observed, gateway)
             if status.last_reconfigure is None:
                 status.last_reconfigure = report(plan, desired, observed, spec, time=timestamp(now))
             return _finish(
@@ -219,12 +218,8 @@ def reconcile(
                 now=now,
             )
             write_intent(status)
-        if (
-            observed is not None
-            and not plan.recreates
-            and OWNER_METADATA_KEY not in observed.metadata
-        ):
-            gateway.set_metadata(collection, owner_metadata(resource))  # adoption
+        if not plan.recreates:  # a recreate stamps the new collection itself
+            _stamp_adopted(resource, observed, gateway)
         execute(plan, gateway, owner_metadata(resource))
         status.operation = None
         status.last_reconfigure = outcome
@@ -252,6 +247,14 @@ def reconcile(
         result.events.append(Event("Warning", reasons.APPLY_FAILED, str(exc)))
         result.retry_after = RETRY_DELAY * 6
         return result
+
+
+def _stamp_adopted(
+    resource: NamespaceResource, observed: ObservedCollection | None, gateway: QdrantGateway
+) -> None:
+    """Stamp ownership on an adopted collection (one nobody owned), before changing it."""
+    if observed is not None and OWNER_METADATA_KEY not in observed.metadata:
+        gateway.set_metadata(observed.name, owner_metadata(resource))
 
 
 def _resume(
