@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -62,8 +63,9 @@ log = logging.getLogger("vectorschema")
 Key = tuple[str, str]
 _wakers: dict[Key, asyncio.Event] = {}
 _seen: dict[Key, tuple[Any, ...]] = {}
-#: Reconcile passes per Namespace since start (observability and tests).
+#: Reconcile passes per Namespace, and wake-ups by cause, since start (observability).
 passes: dict[Key, int] = {}
+wakes: Counter[tuple[Key, str]] = Counter()
 
 
 def _env_float(name: str, default: float) -> float:
@@ -130,7 +132,8 @@ def namespaces_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) -
 # --- wake-ups -------------------------------------------------------------------------
 
 
-def _wake(key: Key) -> None:
+def _wake(key: Key, why: str) -> None:
+    wakes[key, why] += 1
     waker = _wakers.get(key)
     if waker is not None:
         waker.set()
@@ -149,7 +152,7 @@ def namespace_event(
     key = (namespace, name)
     if _seen.get(key) != seen:
         _seen[key] = seen
-        _wake(key)
+        _wake(key, "spec")
     if event.get("type") == "DELETED":
         _seen.pop(key, None)
 
@@ -164,18 +167,24 @@ async def plugin_event(
 ) -> None:
     """A Plugin changed: keep its status and wake every Namespace that lists it."""
     for key in namespaces_by_plugin.get(name, []):
-        _wake(key)
+        _wake(key, "plugin")
     if event.get("type") != "DELETED":
         await asyncio.to_thread(_write_plugin_status, name, dict(body))
 
 
-@kopf.on.event("", "v1", "secrets")  # type: ignore[arg-type]
+def _is_referenced(
+    namespace: str, name: str, namespaces_by_secret: kopf.Index[Key, Key], **_: Any
+) -> bool:
+    return (namespace, name) in namespaces_by_secret
+
+
+@kopf.on.event("", "v1", "secrets", when=_is_referenced)  # type: ignore[arg-type]
 def secret_event(
     namespace: str, name: str, namespaces_by_secret: kopf.Index[Key, Key], **_: Any
 ) -> None:
     """A Secret changed (e.g. a rotated API key): wake the Namespaces that use it."""
     for key in namespaces_by_secret.get((namespace, name), []):
-        _wake(key)
+        _wake(key, "secret")
 
 
 def _write_plugin_status(name: str, body: Mapping[str, Any]) -> None:

@@ -26,6 +26,7 @@ from tests.e2e.operator_env import (
     vns,
 )
 
+from vectorschema import handlers
 from vectorschema.cli import SEED_KEYS
 from vectorschema.gateway import ClientGateway
 
@@ -339,6 +340,7 @@ def test_api_key_secret_is_watched_and_never_shown(
     obj = wait_for(
         reason_is(kubectl, namespace, "keyed", "Reconciling", "True", "QdrantUnavailable"), 60
     )
+    assert handlers.wakes[(namespace, "keyed"), "secret"] >= 1  # woken by the Secret watch
     shown = json.dumps(obj["status"]) + json.dumps(events(kubectl, namespace, "keyed"))
     assert secret_value not in shown
     assert any("127.0.0.1:1" in r.getMessage() for r in caplog.records)  # logs were captured

@@ -23,6 +23,7 @@ from tests.e2e.operator_env import (
     vns,
 )
 
+from vectorschema import handlers
 from vectorschema.gateway import ClientGateway
 
 E5 = "multilingual_e5_large_instruct_v1"
@@ -202,6 +203,7 @@ def test_plugin_change_reconciles_users(
         )
         live = qdrant.observe(f"{namespace}_{name}")
         assert live is not None and sorted(live.names) == ["one", "two"]
+        assert handlers.wakes[(namespace, name), "plugin"] >= 1  # found through the index
 
 
 def test_collection_owned_elsewhere(
@@ -237,8 +239,6 @@ def test_collection_owned_elsewhere(
 
 def test_resync_does_not_churn(kubectl: KubectlFn, wait_for: Any, namespace: str) -> None:
     """Several resync passes over an unchanged world write nothing (same resourceVersion)."""
-    from vectorschema import handlers
-
     vec = {"name": "v", "size": 4, "distance": "Cosine"}
     apply(kubectl, namespace_doc(namespace, "calm", plugins=[{"name": "p", "vectors": [vec]}]))
     obj = wait_for(reason_is(kubectl, namespace, "calm", "Ready", "True", "Reconciled"), 60)

@@ -1,0 +1,24 @@
+# The operator image. No image is published: build and push your own, then set it in
+# manifests/deploy/40-deployment.yaml:
+#
+#   docker build -t <registry>/vectorschema:0.1.0 .
+#   docker push <registry>/vectorschema:0.1.0
+#
+# The Deployment sets the command (peering, random priority, liveness endpoint); the CMD
+# below runs a single replica on its own.
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+RUN pip install --no-cache-dir --no-compile --prefix=/install .
+
+FROM python:3.11-slim
+COPY --from=build /install /usr/local
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# A numeric user, so that `runAsNonRoot: true` can verify it.
+USER 10001:10001
+EXPOSE 8080
+CMD ["kopf", "run", "-m", "vectorschema.handlers", "--all-namespaces", "--standalone", \
+     "--liveness=http://0.0.0.0:8080/healthz"]
