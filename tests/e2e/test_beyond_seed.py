@@ -392,3 +392,75 @@ def test_cli_reconfigure_prints_the_seed_response(
         "message": "Qdrant collection reconfigured with 1 new vector(s). 25 points were deleted. "
         "Re-trigger batches on the listed collections to re-ingest data with the new vectors.",
     }
+
+
+def test_recorded_intent_is_finished_after_a_crash(
+    kubectl: KubectlFn, wait_for: Any, qdrant: ClientGateway, namespace: str
+) -> None:
+    """The state a crash leaves right after the intent write: the operator finishes it.
+
+    The intent (`status.operation`) is written, guarded by resourceVersion, just before
+    the first destructive Qdrant call. Here it is written the same way (through /status),
+    with the collection already dropped as if the crash came mid-recreate; the operator
+    must re-create the collection without asking again and report the recorded outcome.
+    """
+    doc = make(kubectl, wait_for, namespace, "crashed", plugins=[TEXT], strategy="Recreate")
+    collection = f"{namespace}_crashed"
+    seed_text_only(qdrant, collection, 40)
+    doc["spec"]["plugins"].append(IMAGE)
+    apply(kubectl, doc)
+    plan = wait_for(awaiting(kubectl, namespace, "crashed"), 60)["status"]["plan"]
+
+    outcome = {
+        "status": "reconfigured",
+        "previousPointsCount": 40,
+        "vectorsAdded": ["image_v1"],
+        "vectorsTotal": ["text_v1", "image_v1"],
+        "collectionsToReprocess": ["col_docs", "col_images"],
+        "message": "Qdrant collection reconfigured with 1 new vector(s). 40 points were deleted. "
+        "Re-trigger batches on the listed collections to re-ingest data with the new vectors.",
+        "pointsDeleted": 40,
+        "strategy": "Recreate",
+        "planFingerprint": plan["fingerprint"],
+    }
+    intent = {
+        "planFingerprint": plan["fingerprint"],
+        "started": "2026-01-01T00:00:00Z",
+        "actions": plan["actions"],
+        "result": outcome,
+    }
+    qdrant.delete_collection(collection)  # the crash came after the drop
+    kubectl(
+        "patch",
+        "vns",
+        "crashed",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"operation": intent}}),
+    )
+    obj = until(
+        kubectl,
+        namespace,
+        "crashed",
+        lambda o: (
+            "operation" not in o["status"]
+            and o["status"].get("lastReconfigure", {}).get("planFingerprint") == plan["fingerprint"]
+            and condition(o, "Ready").get("status") == "True"
+        ),
+        60,
+        "the interrupted plan finished",
+    )
+    assert obj["status"]["lastReconfigure"]["previousPointsCount"] == 40
+    live = qdrant.observe(collection)
+    assert live is not None and sorted(live.names) == ["image_v1", "text_v1"]
+    assert live.metadata["vectorschema.dev/owner"] == f"{namespace}/crashed"
+    wait_for(
+        lambda: [
+            e for e in events(kubectl, namespace, "crashed") if e["reason"] == "OperationResumed"
+        ],
+        30,
+        "OperationResumed event",
+    )
