@@ -821,6 +821,18 @@ class NamespaceResource(BaseModel):
     spec: NamespaceSpec = Field(default_factory=NamespaceSpec)
     status: NamespaceStatus | None = None
 
+    @model_validator(mode="after")
+    def _collection_name_derivable(self) -> NamespaceResource:
+        if self.spec.collection_name is None:
+            try:
+                default_collection_name(self.kube_namespace, self.metadata.name)
+            except ValueError as exc:
+                raise ValueError(
+                    f"metadata.name: {exc} (valid: {COLLECTION_NAME_PATTERN}); "
+                    "set spec.collectionName"
+                ) from None
+        return self
+
     @property
     def kube_namespace(self) -> str:
         return self.metadata.namespace or "default"

@@ -27,7 +27,8 @@ def describe(exc: ValidationError, prefix: str = "", limit: int = 3) -> str:
     lines = []
     for err in exc.errors()[:limit]:
         msg = str(err["msg"]).removeprefix("Value error, ")
-        lines.append(f"{field_path(err['loc'], prefix)}: {msg}")
+        where = field_path(err["loc"], prefix)
+        lines.append(msg if where == "(root)" else f"{where}: {msg}")
     more = len(exc.errors()) - limit
     if more > 0:
         lines.append(f"... and {more} more")
