@@ -33,7 +33,7 @@ fi
 mkdir -p "$BIN"
 LOG="$BIN/build.log"
 : >"$LOG"
-echo "controlplane: building Kubernetes $K8S_VERSION and etcd $ETCD_VERSION into $BIN (first build: about 10-15 minutes on 2 cores; log: $LOG)" >&2
+echo "controlplane: building Kubernetes $K8S_VERSION and etcd $ETCD_VERSION into $BIN (first build: about 7 minutes on 2 cores, module downloads included; log: $LOG)" >&2
 
 minor_of() { echo "$1" | cut -d. -f2; }
 LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
