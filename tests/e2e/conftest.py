@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools" / "controlplane"))
 
 from localcluster import ControlPlane, ControlPlaneError, build_binaries  # noqa: E402
+from tests.e2e.operator_env import Kubectl  # noqa: E402
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_START_TIMEOUT", "90"))
@@ -74,16 +75,6 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}: {last!r}")
         time.sleep(interval)
-
-
-class Kubectl(Protocol):
-    def __call__(
-        self,
-        *args: str,
-        input: str | None = None,
-        check: bool = True,
-        kubeconfig: Path | None = None,
-    ) -> subprocess.CompletedProcess[str]: ...
 
 
 def run_kubectl(

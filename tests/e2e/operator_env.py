@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import yaml
@@ -26,6 +26,18 @@ REPO = Path(__file__).resolve().parents[2]
 RESYNC_SECONDS = "2"
 
 KubectlFn = Callable[..., subprocess.CompletedProcess[str]]
+
+
+class Kubectl(Protocol):
+    """The `kubectl` fixture's signature (also used by modules with their own cluster)."""
+
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]: ...
 
 
 @pytest.fixture(scope="session")

@@ -28,11 +28,12 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 import yaml
 from localcluster import ControlPlane, ControlPlaneError, free_port
+from tests.e2e.operator_env import Kubectl
 
 pytestmark = pytest.mark.e2e
 
@@ -50,16 +51,6 @@ PEERING = "vectorschema"
 TENANT = "tenant-rbac"
 
 WaitFor = Callable[..., Any]
-
-
-class Kubectl(Protocol):
-    def __call__(
-        self,
-        *args: str,
-        input: str | None = None,
-        check: bool = True,
-        kubeconfig: Path | None = None,
-    ) -> subprocess.CompletedProcess[str]: ...
 
 
 # --------------------------------------------------------------------------------------
