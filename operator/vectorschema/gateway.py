@@ -51,6 +51,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from vectorschema.models import Datatype, Distance, SparseModifier, VectorType
 from vectorschema.schema import (
+    IN_PLACE_VECTORS_SINCE,
     Capabilities,
     CollectionSettings,
     ObservedCollection,
@@ -77,7 +78,6 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Servers from this version create and delete named vectors on a live collection.
-IN_PLACE_VECTORS_SINCE = (1, 18)
 # Local mode only: where the datatypes of vectors added in place are remembered.
 LOCAL_DATATYPES_METADATA_KEY = "vectorschema.dev/local-datatypes"
 # Page size of the scroll fallback of `count_with_vector`.

@@ -29,6 +29,7 @@ from vectorschema.models import (
     Strategy,
 )
 from vectorschema.schema import (
+    IN_PLACE_VECTORS_SINCE,
     Capabilities,
     CollectionSettings,
     DesiredSchema,
@@ -36,8 +37,6 @@ from vectorschema.schema import (
     VectorDef,
     vector_def_from_spec,
 )
-
-IN_PLACE_MIN_VERSION = (1, 18)
 
 # --- desired schema -------------------------------------------------------------------
 
@@ -173,15 +172,6 @@ class Plan:
             vectors_at_risk=self.vectors_at_risk,
             reason=self.reason,
         )
-
-
-def parse_version(version: str) -> tuple[int, ...] | None:
-    """'1.18.2' -> (1, 18, 2); None when it is not a version."""
-    parts = version.lstrip("v").split("-")[0].split(".")
-    try:
-        return tuple(int(p) for p in parts)
-    except ValueError:
-        return None
 
 
 def fingerprint(
@@ -325,7 +315,7 @@ def _make_plan(
     elif (added or removed or replaced) and not capabilities.in_place_vectors:
         recreate_reason = (
             f"Qdrant {capabilities.server_version} cannot add or remove a named vector in place "
-            f"(needs >= {'.'.join(map(str, IN_PLACE_MIN_VERSION))})"
+            f"(needs >= {'.'.join(map(str, IN_PLACE_VECTORS_SINCE))})"
         )
     if recreate_reason:
         action = Action(

@@ -135,6 +135,10 @@ class DesiredSchema:
         return [v.name for v in self.vectors]
 
 
+#: Qdrant can create and delete a named vector on a live collection since this version.
+IN_PLACE_VECTORS_SINCE = (1, 18)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What the Qdrant behind a gateway can do.
