@@ -31,7 +31,6 @@ from vectorschema.models import (
     API_VERSION,
     CONFIRM_ANNOTATION,
     NAMESPACE_KIND,
-    OWNER_METADATA_KEY,
     PLUGIN_KIND,
     NamespaceResource,
     PluginResource,
@@ -44,6 +43,7 @@ from vectorschema.planning import (
     needs_approval,
     resolve_desired,
 )
+from vectorschema.reconcile import ownership_refusal, points_at_risk
 from vectorschema.schema import Capabilities
 from vectorschema.validation import describe
 
@@ -148,17 +148,16 @@ def plan_one(
     else:
         capabilities = gateway.capabilities()
         observed = gateway.observe(collection)
-    if observed is not None:
-        check_ownership(resource, collection, observed.metadata.get(OWNER_METADATA_KEY))
+    refusal = ownership_refusal(resource, observed)
+    if refusal is not None:  # the operator would stall: say so, as invalid input
+        raise UsageError(
+            f"Namespace {resource.owner_id}: {refusal.field}: {refusal.message}; the operator "
+            f"will not change it ({refusal.reason})"
+        )
     plan = make_plan(
         collection, desired, observed, strategy=resource.spec.strategy, capabilities=capabilities
     )
-    at_risk = 0
-    if observed is not None and gateway is not None:
-        if plan.recreates:
-            at_risk = observed.points_count
-        elif plan.vectors_at_risk:
-            at_risk = max(gateway.count_with_vector(collection, v) for v in plan.vectors_at_risk)
+    at_risk = points_at_risk(plan, observed, gateway) if gateway is not None else 0
     status = plan.to_status(at_risk).to_wire()
     return {
         "namespace": resource.kube_namespace,
@@ -169,23 +168,6 @@ def plan_one(
         **status,
         "notes": list(plan.notes) + notes,
     }
-
-
-def check_ownership(resource: NamespaceResource, collection: str, owner: Any) -> None:
-    """Refuse, as the operator would (Stalled), a collection it will not touch."""
-    where = f"Namespace {resource.owner_id}"
-    if owner and owner != resource.owner_id:
-        raise UsageError(
-            f"{where}: spec.collectionName: Qdrant collection {collection!r} is owned by "
-            f"{owner!r}; the operator will not change it (CollectionOwnedElsewhere); set "
-            "spec.collectionName to another collection"
-        )
-    if not owner and not resource.spec.adopt:
-        raise UsageError(
-            f"{where}: spec.adopt: Qdrant collection {collection!r} exists and no resource "
-            "owns it; the operator will not change it (AdoptionRequired); set spec.adopt: true "
-            "to manage it"
-        )
 
 
 def render_text(plans: list[dict[str, Any]]) -> str:

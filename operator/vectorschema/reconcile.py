@@ -141,28 +141,11 @@ def reconcile(
         return result
 
     operation = old.operation
-    if observed is not None and operation is None:
-        owner = observed.metadata.get(OWNER_METADATA_KEY)
-        if owner and owner != resource.owner_id:
-            status.plan = None
-            status.set_stalled(
-                reasons.COLLECTION_OWNED_ELSEWHERE,
-                f"Qdrant collection {collection!r} is owned by {owner!r}; set "
-                "spec.collectionName to another collection",
-                generation=gen,
-                now=now,
-            )
-            return result
-        if not owner and not spec.adopt:
-            status.plan = None
-            status.set_stalled(
-                reasons.ADOPTION_REQUIRED,
-                f"Qdrant collection {collection!r} exists and no resource owns it; set "
-                "spec.adopt: true to manage it",
-                generation=gen,
-                now=now,
-            )
-            return result
+    refusal = ownership_refusal(resource, observed) if operation is None else None
+    if refusal is not None:
+        status.plan = None
+        status.set_stalled(refusal.reason, refusal.message, generation=gen, now=now)
+        return result
 
     plan = make_plan(
         collection,
@@ -249,6 +232,50 @@ def reconcile(
         return result
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why the operator will not touch a collection (a Stalled reason and its message)."""
+
+    reason: str
+    field: str
+    message: str
+
+
+def ownership_refusal(
+    resource: NamespaceResource, observed: ObservedCollection | None
+) -> Refusal | None:
+    """A collection owned by another resource, or nobody's without `spec.adopt`: refused."""
+    if observed is None:
+        return None
+    owner = observed.metadata.get(OWNER_METADATA_KEY)
+    if owner and owner != resource.owner_id:
+        return Refusal(
+            reasons.COLLECTION_OWNED_ELSEWHERE,
+            "spec.collectionName",
+            f"Qdrant collection {observed.name!r} is owned by {owner!r}; set "
+            "spec.collectionName to another collection",
+        )
+    if not owner and not resource.spec.adopt:
+        return Refusal(
+            reasons.ADOPTION_REQUIRED,
+            "spec.adopt",
+            f"Qdrant collection {observed.name!r} exists and no resource owns it; set "
+            "spec.adopt: true to manage it",
+        )
+    return None
+
+
+def points_at_risk(plan: Plan, observed: ObservedCollection | None, gateway: QdrantGateway) -> int:
+    """Points whose data the plan deletes: all for a recreate, else those carrying the
+    removed or re-created vectors (the largest count among them; one count per vector)."""
+    if observed is None:
+        return 0
+    if plan.recreates:
+        return observed.points_count
+    counts = [gateway.count_with_vector(plan.collection, v) for v in plan.vectors_at_risk]
+    return max(counts, default=0)
+
+
 def _stamp_adopted(
     resource: NamespaceResource, observed: ObservedCollection | None, gateway: QdrantGateway
 ) -> None:
@@ -302,12 +329,7 @@ def _await_confirmation(
     order: Sequence[str],
 ) -> None:
     """Put the pending plan in status (with what it puts at risk); tell once per plan."""
-    at_risk = 0
-    if observed is not None and plan.recreates:
-        at_risk = observed.points_count
-    elif observed is not None:
-        counts = [gateway.count_with_vector(plan.collection, v) for v in plan.vectors_at_risk]
-        at_risk = max(counts, default=0)
+    at_risk = points_at_risk(plan, observed, gateway)
     changed = status.plan is None or status.plan.fingerprint != plan.fingerprint
     status.plan = plan.to_status(at_risk)
     if observed is not None:
