@@ -37,6 +37,7 @@ from vectorschema.models import (
     PluginSpec,
 )
 from vectorschema.planning import (
+    NO_CHANGES_MESSAGE,
     PluginConflict,
     PluginNotFound,
     make_plan,
@@ -254,7 +255,7 @@ def no_changes(obj: dict[str, Any]) -> dict[str, Any]:
         "vectors_added": [],
         "vectors_total": status.get("vectors") or [],
         "collections_to_reprocess": [],
-        "message": "Qdrant collection already matches the deployed plugins. No changes needed.",
+        "message": NO_CHANGES_MESSAGE,
     }
 
 

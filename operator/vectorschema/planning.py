@@ -452,6 +452,8 @@ def approval(plan: Plan, spec: NamespaceSpec, annotation: str | None) -> Approva
 
 # --- the seed's response --------------------------------------------------------------
 
+NO_CHANGES_MESSAGE = "Qdrant collection already matches the deployed plugins. No changes needed."
+
 
 def collections_fed_by(collections: Sequence[IngestionCollection], plugins: set[str]) -> list[str]:
     return [c.id for c in collections if plugins.intersection(c.plugins)]
@@ -475,7 +477,7 @@ def report(
             vectors_added=[],
             vectors_total=desired.names,
             collections_to_reprocess=[],
-            message="Qdrant collection already matches the deployed plugins. No changes needed.",
+            message=NO_CHANGES_MESSAGE,
             strategy=spec.strategy,
             plan_fingerprint=plan.fingerprint,
             time=time,
