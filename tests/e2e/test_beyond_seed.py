@@ -232,6 +232,47 @@ def test_deletion_policy(
         assert "vectorschema.dev/owner" not in live.metadata
 
 
+def test_a_retained_collection_is_adopted_only_when_asked(
+    kubectl: KubectlFn, wait_for: Any, qdrant: ClientGateway, namespace: str
+) -> None:
+    """Retain, then a new Namespace for the same collection: it waits for spec.adopt."""
+    make(
+        kubectl,
+        wait_for,
+        namespace,
+        "first",
+        plugins=[TEXT],
+        collectionName="kept_" + namespace.replace("-", "_"),
+    )
+    collection = "kept_" + namespace.replace("-", "_")
+    seed_text_only(qdrant, collection, 12)
+    kubectl("delete", "vns", "first", "-n", namespace, "--timeout=60s")
+
+    doc = namespace_doc(
+        namespace,
+        "second",
+        plugins=[TEXT, KEYWORDS],
+        collections=COLLECTIONS,
+        collectionName=collection,
+    )
+    apply(kubectl, doc)
+    obj = wait_for(
+        reason_is(kubectl, namespace, "second", "Stalled", "True", "AdoptionRequired"), 60
+    )
+    assert "spec.adopt" in condition(obj, "Stalled")["message"]
+    live = qdrant.observe(collection)
+    assert live is not None and live.names == ["text_v1"]  # untouched
+
+    doc["spec"]["adopt"] = True
+    apply(kubectl, doc)
+    obj = wait_for(ready(kubectl, namespace, "second"), 60, "adopted and extended")
+    assert obj["status"]["lastReconfigure"]["vectorsAdded"] == ["kw_v1"]
+    live = qdrant.observe(collection)
+    assert live is not None and live.points_count == 12
+    assert sorted(live.names) == ["kw_v1", "text_v1"]
+    assert live.metadata["vectorschema.dev/owner"] == f"{namespace}/second"
+
+
 def seed_text_only(qdrant: ClientGateway, collection: str, count: int) -> None:
     with qdrant.raw() as client:
         client.upsert(
