@@ -104,7 +104,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    logging.getLogger("kopf.objects").addFilter(_quiet_watchers)
     kube.load_config()
+
+
+def _quiet_watchers(record: logging.LogRecord) -> bool:
+    """Drop kopf's per-event "Handler 'x_event' succeeded" lines: the watchers only wake
+    control loops, which log what they change."""
+    message = record.getMessage()
+    return not (message.startswith("Handler '") and "_event' succeeded" in message)
 
 
 # --- indices --------------------------------------------------------------------------
@@ -364,7 +372,7 @@ def _plugins(plugin_specs: kopf.Index[str, dict[str, Any]]) -> dict[str, PluginS
 
 
 @kopf.daemon(  # type: ignore[arg-type]
-    GROUP, VERSION, NAMESPACE_PLURAL, cancellation_timeout=30.0
+    GROUP, VERSION, NAMESPACE_PLURAL, cancellation_backoff=2.0, cancellation_timeout=30.0
 )
 async def control_loop(
     namespace: str,
