@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vectorschema import failpoints
 from vectorschema.gateway import QdrantGateway
 from vectorschema.models import ActionKind
 from vectorschema.planning import Action, Plan
@@ -28,18 +29,25 @@ def _perform(
     match action.kind:
         case ActionKind.CREATE_COLLECTION:
             gateway.create_collection(collection, action.vectors, action.settings, owner_metadata)
+            failpoints.after("create_collection")
         case ActionKind.RECREATE_COLLECTION:
             gateway.delete_collection(collection)
+            failpoints.after("delete_collection")
             gateway.create_collection(collection, action.vectors, action.settings, owner_metadata)
+            failpoints.after("create_collection")
         case ActionKind.ADD_VECTOR:
             assert action.vector is not None
             gateway.create_vector(collection, action.vector)
+            failpoints.after("create_vector")
         case ActionKind.REMOVE_VECTOR:
             gateway.delete_vector(collection, action.name)
+            failpoints.after("delete_vector")
         case ActionKind.REPLACE_VECTOR:
             assert action.vector is not None
             gateway.delete_vector(collection, action.name)
+            failpoints.after("delete_vector")
             gateway.create_vector(collection, action.vector)
+            failpoints.after("create_vector")
         case ActionKind.UPDATE_VECTOR:
             assert action.vector is not None
             gateway.update_vector(collection, action.vector)
