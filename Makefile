@@ -34,13 +34,14 @@ cluster-down: ## Stop the local control plane started by `make cluster`
 crds: install ## Generate crds/*.yaml from the Pydantic models
 	$(BIN)/python -m vectorschema.crdgen --out crds
 
-lint: install ## ruff, mypy --strict, import-linter
+lint: install ## ruff, mypy --strict, import-linter, gofmt
 	$(BIN)/ruff check operator tests tools bench
 	$(BIN)/ruff format --check operator tests tools bench
 	$(BIN)/mypy --strict
 	$(BIN)/mypy --strict tools/controlplane/localcluster.py tools/controlplane/gen_gomod.py tools/run.py
 	$(BIN)/mypy --strict bench/run.py
 	$(BIN)/lint-imports
+	@test -z "$$(gofmt -l tools/kstatus)" || { gofmt -l tools/kstatus; echo 'gofmt: files above need formatting'; exit 1; }
 
 test-unit: install ## Unit tests (pure, no cluster)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
