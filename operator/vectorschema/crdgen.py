@@ -128,6 +128,13 @@ NAMESPACE_COLUMNS: list[Schema] = [
         "priority": 1,
     },
     {
+        "name": "Plan",
+        "type": "string",
+        "jsonPath": ".status.plan.fingerprint",
+        "description": "Fingerprint of the pending plan, to pin in spec.confirmPlan.",
+        "priority": 1,
+    },
+    {
         "name": "Names",
         "type": "string",
         "jsonPath": ".status.vectors",

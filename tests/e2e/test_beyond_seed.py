@@ -148,6 +148,8 @@ def test_removal_waits_then_drops_only_that_vector(
     plan = obj["status"]["plan"]
     assert [(a["action"], a["vector"]) for a in plan["actions"]] == [("removeVector", "kw_v1")]
     assert plan["vectorsAtRisk"] == ["kw_v1"]
+    wide = kubectl("get", "vns", "shrink", "-n", namespace, "-o", "wide").stdout
+    assert plan["fingerprint"] in wide.splitlines()[1]  # the PLAN column
     assert plan["pointsAtRisk"] == 300
     live = qdrant.observe(collection)
     assert live is not None and sorted(live.names) == ["kw_v1", "text_v1"]

@@ -411,7 +411,8 @@ def test_get_by_short_name_shows_the_printer_columns(kubectl: Kubectl, kube_ns: 
     assert header.split() == ["NAME", "READY", "REASON", "VECTORS", "POINTS", "AGE"]
     assert row.split()[:5] == ["columns", "True", "Reconciled", "2", "1234"]
     wide = kubectl("get", "vns", "columns", "-n", kube_ns, "-o", "wide").stdout
-    assert wide.split()[:8] == [
+    header = wide.splitlines()[0]
+    assert header.split() == [
         "NAME",
         "READY",
         "REASON",
@@ -419,6 +420,7 @@ def test_get_by_short_name_shows_the_printer_columns(kubectl: Kubectl, kube_ns: 
         "POINTS",
         "AGE",
         "COLLECTION",
+        "PLAN",
         "NAMES",
     ]
     assert f"{kube_ns}_columns" in wide

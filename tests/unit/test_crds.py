@@ -236,6 +236,7 @@ def test_namespace_printer_columns() -> None:
         ("Points", "integer", ".status.pointsCount", 0),
         ("Age", "date", ".metadata.creationTimestamp", 0),
         ("Collection", "string", ".status.collection", 1),
+        ("Plan", "string", ".status.plan.fingerprint", 1),
         ("Names", "string", ".status.vectors", 1),
     ]
 
