@@ -263,3 +263,17 @@ def test_describe_shows_status_and_events(
     )
     out = kubectl("describe", "vns", "told", "-n", namespace).stdout
     assert "Last Reconfigure" in out and "CollectionCreated" in out
+
+
+def test_deleting_a_used_plugin_stalls_and_touches_nothing(
+    kubectl: KubectlFn, wait_for: Any, qdrant: ClientGateway, namespace: str
+) -> None:
+    plugin = "gone-" + namespace
+    apply(kubectl, plugin_doc(plugin, {"name": "v", "size": 4, "distance": "Dot"}))
+    apply(kubectl, namespace_doc(namespace, "orphan", plugins=[{"name": plugin}]))
+    wait_for(reason_is(kubectl, namespace, "orphan", "Ready", "True", "Reconciled"), 60)
+    kubectl("delete", "vplugin", plugin)
+    obj = wait_for(reason_is(kubectl, namespace, "orphan", "Stalled", "True", "PluginNotFound"), 60)
+    assert plugin in condition(obj, "Stalled")["message"]
+    live = qdrant.observe(f"{namespace}_orphan")
+    assert live is not None and live.names == ["v"]  # nothing removed
