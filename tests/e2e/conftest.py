@@ -39,9 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools" / "controlplane"))
 
 from localcluster import ControlPlane, ControlPlaneError, build_binaries  # noqa: E402
-from tests.e2e.operator_env import Kubectl  # noqa: E402
+from tests.e2e.operator_env import KUBECTL, Kubectl, run_kubectl  # noqa: E402
 
-KUBECTL = Path(sys.executable).parent / "kubectl"
 START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_START_TIMEOUT", "90"))
 
 T = TypeVar("T")
@@ -75,20 +74,6 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}: {last!r}")
         time.sleep(interval)
-
-
-def run_kubectl(
-    kubeconfig: Path, *args: str, input: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    """Run the virtualenv's kubectl with ``kubeconfig``; see the ``kubectl`` fixture."""
-    cmd = [str(KUBECTL), f"--kubeconfig={kubeconfig}", *args]
-    result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"kubectl {' '.join(args)} exited with {result.returncode}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
-    return result
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

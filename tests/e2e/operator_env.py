@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import yaml
 from vectorschema.gateway import ClientGateway, connect
 
 REPO = Path(__file__).resolve().parents[2]
+KUBECTL = Path(sys.executable).parent / "kubectl"
 RESYNC_SECONDS = "2"
 
 KubectlFn = Callable[..., subprocess.CompletedProcess[str]]
@@ -38,6 +40,20 @@ class Kubectl(Protocol):
         check: bool = True,
         kubeconfig: Path | None = None,
     ) -> subprocess.CompletedProcess[str]: ...
+
+
+def run_kubectl(
+    kubeconfig: Path, *args: str, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the virtualenv's kubectl with ``kubeconfig``; see the ``kubectl`` fixture."""
+    cmd = [str(KUBECTL), f"--kubeconfig={kubeconfig}", *args]
+    result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"kubectl {' '.join(args)} exited with {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
 
 
 @pytest.fixture(scope="session")

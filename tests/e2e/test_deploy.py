@@ -33,13 +33,12 @@ from typing import Any
 import pytest
 import yaml
 from localcluster import ControlPlane, ControlPlaneError, free_port
-from tests.e2e.operator_env import Kubectl
+from tests.e2e.operator_env import Kubectl, run_kubectl
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-KUBECTL = BIN / "kubectl"
 DEPLOY = REPO / "manifests" / "deploy"
 RUN_PY = REPO / "tools" / "run.py"
 START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_START_TIMEOUT", "90"))
@@ -132,15 +131,7 @@ def kc(plane: ControlPlane) -> Kubectl:
     def run(
         *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
-        config = kubeconfig or plane.kubeconfig
-        cmd = [str(KUBECTL), f"--kubeconfig={config}", *args]
-        done = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120)
-        if check and done.returncode != 0:
-            raise AssertionError(
-                f"kubectl {' '.join(args)} exited with {done.returncode}\n"
-                f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-            )
-        return done
+        return run_kubectl(kubeconfig or plane.kubeconfig, *args, input=input, check=check)
 
     return run
 
