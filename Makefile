@@ -26,10 +26,10 @@ controlplane: ## Build (or reuse from ~/.cache/vectorschema) kube-apiserver, con
 	@bash tools/controlplane/build.sh >/dev/null
 
 cluster: install controlplane ## Start the local control plane in the background; prints the export line last
-	@$(BIN)/python tools/controlplane/localcluster.py up
+	@PYTHONPATH=tools $(BIN)/python -m devenv up
 
 cluster-down: ## Stop the local control plane started by `make cluster`
-	@$(BIN)/python tools/controlplane/localcluster.py down
+	@PYTHONPATH=tools $(BIN)/python -m devenv down
 
 crds: install ## Generate crds/*.yaml from the Pydantic models
 	$(BIN)/python -m vectorschema.crdgen --out crds
@@ -38,7 +38,7 @@ lint: install ## ruff, mypy --strict, import-linter, gofmt
 	$(BIN)/ruff check operator tests tools bench
 	$(BIN)/ruff format --check operator tests tools bench
 	$(BIN)/mypy --strict
-	$(BIN)/mypy --strict tools/controlplane/localcluster.py tools/controlplane/gen_gomod.py tools/run.py
+	$(BIN)/mypy --strict tools/devenv tools/controlplane/gen_gomod.py tools/run.py
 	$(BIN)/mypy --strict bench/run.py
 	$(BIN)/lint-imports
 	@test -z "$$(gofmt -l tools/kstatus)" || { gofmt -l tools/kstatus; echo 'gofmt: files above need formatting'; exit 1; }

@@ -37,18 +37,16 @@ from types import FrameType
 from typing import IO, Any, NoReturn
 from urllib.parse import urlsplit
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools" / "controlplane"))
-
-from localcluster import (  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+from devenv import (
     ControlPlane,
     ControlPlaneError,
-    _parent_death_preexec,
     export_line,
     free_port,
     log_tail,
+    parent_death_preexec,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 KUBECTL = BIN / "kubectl"
 KOPF = BIN / "kopf"
@@ -357,7 +355,7 @@ class Runner:
                 # Its own session: a Ctrl-C in the terminal reaches us only, and we stop it
                 # in order. If we die without that, the kernel kills it (Linux).
                 start_new_session=True,
-                preexec_fn=_parent_death_preexec(),
+                preexec_fn=parent_death_preexec(),
             )
         say(
             f"operator: started (pid {self.operator.pid}); its logs go to "

@@ -3,7 +3,7 @@
 Fixtures (all reusable by any module in ``tests/e2e``):
 
 ``control_plane`` (session)
-    A started :class:`localcluster.ControlPlane` (etcd + kube-apiserver +
+    A started :class:`devenv.ControlPlane` (etcd + kube-apiserver +
     kube-controller-manager). While it runs, ``KUBECONFIG`` points at its admin kubeconfig
     and the virtualenv's ``kubectl`` is first on ``PATH``. Stopped at session end.
 ``kubectl`` (session)
@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,12 +33,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from tests.e2e.operator_env import KUBECTL, Kubectl, run_kubectl
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools" / "controlplane"))
-
-from localcluster import ControlPlane, ControlPlaneError, build_binaries  # noqa: E402
-from tests.e2e.operator_env import KUBECTL, Kubectl, run_kubectl  # noqa: E402
+from devenv import ControlPlane, ControlPlaneError, build_binaries
 
 START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_START_TIMEOUT", "90"))
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from localcluster import ControlPlane
+
+from devenv import ControlPlane
 
 pytestmark = pytest.mark.e2e
 

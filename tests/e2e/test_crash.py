@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 import yaml
-from localcluster import ControlPlane
 from qdrant_client import models as qm
 from tests.e2e.operator_env import Kubectl
 
+from devenv import ControlPlane
 from vectorschema import failpoints
 from vectorschema.gateway import connect, forget
 

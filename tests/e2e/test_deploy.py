@@ -32,8 +32,9 @@ from typing import Any
 
 import pytest
 import yaml
-from localcluster import ControlPlane, ControlPlaneError, free_port
 from tests.e2e.operator_env import Kubectl, run_kubectl
+
+from devenv import ControlPlane, ControlPlaneError, free_port
 
 pytestmark = pytest.mark.e2e
 

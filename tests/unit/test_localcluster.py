@@ -17,9 +17,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "controlplane"))
-
-import localcluster as lc
+import devenv as lc
+from devenv.probes import summarize
 
 
 @pytest.fixture
@@ -149,7 +148,7 @@ def test_build_success_returns_last_stdout_line(tmp_path: Path) -> None:
 
 def test_readyz_answer_is_summarised() -> None:
     body = b"[+]ping ok\n[-]poststarthook/rbac/bootstrap-roles failed: reason withheld\n"
-    assert lc._summarize(body) == "failed checks: poststarthook/rbac/bootstrap-roles"
+    assert summarize(body) == "failed checks: poststarthook/rbac/bootstrap-roles"
 
 
 def test_status_of_an_empty_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

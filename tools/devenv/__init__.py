@@ -1,0 +1,58 @@
+"""The project's dev tooling: a real local Kubernetes control plane and its helpers.
+
+Modules, each one job (every one imports only the standard library, ``cryptography`` and
+modules listed above it):
+
+- ``errors``: :class:`ControlPlaneError` and :class:`PortInUseError`.
+- ``paths``: the repository, ``tools/controlplane/build.sh``, the default state dir.
+- ``pki``: the CA, serving and client certificates, kubeconfigs.
+- ``processes``: ports, log tails, PIDs, stopping, :func:`parent_death_preexec`.
+- ``probes``: HTTPS probes of the API server; :func:`build_binaries` runs ``build.sh``.
+- ``state``: detached clusters found again through ``<state-dir>/pids.json``.
+- ``controlplane``: :class:`ControlPlane`, etcd + kube-apiserver + kube-controller-manager.
+- ``cli``: ``python -m devenv up|status|down`` (``make cluster``, ``make cluster-down``).
+
+``tools`` is on the import path of pytest (``pythonpath``), mypy (``mypy_path``) and of
+``tools/run.py`` (its own directory); the Makefile sets ``PYTHONPATH=tools`` for the CLI.
+
+Library use::
+
+    with ControlPlane(Path(".state/cluster")) as cp:
+        os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+        reader = cp.user_kubeconfig("alice", ["readers"])
+"""
+
+from devenv.cli import export_line, main
+from devenv.controlplane import ControlPlane
+from devenv.errors import ControlPlaneError, PortInUseError
+from devenv.pki import CertificateAuthority, build_kubeconfig
+from devenv.probes import build_binaries
+from devenv.processes import (
+    ensure_port_free,
+    free_port,
+    log_tail,
+    parent_death_preexec,
+    pid_alive,
+    stop_pid,
+)
+from devenv.state import cluster_ready, read_pids, stop_state_dir
+
+__all__ = [
+    "CertificateAuthority",
+    "ControlPlane",
+    "ControlPlaneError",
+    "PortInUseError",
+    "build_binaries",
+    "build_kubeconfig",
+    "cluster_ready",
+    "ensure_port_free",
+    "export_line",
+    "free_port",
+    "log_tail",
+    "main",
+    "parent_death_preexec",
+    "pid_alive",
+    "read_pids",
+    "stop_pid",
+    "stop_state_dir",
+]

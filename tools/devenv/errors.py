@@ -1,0 +1,11 @@
+"""The errors of the dev tooling: one base class, so callers catch one thing."""
+
+from __future__ import annotations
+
+
+class ControlPlaneError(RuntimeError):
+    """Any failure to build, start, reach or stop the local control plane."""
+
+
+class PortInUseError(ControlPlaneError):
+    """A port the control plane needs is taken."""
