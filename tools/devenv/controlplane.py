@@ -6,23 +6,22 @@ deletion, ownerReference garbage collection and service-account tokens work.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import http.client
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import threading
 import time
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from devenv import cleanup
 from devenv.errors import ControlPlaneError, PortInUseError
 from devenv.paths import BUILD_SCRIPT, down_command
 from devenv.pki import CertificateAuthority, build_kubeconfig, cert_pem, key_pem, write_private
@@ -51,41 +50,6 @@ SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "vectorschema-admin"
 ADMIN_GROUPS = ("system:masters",)
-
-
-_LIVE: set[ControlPlane] = set()
-_LIVE_LOCK = threading.Lock()
-_handlers_installed = False
-
-
-def _stop_all_live() -> None:
-    with _LIVE_LOCK:
-        planes = list(_LIVE)
-    for plane in planes:
-        with contextlib.suppress(Exception):
-            plane.stop()
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    _stop_all_live()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _install_exit_handlers() -> None:
-    """atexit always; SIGTERM only from the main thread and if nobody else handles it."""
-    global _handlers_installed
-    if _handlers_installed:
-        return
-    _handlers_installed = True
-    atexit.register(_stop_all_live)
-    if threading.current_thread() is threading.main_thread():
-        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, _on_sigterm)
-        # Python's own SIGINT handler raises KeyboardInterrupt, which unwinds through
-        # ``with``, ``finally`` and atexit; only SIG_DFL would kill us without clean-up.
-        if signal.getsignal(signal.SIGINT) in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGINT, _on_sigterm)
 
 
 class ControlPlane:
@@ -117,6 +81,7 @@ class ControlPlane:
         self.detached = detached
         self._procs: list[Process] = []
         self._server: str | None = None
+        self._etcd_url: str | None = None
         self._ca: CertificateAuthority | None = None
         self._lock = threading.RLock()
 
@@ -153,6 +118,13 @@ class ControlPlane:
         if self._bin_dir is None:
             self._bin_dir = build_binaries()
         return self._bin_dir
+
+    @property
+    def etcd_url(self) -> str:
+        """``http://127.0.0.1:<port>``: etcd's client URL (its v3 JSON gateway too)."""
+        if self._etcd_url is None:
+            raise ControlPlaneError("the control plane has not been started")
+        return self._etcd_url
 
     def log_file(self, component: str) -> Path:
         """Log file of ``etcd``, ``kube-apiserver`` or ``kube-controller-manager``."""
@@ -194,12 +166,11 @@ class ControlPlane:
                     raise ControlPlaneError(
                         f"{bin_dir / name} is missing: run {BUILD_SCRIPT} or pass bin_dir=None"
                     )
-            _install_exit_handlers()
+            cleanup.install_exit_handlers()
             deadline = time.monotonic() + timeout
             attempt = 1
             while True:
-                with _LIVE_LOCK:
-                    _LIVE.add(self)
+                cleanup.register(self)
                 try:
                     self._start(bin_dir, deadline, timeout)
                     break
@@ -214,8 +185,7 @@ class ControlPlane:
                     self._stop_locked()
                     raise
             if self.detached:
-                with _LIVE_LOCK:
-                    _LIVE.discard(self)
+                cleanup.unregister(self)
 
     def stop(self) -> None:
         """Stop the processes (SIGTERM, SIGKILL after a grace period). Idempotent."""
@@ -235,12 +205,48 @@ class ControlPlane:
             if proc.name == "etcd":
                 proc.terminate()
                 proc.wait_or_kill(STOP_GRACE_SECONDS)
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        cleanup.unregister(self)
         pids = read_pids(self.state_dir)
         if procs and pids is not None and pids.get("launcher_pid") == os.getpid():
             with contextlib.suppress(OSError):
                 (self.state_dir / PIDS_FILE).unlink()
+
+    # -- one component at a time (fault injection) --------------------------------------
+
+    def stop_component(self, name: str, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop ``etcd``, ``kube-apiserver`` or ``kube-controller-manager`` alone (SIGTERM,
+        SIGKILL after ``grace`` s; ``grace=0`` kills at once). The others keep running."""
+        with self._lock:
+            proc = self._component(name)
+            if grace > 0:
+                proc.terminate()
+            proc.wait_or_kill(grace)
+
+    def start_component(self, name: str, timeout: float = 60.0) -> None:
+        """Start a stopped component again with the same binary, flags, ports and data, and
+        wait until it serves (etcd ``/health``, kube-apiserver ``/readyz``)."""
+        with self._lock:
+            proc = self._component(name)
+            if proc.running():
+                raise ControlPlaneError(f"{name} is already running")
+            self._procs.remove(proc)
+            # No port check: the old listener's sockets may linger in TIME_WAIT, which the
+            # Go servers (SO_REUSEADDR) do not mind.
+            self._spawn(name, Path(proc.exe).parent, proc.args, ports={}, append=True)
+            self._procs[-1].ports = proc.ports
+            deadline = time.monotonic() + timeout
+            if name == "etcd":
+                self._wait_etcd(self.etcd_url, deadline, timeout)
+            elif name == "kube-apiserver":
+                pki = self.pki_dir
+                ctx = client_ssl_context(self.ca_file, pki / "admin.crt", pki / "admin.key")
+                self._wait_http("kube-apiserver /readyz", "/readyz", ctx, deadline, timeout)
+
+    def _component(self, name: str) -> Process:
+        for proc in self._procs:
+            if proc.name == name:
+                return proc
+        raise ControlPlaneError(f"no component {name!r} in this control plane")
 
     # -- start, step by step ------------------------------------------------------------
 
@@ -258,7 +264,7 @@ class ControlPlane:
         self._server = f"https://127.0.0.1:{api_port}"
         self._write_pki()
 
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd_url = self._etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
         data_dir = self.state_dir / "etcd"
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -396,7 +402,9 @@ class ControlPlane:
         )
         return path
 
-    def _spawn(self, name: str, bin_dir: Path, args: list[str], ports: dict[int, str]) -> None:
+    def _spawn(
+        self, name: str, bin_dir: Path, args: list[str], ports: dict[int, str], append: bool = False
+    ) -> None:
         for port, purpose in ports.items():
             ensure_port_free(port, purpose)
         exe = str(bin_dir / name)
@@ -405,7 +413,7 @@ class ControlPlane:
         # main thread, which lives as long as the process.
         main_thread = threading.current_thread() is threading.main_thread()
         preexec = parent_death_preexec() if main_thread and not self.detached else None
-        with log.open("wb") as log_fh:
+        with log.open("ab" if append else "wb") as log_fh:
             popen = subprocess.Popen(
                 [exe, *args],
                 stdin=subprocess.DEVNULL,
@@ -415,7 +423,7 @@ class ControlPlane:
                 start_new_session=True,
                 preexec_fn=preexec,
             )
-        self._procs.append(Process(name, exe, popen, log, ports))
+        self._procs.append(Process(name, exe, popen, log, ports, args))
         self._write_pids()
 
     def _write_pids(self) -> None:

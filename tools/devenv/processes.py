@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devenv.errors import ControlPlaneError, PortInUseError
@@ -142,6 +142,7 @@ class Process:
     popen: subprocess.Popen[bytes]
     log: Path
     ports: dict[int, str]
+    args: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
