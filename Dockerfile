@@ -20,5 +20,5 @@ ENV PYTHONUNBUFFERED=1 \
 # A numeric user, so that `runAsNonRoot: true` can verify it.
 USER 10001:10001
 EXPOSE 8080
-CMD ["kopf", "run", "-m", "vectorschema.handlers", "--all-namespaces", "--standalone", \
+CMD ["kopf", "run", "-m", "vectorschema.k8s.handlers", "--all-namespaces", "--standalone", \
      "--liveness=http://0.0.0.0:8080/healthz"]

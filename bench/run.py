@@ -1,7 +1,7 @@
 """vectorschema benchmarks: ratios against a baseline measured in the same run.
 
 Real code, real Qdrant, no cluster: qdrant-client's local mode on disk under a temporary
-directory, and `vectorschema.reconcile.reconcile()` called directly with a
+directory, and `vectorschema.controller.reconcile.reconcile()` called directly with a
 `NamespaceResource`, the plugins, `connect=lambda: gateway` and a no-op intent writer.
 
 a. Adding a vector to a collection of N points: `Auto` in place versus the seed's way
@@ -38,8 +38,7 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from vectorschema.gateway import ClientGateway, QdrantGateway
-from vectorschema.models import (
+from vectorschema.api import (
     ConditionStatus,
     NamespaceResource,
     NamespaceStatus,
@@ -47,16 +46,20 @@ from vectorschema.models import (
     Strategy,
     VectorSpec,
 )
-from vectorschema.planning import make_plan
-from vectorschema.reconcile import Result, reconcile
-from vectorschema.schema import (
+from vectorschema.controller.reconcile import reconcile
+from vectorschema.controller.results import Result
+from vectorschema.core.planning import make_plan
+from vectorschema.core.schema import (
     Capabilities,
     CollectionSettings,
     DesiredSchema,
+    Hnsw,
     ObservedCollection,
     VectorDef,
     vector_def_from_spec,
 )
+from vectorschema.qdrant.client import ClientGateway
+from vectorschema.qdrant.protocol import QdrantGateway
 
 HERE = Path(__file__).resolve().parent
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -373,7 +376,7 @@ def schema_64() -> tuple[DesiredSchema, ObservedCollection, int]:
         type=live[4].type,
         size=live[4].size,
         distance=live[4].distance,
-        hnsw=(("m", 32),),
+        hnsw=Hnsw(m=32),
     )
     live.append(vector_def_from_spec(VectorSpec(name="old_a", size=8, distance="Dot")))
     live.append(vector_def_from_spec(VectorSpec(name="old_b", type="sparse")))

@@ -6,7 +6,7 @@
    process (state in ``<state-dir>/run-cluster``) and stopped with it. ``--local-cluster``
    skips the kubeconfig.
 2. ``crds/`` applied and Established, then ``manifests/samples/``.
-3. The operator as a child process, ``kopf run -m vectorschema.handlers --all-namespaces
+3. The operator as a child process, ``kopf run -m vectorschema.k8s.handlers --all-namespaces
    --standalone``, with the embedded Qdrant (``QDRANT_PATH``, default ``.data/qdrant``)
    unless ``QDRANT_URL`` is set. Its log: ``<state-dir>/operator.log``.
 4. ``kubectl get vns -A`` whenever it changes, until the sample ``tenant-acme/catalog`` is
@@ -337,7 +337,7 @@ class Runner:
             str(KOPF),
             "run",
             "-m",
-            "vectorschema.handlers",
+            "vectorschema.k8s.handlers",
             "--all-namespaces",
             "--standalone",
             f"--liveness={self.liveness}",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,28 +24,28 @@ from typing import Any, NoReturn
 import yaml
 from pydantic import ValidationError
 
-from vectorschema import kube
-from vectorschema.gateway import GatewayError, QdrantGateway, close_all, connect
-from vectorschema.models import (
+from vectorschema.api import (
     API_VERSION,
     CONFIRM_ANNOTATION,
     NAMESPACE_KIND,
     PLUGIN_KIND,
+    ConditionStatus,
+    ConditionType,
     NamespaceResource,
     PluginResource,
     PluginSpec,
+    describe,
 )
-from vectorschema.planning import (
-    NO_CHANGES_MESSAGE,
-    PluginConflict,
-    PluginNotFound,
-    make_plan,
-    needs_approval,
-    resolve_desired,
-)
-from vectorschema.reconcile import ownership_refusal, points_at_risk
-from vectorschema.schema import Capabilities
-from vectorschema.validation import describe
+from vectorschema.core.approval import needs_approval
+from vectorschema.core.ownership import ownership_refusal
+from vectorschema.core.planning import PluginConflict, PluginNotFound, make_plan, resolve_desired
+from vectorschema.core.report import NO_CHANGES_MESSAGE, points_at_risk
+from vectorschema.core.schema import Capabilities
+from vectorschema.k8s import kube
+from vectorschema.k8s.connection import cli_target
+from vectorschema.qdrant.errors import GatewayError
+from vectorschema.qdrant.pool import close_all, connect_to
+from vectorschema.qdrant.protocol import QdrantGateway
 
 EXIT_OK, EXIT_INVALID, EXIT_DESTRUCTIVE = 0, 1, 2
 SEED_KEYS = (
@@ -158,7 +157,7 @@ def plan_one(
     plan = make_plan(
         collection, desired, observed, strategy=resource.spec.strategy, capabilities=capabilities
     )
-    at_risk = points_at_risk(plan, observed, gateway) if gateway is not None else 0
+    at_risk = points_at_risk(plan, observed, gateway.count_with_vector) if gateway else 0
     status = plan.to_status(at_risk).to_wire()
     return {
         "namespace": resource.kube_namespace,
@@ -198,12 +197,10 @@ def render_text(plans: list[dict[str, Any]]) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     namespaces, plugins = load_manifests(args.file, recursive=args.recursive)
     gateway: QdrantGateway | None = None
-    url = args.qdrant_url or (None if args.qdrant_path else os.environ.get("QDRANT_URL"))
     try:
-        if url:
-            gateway = connect(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None)
-        elif args.qdrant_path:
-            gateway = connect(path=args.qdrant_path)
+        target = cli_target(args.qdrant_url, args.qdrant_path)
+        if target is not None:
+            gateway = connect_to(target)
     except ValueError as exc:  # e.g. an invalid --qdrant-url
         raise UsageError(str(exc)) from None
     if gateway is not None:
@@ -261,7 +258,7 @@ def no_changes(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _ready(obj: dict[str, Any]) -> dict[str, Any]:
     conds = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conds if c.get("type") == "Ready"), {})
+    return next((c for c in conds if c.get("type") == ConditionType.READY), {})
 
 
 def _current(obj: dict[str, Any]) -> bool:
@@ -298,7 +295,7 @@ def cmd_reconfigure(args: argparse.Namespace) -> int:
     plan = (obj.get("status") or {}).get("plan")
     if plan is None:
         ready = _ready(obj)
-        if ready.get("status") != "True":
+        if ready.get("status") != ConditionStatus.TRUE:
             raise UsageError(
                 f"Namespace {ns}/{name} is not ready ({ready.get('reason', 'Unknown')}): "
                 f"{ready.get('message', '')}"
@@ -310,7 +307,8 @@ def cmd_reconfigure(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         obj = fetch()
         last = (obj.get("status") or {}).get("lastReconfigure") or {}
-        if last.get("planFingerprint") == fingerprint and _ready(obj).get("status") == "True":
+        applied = _ready(obj).get("status") == ConditionStatus.TRUE
+        if last.get("planFingerprint") == fingerprint and applied:
             print(json.dumps(seed_response(obj), indent=2))
             return EXIT_OK
         time.sleep(0.5)

@@ -3,8 +3,8 @@
 The operator runs in this test process (`kopf.testing.KopfRunner`), with the embedded
 Qdrant (local mode) on a temp path. Because a local-mode store is locked by one process,
 the tests reach Qdrant through the same gateway instance the operator uses
-(`gateway.connect(path=...)` caches one per path), exactly as a second client of a real
-server would.
+(`qdrant.pool.connect(path=...)` shares one per path), exactly as a second client of a
+real server would. `wakeups()` is the running operator's wake-up state, from its memo.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import kopf
 import pytest
 import yaml
 
-from vectorschema.gateway import ClientGateway, connect
+from vectorschema.k8s.wakeups import Wakeups
+from vectorschema.qdrant.client import ClientGateway
+from vectorschema.qdrant.pool import connect
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"
@@ -84,7 +87,7 @@ def qdrant(qdrant_path: Path) -> ClientGateway:
 def operator(
     control_plane: Any, crds: None, qdrant: ClientGateway, qdrant_path: Path
 ) -> Iterator[Any]:
-    """The operator, as `kopf run -m vectorschema.handlers --all-namespaces --standalone`."""
+    """The operator, as `kopf run -m vectorschema.k8s.handlers --all-namespaces --standalone`."""
     from kopf.testing import KopfRunner
 
     env = {
@@ -102,7 +105,7 @@ def operator(
     kube_config.KUBE_CONFIG_DEFAULT_LOCATION = os.environ["KUBECONFIG"]
     try:
         with KopfRunner(
-            ["run", "-m", "vectorschema.handlers", "--all-namespaces", "--standalone"],
+            ["run", "-m", "vectorschema.k8s.handlers", "--all-namespaces", "--standalone"],
             reraise=True,
         ) as runner:
             yield runner
@@ -113,6 +116,21 @@ def operator(
             else:
                 os.environ[k] = v
     assert runner.exception is None, runner.exception
+
+
+#: The memo of the operator running in this process (one per `kopf run`).
+_memos: list[kopf.Memo] = []
+
+
+@kopf.on.startup()
+def _remember_memo(memo: kopf.Memo, **_: Any) -> None:
+    _memos.append(memo)
+
+
+def wakeups() -> Wakeups:
+    """The wake-up state of the operator running in this process (kept in its memo)."""
+    state: Wakeups = _memos[-1].wakeups
+    return state
 
 
 def apply(kubectl: KubectlFn, *docs: dict[str, Any]) -> None:

@@ -24,11 +24,12 @@ from tests.e2e.operator_env import (
     reason_is,
     until,
     vns,
+    wakeups,
 )
+from tests.seams import client_of
 
-from vectorschema import handlers
 from vectorschema.cli import SEED_KEYS
-from vectorschema.gateway import ClientGateway
+from vectorschema.qdrant.client import ClientGateway
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -54,7 +55,7 @@ def seed(qdrant: ClientGateway, collection: str, count: int) -> dict[int, list[f
     """`count` points with a dense text vector, a sparse keyword vector and a payload."""
     rng = random.Random(11)
     texts: dict[int, list[float]] = {}
-    with qdrant.raw() as client:
+    with client_of(qdrant) as client:
         for start in range(0, count, 1000):
             batch = []
             for i in range(start, min(start + 1000, count)):
@@ -76,7 +77,7 @@ def seed(qdrant: ClientGateway, collection: str, count: int) -> dict[int, list[f
 def scroll_all(qdrant: ClientGateway, collection: str) -> list[Any]:
     points: list[Any] = []
     offset = None
-    with qdrant.raw() as client:
+    with client_of(qdrant) as client:
         while True:
             page, offset = client.scroll(
                 collection, limit=1000, offset=offset, with_payload=True, with_vectors=True
@@ -276,7 +277,7 @@ def test_a_retained_collection_is_adopted_only_when_asked(
 
 
 def seed_text_only(qdrant: ClientGateway, collection: str, count: int) -> None:
-    with qdrant.raw() as client:
+    with client_of(qdrant) as client:
         client.upsert(
             collection,
             points=[qm.PointStruct(id=i, vector={"text_v1": [1.0] * 32}) for i in range(count)],
@@ -383,7 +384,7 @@ def test_api_key_secret_is_watched_and_never_shown(
     obj = wait_for(
         reason_is(kubectl, namespace, "keyed", "Reconciling", "True", "QdrantUnavailable"), 60
     )
-    assert handlers.wakes[(namespace, "keyed"), "secret"] >= 1  # woken by the Secret watch
+    assert wakeups().wakes[(namespace, "keyed"), "secret"] >= 1  # woken by the Secret watch
     shown = json.dumps(obj["status"]) + json.dumps(events(kubectl, namespace, "keyed"))
     assert secret_value not in shown
     assert any("127.0.0.1:1" in r.getMessage() for r in caplog.records)  # logs were captured

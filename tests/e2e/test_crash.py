@@ -21,10 +21,11 @@ import pytest
 import yaml
 from qdrant_client import models as qm
 from tests.e2e.operator_env import Kubectl
+from tests.seams import client_of, forget
 
 from devenv import ControlPlane
-from vectorschema import failpoints
-from vectorschema.gateway import connect, forget
+from vectorschema.controller import failpoints
+from vectorschema.qdrant.pool import connect
 
 REPO = Path(__file__).resolve().parents[2]
 KOPF = Path(sys.executable).parent / "kopf"
@@ -64,7 +65,7 @@ def start_operator(
         **env,
     )
     return subprocess.Popen(
-        [str(KOPF), "run", "-m", "vectorschema.handlers", "--all-namespaces", "--standalone"],
+        [str(KOPF), "run", "-m", "vectorschema.k8s.handlers", "--all-namespaces", "--standalone"],
         env=full,
         stdout=log.open("a"),
         stderr=subprocess.STDOUT,
@@ -132,7 +133,7 @@ def test_a_crash_mid_recreate_is_finished_by_the_next_operator(
 
     # 2. 30 points are ingested while no operator runs (the store is single-process).
     gateway = connect(path=str(store))
-    with gateway.raw() as client:
+    with client_of(gateway) as client:
         client.upsert(
             collection,
             points=[qm.PointStruct(id=i, vector={"text_v1": [1.0] * 8}) for i in range(30)],

@@ -29,7 +29,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from vectorschema import models
+from vectorschema import api
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +46,7 @@ Manifest = dict[str, Any]
 
 def plugin(name: str, vectors: list[dict[str, Any]]) -> Manifest:
     return {
-        "apiVersion": models.API_VERSION,
+        "apiVersion": api.API_VERSION,
         "kind": "Plugin",
         "metadata": {"name": name, "labels": {TEST_LABEL: "crd-validation"}},
         "spec": {"vectors": vectors},
@@ -55,7 +55,7 @@ def plugin(name: str, vectors: list[dict[str, Any]]) -> Manifest:
 
 def vns(name: str, kube_ns: str, **spec: Any) -> Manifest:
     return {
-        "apiVersion": models.API_VERSION,
+        "apiVersion": api.API_VERSION,
         "kind": "Namespace",
         "metadata": {"name": name, "namespace": kube_ns},
         "spec": spec,
@@ -220,7 +220,7 @@ INVALID_IDS = [case[0] for case in invalid_cases("x")]
 
 
 def spec_model(manifest: Manifest) -> type[BaseModel]:
-    return models.PluginSpec if manifest["kind"] == "Plugin" else models.NamespaceSpec
+    return api.PluginSpec if manifest["kind"] == "Plugin" else api.NamespaceSpec
 
 
 @pytest.mark.parametrize("case", INVALID_IDS)
@@ -259,7 +259,7 @@ def test_valid_plugin_is_accepted_and_defaulted(kubectl: Kubectl, kube_ns: str) 
             dense("scalar_q", quantization={"type": "scalar", "quantile": 0.99}),
         ],
     )
-    models.PluginSpec.model_validate(manifest["spec"])
+    api.PluginSpec.model_validate(manifest["spec"])
     apply(kubectl, manifest)
     live = get_json(kubectl, "plugins.vectorschema.dev", name)
     assert [v["type"] for v in live["spec"]["vectors"]] == [
@@ -270,7 +270,7 @@ def test_valid_plugin_is_accepted_and_defaulted(kubectl: Kubectl, kube_ns: str) 
     ]
     assert live["spec"]["vectors"][0]["size"] == 1024
     # What the API server stores parses back into the model.
-    models.PluginResource.model_validate(live)
+    api.PluginResource.model_validate(live)
 
 
 def test_valid_namespace_is_accepted_and_defaulted(kubectl: Kubectl, kube_ns: str) -> None:
@@ -284,7 +284,7 @@ def test_valid_namespace_is_accepted_and_defaulted(kubectl: Kubectl, kube_ns: st
         collections=[{"id": "products", "plugins": ["text", "image"]}, {"id": "docs"}],
         qdrant={"url": "http://qdrant:6333", "apiKeySecretRef": {"name": "q", "key": "k"}},
     )
-    models.NamespaceSpec.model_validate(manifest["spec"])
+    api.NamespaceSpec.model_validate(manifest["spec"])
     apply(kubectl, manifest)
     spec = get_json(kubectl, "vns", "-n", kube_ns, "tenant")["spec"]
     assert spec["strategy"] == "Auto"
@@ -292,7 +292,7 @@ def test_valid_namespace_is_accepted_and_defaulted(kubectl: Kubectl, kube_ns: st
     assert spec["confirm"] is False
     assert spec["adopt"] is False
     assert spec["plugins"][1]["vectors"][0]["type"] == "dense"
-    assert models.NamespaceSpec.model_validate(spec).strategy is models.Strategy.AUTO
+    assert api.NamespaceSpec.model_validate(spec).strategy is api.Strategy.AUTO
 
 
 def test_namespace_without_spec_gets_the_defaults(kubectl: Kubectl, kube_ns: str) -> None:
@@ -319,11 +319,11 @@ def test_unknown_fields_are_refused_by_kubectl(kubectl: Kubectl, kube_ns: str) -
 def test_status_written_by_the_operator_round_trips(kubectl: Kubectl, kube_ns: str) -> None:
     """Everything the status model writes is stored as is: nothing pruned, nothing refused."""
     apply(kubectl, vns("status", kube_ns, plugins=[{"name": "text"}]))
-    status = models.NamespaceStatus(
+    status = api.NamespaceStatus(
         collection=f"{kube_ns}_status",
         points_count=10,
         vectors=["text_v1"],
-        plan=models.PlanStatus.model_validate(
+        plan=api.PlanStatus.model_validate(
             {
                 "fingerprint": "0123456789abcdef",
                 "destructive": True,
@@ -336,7 +336,7 @@ def test_status_written_by_the_operator_round_trips(kubectl: Kubectl, kube_ns: s
                 "reason": "removes a vector",
             }
         ),
-        last_reconfigure=models.LastReconfigure.model_validate(
+        last_reconfigure=api.LastReconfigure.model_validate(
             {
                 "status": "reconfigured",
                 "previousPointsCount": 10,
@@ -358,7 +358,7 @@ def test_status_written_by_the_operator_round_trips(kubectl: Kubectl, kube_ns: s
     patch = ["--subresource=status", "--type=merge", "-p", json.dumps({"status": wire})]
     kubectl("patch", "vns", "status", "-n", kube_ns, *patch)
     stored = get_json(kubectl, "vns", "status", "-n", kube_ns)["status"]
-    assert models.NamespaceStatus.model_validate(stored) == status
+    assert api.NamespaceStatus.model_validate(stored) == status
     assert stored == wire
 
 
@@ -368,7 +368,7 @@ def test_status_written_by_the_operator_round_trips(kubectl: Kubectl, kube_ns: s
 def test_kubectl_explain_shows_the_model_descriptions(
     kubectl: Kubectl, crds: None, wait_for: WaitFor
 ) -> None:
-    description = models.NamespaceSpec.model_fields["plugins"].description
+    description = api.NamespaceSpec.model_fields["plugins"].description
     assert description
     first_words = " ".join(description.split()[:5])
 

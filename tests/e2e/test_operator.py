@@ -21,10 +21,11 @@ from tests.e2e.operator_env import (
     plugin_doc,
     reason_is,
     vns,
+    wakeups,
 )
+from tests.seams import client_of
 
-from vectorschema import handlers
-from vectorschema.gateway import ClientGateway
+from vectorschema.qdrant.client import ClientGateway
 
 E5 = "multilingual_e5_large_instruct_v1"
 SIGLIP = "fashionsiglip_v1_embedding"
@@ -38,7 +39,7 @@ def uid() -> str:
 
 def seed_points(qdrant: ClientGateway, collection: str, count: int, **sizes: int) -> None:
     rng = random.Random(7)
-    with qdrant.raw() as client:
+    with client_of(qdrant) as client:
         for start in range(0, count, 500):
             client.upsert(
                 collection,
@@ -203,7 +204,7 @@ def test_plugin_change_reconciles_users(
         )
         live = qdrant.observe(f"{namespace}_{name}")
         assert live is not None and sorted(live.names) == ["one", "two"]
-        assert handlers.wakes[(namespace, name), "plugin"] >= 1  # found through the index
+        assert wakeups().wakes[(namespace, name), "plugin"] >= 1  # found through the index
 
 
 def test_collection_owned_elsewhere(
@@ -243,8 +244,8 @@ def test_resync_does_not_churn(kubectl: KubectlFn, wait_for: Any, namespace: str
     apply(kubectl, namespace_doc(namespace, "calm", plugins=[{"name": "p", "vectors": [vec]}]))
     obj = wait_for(reason_is(kubectl, namespace, "calm", "Ready", "True", "Reconciled"), 60)
     key = (namespace, "calm")
-    start = handlers.passes.get(key, 0)
-    wait_for(lambda: handlers.passes.get(key, 0) >= start + 3, 30, "three resync passes")
+    start = wakeups().passes.get(key, 0)
+    wait_for(lambda: wakeups().passes.get(key, 0) >= start + 3, 30, "three resync passes")
     again = vns(kubectl, namespace, "calm")
     assert again["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
     assert condition(again, "Ready") == condition(obj, "Ready")

@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.seams import forget
 
-from vectorschema.gateway import ClientGateway, connect, forget
-from vectorschema.models import (
+from vectorschema.api import (
     NamespaceResource,
     NamespaceSpec,
     NamespaceStatus,
     PluginSpec,
     VectorSpec,
 )
-from vectorschema.planning import resolve_desired
-from vectorschema.schema import (
+from vectorschema.core.planning import resolve_desired
+from vectorschema.core.schema import (
     Capabilities,
     CollectionSettings,
     DesiredSchema,
@@ -43,6 +43,8 @@ from vectorschema.schema import (
     VectorDef,
     vector_def_from_spec,
 )
+from vectorschema.qdrant.client import ClientGateway
+from vectorschema.qdrant.pool import connect
 
 # --- vectors --------------------------------------------------------------------------
 

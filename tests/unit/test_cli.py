@@ -26,10 +26,10 @@ import pytest
 import yaml
 from conftest import dense, sparse, wire
 from qdrant_client import models as qm
+from tests.seams import client_of, forget
 
-from vectorschema import cli, kube
-from vectorschema.gateway import ClientGateway, forget
-from vectorschema.models import (
+from vectorschema import cli
+from vectorschema.api import (
     OWNER_METADATA_KEY,
     VERSION,
     ActionKind,
@@ -38,9 +38,11 @@ from vectorschema.models import (
     Strategy,
     VectorSpec,
 )
-from vectorschema.planning import fingerprint, resolve_desired
-from vectorschema.reconcile import reconcile
-from vectorschema.schema import CollectionSettings, vector_def_from_spec
+from vectorschema.controller.reconcile import reconcile
+from vectorschema.core.planning import fingerprint, resolve_desired
+from vectorschema.core.schema import CollectionSettings, vector_def_from_spec
+from vectorschema.k8s import kube
+from vectorschema.qdrant.client import ClientGateway
 
 API = f"vectorschema.dev/{VERSION}"
 NAME, KUBE_NS = "tenant", "team-a"
@@ -136,7 +138,7 @@ def seed(
 
 
 def seed_points(store: ClientGateway, ids: range, vectors: Mapping[str, Any]) -> None:
-    with store.raw() as client:
+    with client_of(store) as client:
         client.upsert(
             COLLECTION,
             [qm.PointStruct(id=i, vector=dict(vectors), payload={"n": i}) for i in ids],

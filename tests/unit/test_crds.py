@@ -15,7 +15,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from vectorschema import crdgen, models
+from vectorschema import api, crdgen
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -281,8 +281,8 @@ def test_enums_and_bounds_are_kept() -> None:
     assert at(vector, "distance")["enum"] == ["Cosine", "Dot", "Euclid", "Manhattan"]
     assert at(vector, "distance")["nullable"] is True
     assert at(vector, "type")["enum"] == ["dense", "sparse", "multidense"]
-    assert at(vector, "name")["pattern"] == models.VECTOR_NAME_PATTERN
-    assert at(vector, "size")["maximum"] == models.MAX_DENSE_SIZE
+    assert at(vector, "name")["pattern"] == api.VECTOR_NAME_PATTERN
+    assert at(vector, "size")["maximum"] == api.MAX_DENSE_SIZE
     assert at(vector, "quantization.compression")["enum"] == ["x4", "x8", "x16", "x32", "x64"]
     assert at(vector, "quantization.quantile")["minimum"] == 0.5
     vectors = at(root_schema(load(PLUGIN_FILE)), "spec.vectors")
@@ -354,10 +354,10 @@ def test_cel_field_paths_exist(crd: Schema) -> None:
 def test_descriptions_come_from_the_models() -> None:
     spec = root_schema(load(NAMESPACE_FILE))["properties"]["spec"]
     plugins = at(spec, "plugins")
-    field = models.NamespaceSpec.model_fields["plugins"]
+    field = api.NamespaceSpec.model_fields["plugins"]
     assert plugins["description"] == field.description
     assert plugins["items"]["description"].startswith("A plugin deployed to the namespace")
-    assert spec["description"] == models.NamespaceSpec.__doc__
+    assert spec["description"] == api.NamespaceSpec.__doc__
     root = root_schema(load(NAMESPACE_FILE))
     assert "vns" in root["description"]
     assert "\n" not in root["description"], "docstring line breaks are joined"
@@ -442,8 +442,8 @@ def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
 @pytest.mark.parametrize(
     ("file", "spec", "status"),
     [
-        (NAMESPACE_FILE, models.NamespaceSpec, models.NamespaceStatus),
-        (PLUGIN_FILE, models.PluginSpec, models.PluginStatus),
+        (NAMESPACE_FILE, api.NamespaceSpec, api.NamespaceStatus),
+        (PLUGIN_FILE, api.PluginSpec, api.PluginStatus),
     ],
 )
 def test_every_model_field_is_in_the_schema(

@@ -13,18 +13,30 @@ from typing import Any
 
 import pytest
 from qdrant_client import models as qm
+from tests.seams import client_of, forget
 
-from vectorschema import gateway as gw
-from vectorschema.gateway import (
-    LOCAL_DATATYPES_METADATA_KEY,
-    ClientGateway,
+import vectorschema
+from vectorschema.api import Datatype, Distance, VectorSpec, VectorType
+from vectorschema.core.schema import (
+    CollectionSettings,
+    Hnsw,
+    Quantization,
+    VectorDef,
+    vector_def_from_spec,
+)
+from vectorschema.k8s.connection import default_from_env
+from vectorschema.qdrant import client as client_module
+from vectorschema.qdrant.client import ClientGateway
+from vectorschema.qdrant.convert import parse_version
+from vectorschema.qdrant.errors import (
     CollectionNotFound,
-    QdrantGateway,
+    GatewayError,
     QdrantRejected,
     QdrantUnavailable,
 )
-from vectorschema.models import Datatype, Distance, VectorSpec, VectorType
-from vectorschema.schema import CollectionSettings, VectorDef, vector_def_from_spec
+from vectorschema.qdrant.local import LOCAL_DATATYPES_METADATA_KEY, default_path
+from vectorschema.qdrant.pool import close_all, connect
+from vectorschema.qdrant.protocol import QdrantGateway
 
 
 def spec(**fields: Any) -> VectorSpec:
@@ -92,7 +104,7 @@ def defs(*keys: str) -> list[VectorDef]:
 
 
 def upsert(g: ClientGateway, collection: str, points: list[qm.PointStruct]) -> None:
-    with g.raw() as client:
+    with client_of(g) as client:
         client.upsert(collection, points)
 
 
@@ -154,12 +166,12 @@ def test_local_datatype_memory_is_cleaned_up_on_delete(gateway: ClientGateway) -
     gateway.create_collection("c", defs("dense"), CollectionSettings(), {"k": "v"})
     gateway.create_vector("c", vector_def_from_spec(SPECS["dense-float16"]))
     gateway.create_vector("c", vector_def_from_spec(SPECS["sparse-float16-idf"]))
-    with gateway.raw() as client:
+    with client_of(gateway) as client:
         raw = client.get_collection("c").config.metadata
     assert raw == {"k": "v", LOCAL_DATATYPES_METADATA_KEY: {"img": "float16", "sp16": "float16"}}
     gateway.delete_vector("c", "img")
     gateway.delete_vector("c", "sp16")
-    with gateway.raw() as client:
+    with client_of(gateway) as client:
         assert client.get_collection("c").config.metadata == {"k": "v"}
     # re-adding it as float32 is reported as float32, not as the old datatype
     gateway.create_vector("c", vector_def_from_spec(spec(name="img", size=4, distance="Dot")))
@@ -169,7 +181,7 @@ def test_local_datatype_memory_is_cleaned_up_on_delete(gateway: ClientGateway) -
 
 
 def test_observe_unnamed_vector_and_settings(gateway: ClientGateway) -> None:
-    with gateway.raw() as client:
+    with client_of(gateway) as client:
         client.create_collection(
             "plain",
             vectors_config=qm.VectorParams(size=3, distance=qm.Distance.DOT),
@@ -239,7 +251,7 @@ def seed(g: ClientGateway, n: int = 5) -> None:
 
 
 def snapshot(g: ClientGateway) -> dict[Any, tuple[Any, Any]]:
-    with g.raw() as client:
+    with client_of(g) as client:
         records, _ = client.scroll("c", limit=100, with_payload=True, with_vectors=["text"])
     return {r.id: (r.payload, r.vector) for r in records}
 
@@ -264,7 +276,7 @@ def test_create_and_delete_vector_keep_other_vectors_and_payloads(gateway: Clien
     assert gateway.count_with_vector("c", "colbert") == 0
     assert gateway.count_with_vector("c", "text") == 5
 
-    with gateway.raw() as client:
+    with client_of(gateway) as client:
         client.update_vectors(
             "c",
             [
@@ -312,7 +324,7 @@ def test_count_with_vector_by_scroll_agrees(gateway: ClientGateway) -> None:
 
 
 def test_count_by_scroll_pages(gateway: ClientGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gw, "SCROLL_PAGE", 2)
+    monkeypatch.setattr(client_module, "SCROLL_PAGE", 2)
     seed(gateway, n=7)
     assert gateway._count_by_scroll("c", "text") == 7
     assert gateway._count_by_scroll("c", "bm25") == 3
@@ -343,7 +355,7 @@ def test_update_vector_dense_is_accepted_in_local_mode(gateway: ClientGateway) -
 
 def test_sparse_vectors_refuse_settings_they_do_not_have(gateway: ClientGateway) -> None:
     seed(gateway)
-    bad = VectorDef(name="sp", type=VectorType.SPARSE, hnsw=(("m", 16),))
+    bad = VectorDef(name="sp", type=VectorType.SPARSE, hnsw=Hnsw(m=16))
     with pytest.raises(QdrantRejected, match="no HNSW graph"):
         gateway.create_vector("c", bad)
     with pytest.raises(QdrantRejected, match="no HNSW graph"):
@@ -371,7 +383,7 @@ def test_set_metadata_delete_on_collection_without_metadata(gateway: ClientGatew
     # local mode stores {"gone": None} here when asked directly; the gateway does not
     gateway.create_collection("c", defs("dense"), CollectionSettings(), {})
     gateway.set_metadata("c", {"gone": None, "kept": "yes"})
-    with gateway.raw() as client:
+    with client_of(gateway) as client:
         assert client.get_collection("c").config.metadata == {"kept": "yes"}
     gateway.set_metadata("c", {"kept": None})
     observed = gateway.observe("c")
@@ -382,7 +394,7 @@ def test_set_metadata_delete_on_collection_without_metadata(gateway: ClientGatew
 def test_local_mode_quirk_still_stores_null_without_the_gateway(gateway: ClientGateway) -> None:
     """If this fails, local mode was fixed and the emulation in set_metadata can go."""
     gateway.create_collection("c", defs("dense"), CollectionSettings(), {})
-    with gateway.raw() as client:
+    with client_of(gateway) as client:
         client.update_collection("c", metadata={"gone": None})
         assert client.get_collection("c").config.metadata == {"gone": None}
 
@@ -404,7 +416,7 @@ def test_capabilities_local(gateway: ClientGateway) -> None:
     [("1.18.0", (1, 18)), ("v1.17.3", (1, 17)), ("1.20.0-dev", (1, 20)), ("unknown", None)],
 )
 def test_parse_version(version: str, expected: tuple[int, int] | None) -> None:
-    assert gw._parse_version(version) == expected
+    assert parse_version(version) == expected
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -454,7 +466,7 @@ def test_closed_gateway_refuses_calls() -> None:
     g = ClientGateway.open(path=":memory:")
     g.close()
     g.close()
-    with pytest.raises(gw.GatewayError, match="closed"):
+    with pytest.raises(GatewayError, match="closed"):
         g.observe("c")
 
 
@@ -463,40 +475,40 @@ def test_closed_gateway_refuses_calls() -> None:
 
 @pytest.fixture
 def clean_cache() -> Iterator[None]:
-    gw.close_all()
+    close_all()
     yield
-    gw.close_all()
+    close_all()
 
 
 def test_connect_shares_one_gateway_per_path(tmp_path: Path, clean_cache: None) -> None:
     store = tmp_path / "store"
-    a = gw.connect(path=str(store))
-    b = gw.connect(path=str(tmp_path / "." / "store"))
+    a = connect(path=str(store))
+    b = connect(path=str(tmp_path / "." / "store"))
     assert a is b
     assert a.location == str(store.resolve())
     # the store is locked: a second client on it cannot be opened, even in-process
     with pytest.raises(QdrantUnavailable, match="in use by another client"):
         ClientGateway.open(path=str(store))
-    assert gw.forget(path=str(store)) is True
-    assert gw.forget(path=str(store)) is False
-    c = gw.connect(path=str(store))
+    assert forget(path=str(store)) is True
+    assert forget(path=str(store)) is False
+    c = connect(path=str(store))
     assert c is not a
     c.close()  # close() drops it from the cache too
-    d = gw.connect(path=str(store))
+    d = connect(path=str(store))
     assert d is not c
 
 
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 def test_connect_memory_and_urls(clean_cache: None) -> None:
-    assert gw.connect(path=":memory:") is gw.connect(path=":memory:")
-    a = gw.connect(url="http://127.0.0.1:1", api_key="one")
-    assert gw.connect(url="http://127.0.0.1:1/", api_key="one") is a
-    assert gw.connect(url="http://127.0.0.1:1", api_key="two") is not a
-    assert gw.connect(url="http://127.0.0.1:1") is not a
+    assert connect(path=":memory:") is connect(path=":memory:")
+    a = connect(url="http://127.0.0.1:1", api_key="one")
+    assert connect(url="http://127.0.0.1:1/", api_key="one") is a
+    assert connect(url="http://127.0.0.1:1", api_key="two") is not a
+    assert connect(url="http://127.0.0.1:1") is not a
     with pytest.raises(ValueError):
-        gw.connect(url="http://127.0.0.1:1", path=":memory:")
+        connect(url="http://127.0.0.1:1", path=":memory:")
     with pytest.raises(ValueError):
-        gw.connect(path=":memory:", api_key="k")
+        connect(path=":memory:", api_key="k")
 
 
 def test_default_from_env(
@@ -505,19 +517,19 @@ def test_default_from_env(
     monkeypatch.delenv("QDRANT_URL", raising=False)
     monkeypatch.delenv("QDRANT_API_KEY", raising=False)
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "env-store"))
-    assert gw.default_path() == str(tmp_path / "env-store")
-    g = gw.default_from_env()
+    assert default_path() == str(tmp_path / "env-store")
+    g = default_from_env()
     assert g.local and g.location == str((tmp_path / "env-store").resolve())
-    assert gw.connect() is g
+    assert connect() is g
     monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:1")
-    remote = gw.default_from_env()
+    remote = default_from_env()
     assert not remote.local and remote.location == "http://127.0.0.1:1"
 
 
 def test_default_path_in_a_source_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("QDRANT_PATH", raising=False)
-    repo = Path(gw.__file__).resolve().parents[2]
-    assert gw.default_path() == str(repo / ".data" / "qdrant")
+    repo = Path(vectorschema.__file__).resolve().parents[2]
+    assert default_path() == str(repo / ".data" / "qdrant")
 
 
 def test_one_local_client_shared_by_threads(tmp_path: Path) -> None:
@@ -691,8 +703,8 @@ def test_remote_observe_capabilities_and_errors(fake_qdrant: FakeQdrant) -> None
                 type=VectorType.DENSE,
                 size=8,
                 distance=Distance.COSINE,
-                hnsw=(("m", 8),),
-                quantization=(("compression", "x16"), ("type", "product")),
+                hnsw=Hnsw(m=8),
+                quantization=Quantization(type="product", compression="x16"),
             ),
             "cold": VectorDef(
                 name="cold", type=VectorType.DENSE, size=4, distance=Distance.DOT, on_disk=True

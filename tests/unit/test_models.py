@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from vectorschema.models import NamespaceResource, default_collection_name
-from vectorschema.validation import describe
+from vectorschema.api import NamespaceResource, default_collection_name, describe
 
 
 def test_default_collection_name_is_namespace_underscore_name() -> None:

@@ -30,20 +30,18 @@ from conftest import (
     vdef,
 )
 
-from vectorschema.models import ActionKind, PluginSpec, Strategy, VectorSpec
-from vectorschema.planning import (
-    ApprovedBy,
-    Plan,
+from vectorschema.api import ActionKind, PluginSpec, Strategy, VectorSpec
+from vectorschema.core.actions import Plan
+from vectorschema.core.approval import ApprovedBy, approval, needs_approval
+from vectorschema.core.planning import (
     PluginConflict,
     PluginNotFound,
-    approval,
     fingerprint,
     make_plan,
-    needs_approval,
-    report,
     resolve_desired,
 )
-from vectorschema.schema import Capabilities, DesiredSchema, ObservedCollection
+from vectorschema.core.report import report
+from vectorschema.core.schema import Capabilities, DesiredSchema, ObservedCollection
 
 AUTO = Strategy.AUTO
 RECREATE = Strategy.RECREATE

@@ -17,15 +17,9 @@ from typing import Any
 import pytest
 from conftest import IMAGE, IMAGE_VECTOR, TEXT, TEXT_VECTOR, dense, inline, namespace, sparse
 from qdrant_client import models as qm
+from tests.seams import client_of
 
-from vectorschema import reasons
-from vectorschema.gateway import (
-    ClientGateway,
-    QdrantGateway,
-    QdrantRejected,
-    QdrantUnavailable,
-)
-from vectorschema.models import (
+from vectorschema.api import (
     CONFIRM_ANNOTATION,
     OWNER_METADATA_KEY,
     OWNER_UID_METADATA_KEY,
@@ -36,8 +30,15 @@ from vectorschema.models import (
     PluginSpec,
     Strategy,
 )
-from vectorschema.reconcile import RETRY_DELAY, ConnectionUnavailable, Result, reconcile
-from vectorschema.schema import Capabilities, CollectionSettings, ObservedCollection, VectorDef
+from vectorschema.api.reasons import EventReason, Reason
+from vectorschema.controller.errors import RETRY_DELAY
+from vectorschema.controller.reconcile import reconcile
+from vectorschema.controller.results import Result
+from vectorschema.core.schema import Capabilities, CollectionSettings, ObservedCollection, VectorDef
+from vectorschema.k8s.connection import ConnectionUnavailable
+from vectorschema.qdrant.client import ClientGateway
+from vectorschema.qdrant.errors import QdrantRejected, QdrantUnavailable
+from vectorschema.qdrant.protocol import QdrantGateway
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -211,14 +212,14 @@ def condition(status: NamespaceStatus, type_: str) -> tuple[ConditionStatus, str
 
 
 def is_ready(status: NamespaceStatus) -> bool:
-    return condition(status, "Ready") == (ConditionStatus.TRUE, reasons.RECONCILED)
+    return condition(status, "Ready") == (ConditionStatus.TRUE, Reason.RECONCILED)
 
 
 def seed_points(
     qdrant: ClientGateway, count: int, vectors: Mapping[str, Any], *, start: int = 0
 ) -> None:
     """Upsert `count` points, each holding `vectors` and a payload."""
-    with qdrant.raw() as client:
+    with client_of(qdrant) as client:
         client.upsert(
             COLLECTION,
             [
@@ -299,7 +300,7 @@ def test_first_reconcile_creates_the_collection_stamped_with_its_owner(
     assert status.last_reconfigure is not None
     assert status.last_reconfigure.status == "reconfigured"
     assert status.last_reconfigure.vectors_added == ["text_v", "image_v", "sparse_v"]
-    assert [e.reason for e in result.events] == [reasons.EVENT_COLLECTION_CREATED]
+    assert [e.reason for e in result.events] == [EventReason.COLLECTION_CREATED]
     assert harness.intents.written == []  # nothing destructive: no intent record
     assert harness.gateway.writes == ["create_collection"]
     assert result.retry_after is None and not result.remove_annotation
@@ -333,7 +334,7 @@ def test_collection_deleted_by_hand_is_created_again_without_confirmation(
     assert live(qdrant).names == ["text_v", "image_v"]
     assert live(qdrant).metadata[OWNER_METADATA_KEY] == OWNER
     assert harness.intents.written == []
-    assert [e.reason for e in result.events] == [reasons.EVENT_COLLECTION_CREATED]
+    assert [e.reason for e in result.events] == [EventReason.COLLECTION_CREATED]
 
 
 def test_vector_added_in_place_keeps_points_without_confirmation(qdrant: ClientGateway) -> None:
@@ -364,13 +365,13 @@ def test_vector_added_in_place_keeps_points_without_confirmation(qdrant: ClientG
     [
         pytest.param(
             [{"name": "text"}, {"name": "missing-one"}, {"name": "missing-two"}],
-            reasons.PLUGIN_NOT_FOUND,
+            Reason.PLUGIN_NOT_FOUND,
             ["missing-one", "missing-two"],
             id="not-found",
         ),
         pytest.param(
             [{"name": "text"}, inline("text-bis", dense("text_v", 8))],
-            reasons.PLUGIN_CONFLICT,
+            Reason.PLUGIN_CONFLICT,
             ["'text'", "'text-bis'", "'text_v'"],
             id="conflict",
         ),
@@ -419,7 +420,7 @@ def test_collection_owned_elsewhere_is_left_alone(qdrant: ClientGateway) -> None
     status = result.status
     assert condition(status, "Stalled") == (
         ConditionStatus.TRUE,
-        reasons.COLLECTION_OWNED_ELSEWHERE,
+        Reason.COLLECTION_OWNED_ELSEWHERE,
     )
     stalled = status.condition("Stalled")
     assert stalled is not None and "team-b/other" in stalled.message
@@ -438,7 +439,7 @@ def test_unowned_collection_needs_adoption(qdrant: ClientGateway) -> None:
 
     assert condition(result.status, "Stalled") == (
         ConditionStatus.TRUE,
-        reasons.ADOPTION_REQUIRED,
+        Reason.ADOPTION_REQUIRED,
     )
     assert harness.gateway.writes == []
     assert live(qdrant) == before
@@ -500,7 +501,7 @@ def test_destructive_plan_waits_for_confirmation_and_touches_nothing(
     result, harness = run(qdrant, resource)
 
     status = result.status
-    assert condition(status, "Ready") == (ConditionStatus.FALSE, reasons.AWAITING_CONFIRMATION)
+    assert condition(status, "Ready") == (ConditionStatus.FALSE, Reason.AWAITING_CONFIRMATION)
     assert condition(status, "Reconciling")[0] is ConditionStatus.FALSE
     assert condition(status, "Stalled")[0] is ConditionStatus.FALSE
     plan = status.plan
@@ -512,7 +513,7 @@ def test_destructive_plan_waits_for_confirmation_and_touches_nothing(
     assert plan.vectors_at_risk == ["image_v"]
     ready = status.condition("Ready")
     assert ready is not None and plan.fingerprint in ready.message
-    assert [(e.type, e.reason) for e in result.events] == [("Warning", reasons.EVENT_PLAN_PENDING)]
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", EventReason.PLAN_PENDING)]
     assert plan.fingerprint in result.events[0].message
     assert harness.gateway.writes == []
     assert harness.intents.written == []
@@ -542,7 +543,7 @@ def test_confirm_plan_applies_after_recording_the_intent(qdrant: ClientGateway) 
     (intent,) = harness.intents.written
     assert intent.operation is not None
     assert intent.operation.plan_fingerprint == fingerprint
-    assert condition(intent, "Reconciling") == (ConditionStatus.TRUE, reasons.APPLYING)
+    assert condition(intent, "Reconciling") == (ConditionStatus.TRUE, Reason.APPLYING)
     assert result.status.operation is None and result.status.plan is None
     observed = live(qdrant)
     assert observed.names == ["text_v"]
@@ -569,7 +570,7 @@ def test_stale_confirm_plan_blocks_even_with_confirm(qdrant: ClientGateway) -> N
 
     assert condition(result.status, "Ready") == (
         ConditionStatus.FALSE,
-        reasons.AWAITING_CONFIRMATION,
+        Reason.AWAITING_CONFIRMATION,
     )
     ready = result.status.condition("Ready")
     assert ready is not None and "does not match" in ready.message
@@ -606,7 +607,7 @@ def test_stale_annotation_approves_nothing_and_says_so(qdrant: ClientGateway) ->
 
     result, harness = run(qdrant, stale)
 
-    assert condition(result.status, "Ready")[1] == reasons.AWAITING_CONFIRMATION
+    assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
     ready = result.status.condition("Ready")
     assert ready is not None and "0123456789abcdef does not match the pending plan" in ready.message
     assert not result.remove_annotation
@@ -636,7 +637,7 @@ def test_the_seed_example_waits_then_recreates_when_confirmed(qdrant: ClientGate
 
     pending, harness = run(qdrant, changed)
 
-    assert condition(pending.status, "Ready")[1] == reasons.AWAITING_CONFIRMATION
+    assert condition(pending.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
     assert pending.status.plan is not None
     assert pending.status.plan.points_at_risk == 1500
     assert [a.action for a in pending.status.plan.actions] == [ActionKind.RECREATE_COLLECTION]
@@ -664,7 +665,7 @@ def test_the_seed_example_waits_then_recreates_when_confirmed(qdrant: ClientGate
     assert observed.metadata[OWNER_METADATA_KEY] == OWNER
     assert result.status.points_count == 0
     assert result.status.vectors == [TEXT_VECTOR, IMAGE_VECTOR]
-    assert [e.reason for e in result.events] == [reasons.EVENT_RECONFIGURED]
+    assert [e.reason for e in result.events] == [EventReason.RECONFIGURED]
 
 
 # --- crash recovery ---------------------------------------------------------------------
@@ -713,7 +714,7 @@ def test_crash_after_delete_collection_resumes_and_reports_the_recorded_operatio
     assert report.previous_points_count == 40
     assert report.points_deleted == 40
     assert report.vectors_added == ["image_v"]
-    assert reasons.EVENT_RESUMED in [e.reason for e in result.events]
+    assert EventReason.RESUMED in [e.reason for e in result.events]
     observed = live(qdrant)
     assert observed.names == ["text_v", "image_v"]
     assert observed.metadata[OWNER_METADATA_KEY] == OWNER
@@ -769,7 +770,7 @@ def test_recorded_operation_is_dropped_when_the_spec_moved_on(qdrant: ClientGate
     result, harness = run(qdrant, moved, now=LATER)
 
     assert result.status.operation is None
-    assert condition(result.status, "Ready")[1] == reasons.AWAITING_CONFIRMATION
+    assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
     assert harness.gateway.writes == []
     assert live(qdrant) == before
 
@@ -783,7 +784,7 @@ def test_vector_removed_by_hand_waits_for_confirmation(qdrant: ClientGateway) ->
 
     result, harness = run(qdrant, resource)
 
-    assert condition(result.status, "Ready")[1] == reasons.AWAITING_CONFIRMATION
+    assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
     assert result.status.plan is not None
     assert [a.action for a in result.status.plan.actions] == [ActionKind.ADD_VECTOR]
     assert "outside the operator" in result.status.plan.reason
@@ -797,7 +798,7 @@ def test_drift_keeps_waiting_on_the_next_pass(qdrant: ClientGateway) -> None:
     resource = create_ready(qdrant, BASE)
     qdrant.delete_vector(COLLECTION, "image_v")
     pending, _ = run(qdrant, resource)
-    assert condition(pending.status, "Ready")[1] == reasons.AWAITING_CONFIRMATION
+    assert condition(pending.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
 
     result, harness = run(qdrant, next_pass(resource, pending), now=LATER)
 
@@ -833,7 +834,7 @@ def test_collection_name_change_through_a_stalled_pass_is_not_taken_for_drift(
     previous = NamespaceStatus(collection="team-a_old", vectors=["something_else"])
     resource = namespace({**BASE, "collectionName": COLLECTION}, status=previous)
     stalled, _ = run(qdrant, resource)
-    assert condition(stalled.status, "Stalled")[1] == reasons.ADOPTION_REQUIRED
+    assert condition(stalled.status, "Stalled")[1] == Reason.ADOPTION_REQUIRED
 
     result, _ = run(
         qdrant, next_pass(resource, stalled, {**BASE, "collectionName": COLLECTION, "adopt": True})
@@ -855,8 +856,8 @@ def test_unreachable_qdrant_is_reconciling_with_a_retry() -> None:
         gateway.close()
 
     status = result.status
-    assert condition(status, "Reconciling") == (ConditionStatus.TRUE, reasons.QDRANT_UNAVAILABLE)
-    assert condition(status, "Ready") == (ConditionStatus.FALSE, reasons.QDRANT_UNAVAILABLE)
+    assert condition(status, "Reconciling") == (ConditionStatus.TRUE, Reason.QDRANT_UNAVAILABLE)
+    assert condition(status, "Ready") == (ConditionStatus.FALSE, Reason.QDRANT_UNAVAILABLE)
     assert condition(status, "Stalled")[0] is ConditionStatus.FALSE
     assert result.retry_after == RETRY_DELAY
     assert connect.calls == 1
@@ -870,7 +871,7 @@ def test_qdrant_unavailable_while_applying_is_retried(qdrant: ClientGateway) -> 
 
     assert condition(result.status, "Reconciling") == (
         ConditionStatus.TRUE,
-        reasons.QDRANT_UNAVAILABLE,
+        Reason.QDRANT_UNAVAILABLE,
     )
     assert result.retry_after == RETRY_DELAY
     assert live(qdrant).names == ["text_v"]
@@ -883,7 +884,7 @@ def test_missing_secret_is_reconciling_with_a_retry() -> None:
 
     assert condition(result.status, "Reconciling") == (
         ConditionStatus.TRUE,
-        reasons.SECRET_NOT_FOUND,
+        Reason.SECRET_NOT_FOUND,
     )
     assert result.retry_after == RETRY_DELAY
 
@@ -894,5 +895,5 @@ def test_rejected_write_stalls_with_apply_failed(qdrant: ClientGateway) -> None:
 
     result = harness.run(next_pass(resource, None, BASE))
 
-    assert condition(result.status, "Stalled") == (ConditionStatus.TRUE, reasons.APPLY_FAILED)
-    assert ("Warning", reasons.APPLY_FAILED) in [(e.type, e.reason) for e in result.events]
+    assert condition(result.status, "Stalled") == (ConditionStatus.TRUE, Reason.APPLY_FAILED)
+    assert ("Warning", Reason.APPLY_FAILED) in [(e.type, e.reason) for e in result.events]

@@ -2,7 +2,7 @@
 
 Used wherever user input is parsed (the operator's status, the CLI), so the same bad
 manifest gets the same message: `spec.plugins[0].vectors[1]: size is required for dense
-vectors`.
+vectors`. Imports only pydantic.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """Normalised vector schemas: the common language of desired and observed collections.
 
-The spec (`models.VectorSpec`) and Qdrant's `VectorParams` say the same thing in
+The spec (`api.VectorSpec`) and Qdrant's `VectorParams` say the same thing in
 different ways (enum casing, `datatype None` meaning float32, an empty HNSW diff meaning
-"defaults"). Both are turned into a `VectorDef` here (spec side) or in the gateway (Qdrant
-side) so planning compares like with like.
+"defaults"). Both are turned into a `VectorDef` here (spec side) or in
+`qdrant.convert` (Qdrant side) so planning compares like with like.
+
+The wire (camelCase) keys of the tuning values are not spelled here: they are the field
+names through the API's own alias generator (`to_camel`), as in the CRD.
 
 Pure data: no kopf, no qdrant_client.
 """
@@ -11,10 +14,10 @@ Pure data: no kopf, no qdrant_client.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from vectorschema.models import (
+from vectorschema.api import (
     Datatype,
     Distance,
     NamespaceSpec,
@@ -22,6 +25,50 @@ from vectorschema.models import (
     VectorSpec,
     VectorType,
 )
+from vectorschema.api.base import to_camel
+
+
+def wire(value: object, *, keep_none: bool = False) -> dict[str, Any]:
+    """A dataclass as its camelCase document, keys sorted; None fields left out."""
+    doc = {to_camel(f.name): getattr(value, f.name) for f in fields(value)}  # type: ignore[arg-type]
+    return {k: v for k, v in sorted(doc.items()) if keep_none or v is not None}
+
+
+@dataclass(frozen=True)
+class Hnsw:
+    """Per-vector HNSW settings (dense), or inverted-index settings (sparse: only
+    `full_scan_threshold` and `on_disk` apply). Unset means the collection's default."""
+
+    m: int | None = None
+    ef_construct: int | None = None
+    full_scan_threshold: int | None = None
+    on_disk: bool | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in self.set_fields().values())
+
+    def set_fields(self) -> dict[str, Any]:
+        """The settings that are set, by field name (qdrant-client spells them alike)."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+    def wire(self) -> dict[str, Any]:
+        return wire(self)
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Per-vector quantization. `type` is a string, not `QuantizationType`: a live
+    collection may use a kind vectorschema cannot ask for, which is shown as such."""
+
+    type: str
+    always_ram: bool | None = None
+    quantile: float | None = None
+    compression: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return wire(self)
 
 
 @dataclass(frozen=True)
@@ -30,7 +77,7 @@ class VectorDef:
 
     `structure` is what Qdrant cannot change in place (type, size, distance, datatype,
     multivector, sparse modifier); `tuning` is what `update_collection` can change
-    (on-disk, HNSW, quantization), as sorted items so the whole is hashable.
+    (on-disk, HNSW, quantization).
     """
 
     name: str
@@ -40,8 +87,8 @@ class VectorDef:
     datatype: Datatype = Datatype.FLOAT32
     modifier: SparseModifier = SparseModifier.NONE
     on_disk: bool | None = None
-    hnsw: tuple[tuple[str, Any], ...] = ()
-    quantization: tuple[tuple[str, Any], ...] = ()
+    hnsw: Hnsw = field(default_factory=Hnsw)
+    quantization: Quantization | None = None
 
     @property
     def structure(self) -> tuple[Any, ...]:
@@ -50,6 +97,13 @@ class VectorDef:
     @property
     def tuning(self) -> tuple[Any, ...]:
         return (self.on_disk, self.hnsw, self.quantization)
+
+    @property
+    def has_tuning(self) -> bool:
+        return self.on_disk is not None or bool(self.hnsw) or self.quantization is not None
+
+    def quantization_wire(self) -> dict[str, Any]:
+        return {} if self.quantization is None else self.quantization.wire()
 
     def describe(self) -> str:
         if self.type is VectorType.SPARSE:
@@ -68,18 +122,13 @@ class VectorDef:
             "datatype": self.datatype.value,
             "modifier": self.modifier.value,
             "onDisk": self.on_disk,
-            "hnsw": dict(self.hnsw),
-            "quantization": dict(self.quantization),
+            "hnsw": self.hnsw.wire(),
+            "quantization": self.quantization_wire(),
         }
 
 
-def _items(d: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
-    if not d:
-        return ()
-    return tuple(sorted((k, v) for k, v in d.items() if v is not None))
-
-
 def vector_def_from_spec(spec: VectorSpec) -> VectorDef:
+    h, q = spec.hnsw, spec.quantization
     return VectorDef(
         name=spec.name,
         type=spec.type,
@@ -88,9 +137,21 @@ def vector_def_from_spec(spec: VectorSpec) -> VectorDef:
         datatype=spec.datatype or Datatype.FLOAT32,
         modifier=spec.modifier or SparseModifier.NONE,
         on_disk=spec.on_disk,
-        hnsw=_items(spec.hnsw.model_dump(by_alias=True) if spec.hnsw else None),
-        quantization=_items(
-            spec.quantization.model_dump(mode="json", by_alias=True) if spec.quantization else None
+        hnsw=Hnsw()
+        if h is None
+        else Hnsw(
+            m=h.m,
+            ef_construct=h.ef_construct,
+            full_scan_threshold=h.full_scan_threshold,
+            on_disk=h.on_disk,
+        ),
+        quantization=None
+        if q is None
+        else Quantization(
+            type=q.type.value,
+            always_ram=q.always_ram,
+            quantile=q.quantile,
+            compression=q.compression,
         ),
     )
 
@@ -112,6 +173,10 @@ class CollectionSettings:
             write_consistency_factor=spec.write_consistency_factor,
             on_disk_payload=spec.on_disk_payload,
         )
+
+    def wire(self) -> dict[str, Any]:
+        """camelCase, unset settings kept as null (for fingerprints)."""
+        return wire(self, keep_none=True)
 
 
 @dataclass(frozen=True)

@@ -5,18 +5,37 @@ the status (written once per reconcile, and the intent record before a destructi
 step), removal of the one-shot approval annotation, reading an API-key Secret. All
 resources are addressed fully qualified (group, version, plural), never by a bare kind:
 our `Namespace` kind would otherwise collide with core `v1/Namespace`.
+
+`Namespaces` is the controller's `NamespaceStore` over these calls.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from vectorschema.models import GROUP, NAMESPACE_PLURAL, PLUGIN_PLURAL, VERSION
+from vectorschema.api import GROUP, NAMESPACE_PLURAL, PLUGIN_PLURAL, VERSION
+from vectorschema.controller.status_writer import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from vectorschema.controller.status_writer import NamespaceStore
+
+__all__ = [
+    "Conflict",
+    "Namespaces",
+    "NotFound",
+    "SecretMissing",
+    "get_namespace",
+    "load_config",
+    "patch_namespace_status",
+    "patch_plugin_status",
+    "read_secret_key",
+    "set_annotation",
+]
 
 
 def load_config() -> None:
@@ -32,10 +51,6 @@ def _custom() -> Any:
     return kubernetes.client.CustomObjectsApi()
 
 
-class NotFound(Exception):
-    """The object does not exist (HTTP 404)."""
-
-
 def get_namespace(namespace: str, name: str) -> dict[str, Any]:
     try:
         body: dict[str, Any] = _custom().get_namespaced_custom_object(
@@ -46,10 +61,6 @@ def get_namespace(namespace: str, name: str) -> dict[str, Any]:
             raise NotFound(f"Namespace {namespace}/{name} not found") from None
         raise
     return body
-
-
-class Conflict(Exception):
-    """The object changed since it was read (HTTP 409): read it again and redo the work."""
 
 
 def patch_namespace_status(
@@ -93,7 +104,28 @@ def set_annotation(namespace: str, name: str, key: str, value: str | None) -> No
     )
 
 
-class SecretMissing(Exception):
+class Namespaces:
+    """The Namespace resources, as the controller's `NamespaceStore`."""
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        return get_namespace(namespace, name)
+
+    def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None
+    ) -> str:
+        return patch_namespace_status(namespace, name, patch, resource_version)
+
+    def set_annotation(self, namespace: str, name: str, key: str, value: str | None) -> None:
+        set_annotation(namespace, name, key, value)
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: Namespaces) -> NamespaceStore:
+        return store
+
+
+class SecretMissing(LookupError):
     """The Secret or its key is not there. The message never carries the value."""
 
 

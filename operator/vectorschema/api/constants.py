@@ -1,0 +1,37 @@
+"""API constants: group, version, kinds, plurals, annotation and metadata keys, patterns.
+
+Every name the Kubernetes API and the Qdrant metadata share is spelled here once.
+Imports nothing.
+"""
+
+from __future__ import annotations
+
+GROUP = "vectorschema.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+NAMESPACE_KIND = "Namespace"
+NAMESPACE_PLURAL = "namespaces"
+NAMESPACE_SINGULAR = "namespace"
+NAMESPACE_SHORT = "vns"
+PLUGIN_KIND = "Plugin"
+PLUGIN_PLURAL = "plugins"
+PLUGIN_SINGULAR = "plugin"
+PLUGIN_SHORT = "vplugin"
+CATEGORY = "vectorschema"
+NAMESPACE_RESOURCE = f"{NAMESPACE_PLURAL}.{GROUP}"
+PLUGIN_RESOURCE = f"{PLUGIN_PLURAL}.{GROUP}"
+
+# Annotation that approves exactly one plan, once (removed by the operator after use).
+CONFIRM_ANNOTATION = f"{GROUP}/confirm"
+# Finalizer guarding the Qdrant collection of a Namespace.
+FINALIZER = f"{GROUP}/collection"
+# Keys stamped into the Qdrant collection's metadata.
+OWNER_METADATA_KEY = f"{GROUP}/owner"
+OWNER_UID_METADATA_KEY = f"{GROUP}/owner-uid"
+
+# A Qdrant vector name or collection name we accept: letters, digits, '_', '-', '.'.
+VECTOR_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"
+PLUGIN_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"
+FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"
+MAX_DENSE_SIZE = 65536

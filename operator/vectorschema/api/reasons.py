@@ -1,0 +1,51 @@
+"""Condition reasons and Event reasons: CamelCase constants, in one place.
+
+Every reason a user can see in `kubectl get vns` / `kubectl describe vns` is here, so the
+README's status contract and the code cannot drift apart. Imports nothing.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """The `reason` of a condition."""
+
+    # Ready=True
+    RECONCILED = "Reconciled"
+
+    # Reconciling=True (work in progress, or a transient failure being retried)
+    PROGRESSING = "Progressing"
+    APPLYING = "Applying"
+    QDRANT_UNAVAILABLE = "QdrantUnavailable"
+    SECRET_NOT_FOUND = "SecretNotFound"
+
+    # Ready=False, waiting for a person
+    AWAITING_CONFIRMATION = "AwaitingConfirmation"
+
+    # Stalled=True (nothing is touched until the spec or the world changes)
+    PLUGIN_NOT_FOUND = "PluginNotFound"
+    PLUGIN_CONFLICT = "PluginConflict"
+    COLLECTION_OWNED_ELSEWHERE = "CollectionOwnedElsewhere"
+    ADOPTION_REQUIRED = "AdoptionRequired"
+    INVALID_SPEC = "InvalidSpec"
+    APPLY_FAILED = "ApplyFailed"
+    QDRANT_REJECTED = "QdrantRejected"
+
+    # Plugin conditions
+    VALID = "Valid"
+
+
+class EventReason(StrEnum):
+    """The `reason` of a Kubernetes Event (not a condition)."""
+
+    PLAN_PENDING = "PlanPending"
+    RECONFIGURED = "Reconfigured"
+    COLLECTION_CREATED = "CollectionCreated"
+    RESUMED = "OperationResumed"
+    DRIFT = "DriftDetected"
+    DELETED = "CollectionDeleted"
+    RETAINED = "CollectionRetained"
+    RELEASED_UNCLEAN = "ReleasedWithoutCleanup"
+    APPLY_FAILED = "ApplyFailed"

@@ -1,0 +1,73 @@
+"""One table maps each failure of a pass to its reason, to Stalled or Reconciling, and to
+when to try again; the pass does not choose by hand.
+
+A failure may depend on when it happens: a Qdrant error while observing is the server
+refusing us (`QdrantRejected`), the same error while applying a plan is the plan failing
+(`ApplyFailed`, with a Warning Event). The first row that matches the exception and the
+phase wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from vectorschema.api import Reason
+from vectorschema.core.planning import PluginConflict, PluginNotFound
+from vectorschema.qdrant.errors import CollectionNotFound, GatewayError, QdrantUnavailable
+
+#: Retry delay after a transient failure (Qdrant down, Secret missing), in seconds.
+RETRY_DELAY = 10.0
+
+
+class ConnectorError(Exception):
+    """What a `Connector` raises when it cannot build the namespace's Qdrant connection
+    (e.g. its Secret is missing). The connection policy (`k8s.connection`) raises its
+    subclass `ConnectionUnavailable`; the table below maps it."""
+
+
+class Phase(Enum):
+    OBSERVE = "observe"  # resolving plugins, connecting, reading the collection
+    APPLY = "apply"  # planning is done: counting, recording intent, executing, re-reading
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a failure shows in status."""
+
+    reason: Reason
+    stalled: bool  # Stalled=True (needs a change); else Reconciling=True (retrying)
+    retry_after: float | None
+    clear_plan: bool = False  # the pending plan no longer means anything
+    warn: bool = False  # also post a Warning Event
+
+
+@dataclass(frozen=True)
+class Row:
+    error: type[Exception]
+    failure: Failure
+    phase: Phase | None = None  # None: in any phase
+
+
+FAILURES: tuple[Row, ...] = (
+    Row(PluginNotFound, Failure(Reason.PLUGIN_NOT_FOUND, True, None, clear_plan=True)),
+    Row(PluginConflict, Failure(Reason.PLUGIN_CONFLICT, True, None, clear_plan=True)),
+    Row(ConnectorError, Failure(Reason.SECRET_NOT_FOUND, False, RETRY_DELAY)),
+    Row(QdrantUnavailable, Failure(Reason.QDRANT_UNAVAILABLE, False, RETRY_DELAY)),
+    # deleted under our feet while applying: observe and plan again, soon
+    Row(CollectionNotFound, Failure(Reason.PROGRESSING, False, 1.0), Phase.APPLY),
+    Row(GatewayError, Failure(Reason.QDRANT_REJECTED, True, RETRY_DELAY * 6), Phase.OBSERVE),
+    Row(
+        GatewayError,
+        Failure(Reason.APPLY_FAILED, True, RETRY_DELAY * 6, warn=True),
+        Phase.APPLY,
+    ),
+)
+
+
+def classify(exc: BaseException, phase: Phase) -> Failure | None:
+    """The failure `exc` is in `phase`; None for anything unexpected (it propagates)."""
+    for row in FAILURES:
+        if isinstance(exc, row.error) and row.phase in (None, phase):
+            return row.failure
+    return None

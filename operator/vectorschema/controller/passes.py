@@ -1,0 +1,114 @@
+"""One pass over one Namespace as the operator runs it: read the object fresh, reconcile
+it, write what changed, consume the approval annotation. Runs in a worker thread.
+
+kopf-free and Kubernetes-client-free: the object store (`status_writer.NamespaceStore`)
+and the connection (`connector_for`) are handed in by the kopf layer, so unit tests run a
+pass against in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from vectorschema.api import (
+    CONFIRM_ANNOTATION,
+    Condition,
+    ConditionType,
+    NamespaceResource,
+    NamespaceStatus,
+    PluginSpec,
+    describe,
+)
+from vectorschema.controller.reconcile import Connector, invalid_spec, reconcile
+from vectorschema.controller.results import Result
+from vectorschema.controller.status_writer import (
+    Conflict,
+    NamespaceStore,
+    NotFound,
+    StatusWriter,
+    parse_status,
+)
+
+log = logging.getLogger("vectorschema")
+
+#: Delay before re-running a pass whose status write hit a newer object version.
+CONFLICT_RETRY = 0.5
+
+
+def run_pass(
+    store: NamespaceStore,
+    namespace: str,
+    name: str,
+    plugins: Mapping[str, PluginSpec],
+    connector_for: Callable[[NamespaceResource], Connector],
+    *,
+    now: datetime | None = None,
+) -> Result | None:
+    """Read the object fresh, reconcile it, write what changed. None when it is gone."""
+    try:
+        body = store.get(namespace, name)
+    except NotFound:
+        return None
+    now = now or datetime.now(UTC)
+    meta = body.get("metadata", {})
+    if meta.get("deletionTimestamp"):
+        return None
+    writer = StatusWriter(store, namespace, name, body)
+    old = parse_status(body)
+    try:
+        resource = NamespaceResource.model_validate(
+            {"metadata": meta, "spec": body.get("spec") or {}, "status": None}
+        )
+    except ValidationError as exc:
+        result = invalid_spec(old, describe(exc), meta.get("generation"), now)
+    else:
+        resource = resource.model_copy(update={"status": parse_status(body)})
+        try:
+            result = reconcile(
+                resource, plugins, connector_for(resource), now=now, write_intent=writer.intent
+            )
+        except Conflict:
+            # The object changed while this pass planned: nothing destructive ran.
+            return Result(status=NamespaceStatus(), retry_after=CONFLICT_RETRY)
+    writer.final(result.status)
+    ready = ready_change(old, result.status)
+    if ready is not None:
+        log.info(
+            "%s/%s: Ready=%s/%s %s",
+            namespace,
+            name,
+            ready.status.value,
+            ready.reason,
+            ready.message,
+        )
+    if result.remove_annotation:
+        store.set_annotation(namespace, name, CONFIRM_ANNOTATION, None)
+    return result
+
+
+def ready_change(old: NamespaceStatus, new: NamespaceStatus) -> Condition | None:
+    """The new Ready condition when its status or reason changed (worth a log line)."""
+    before = old.condition(ConditionType.READY)
+    after = new.condition(ConditionType.READY)
+    if after is None:
+        return None
+    if before is not None and (before.status, before.reason) == (after.status, after.reason):
+        return None
+    return after
+
+
+def valid_plugins(specs: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, PluginSpec]:
+    """The Plugins whose spec parses, by name; the others are treated as missing."""
+    out: dict[str, PluginSpec] = {}
+    for name, raws in specs.items():
+        for raw in raws:
+            try:
+                out[name] = PluginSpec.model_validate(raw)
+            except ValidationError:
+                log.warning("plugin %s has an invalid spec; treated as missing", name)
+    return out

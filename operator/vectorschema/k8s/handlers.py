@@ -1,0 +1,155 @@
+"""kopf handlers: decorated functions only, each delegating to unit-tested code.
+
+Run with `kopf run -m vectorschema.k8s.handlers --all-namespaces` (add `--standalone`
+for a single replica, or `--peering=vectorschema` for several).
+
+Each Namespace resource has one control loop (a kopf daemon, `wakeups.control_loop`)
+that reconciles it (`controller.passes.run_pass`) whenever something it depends on
+changes, and on a jittered interval to catch drift in Qdrant:
+- its own spec or annotations changed (`on.event` for Namespaces wakes the loop),
+- a Plugin it lists changed (a kopf index maps plugin names to Namespaces),
+- the Secret holding its Qdrant API key changed (an index maps Secrets to Namespaces),
+- the resync interval passed (`VECTORSCHEMA_RESYNC_SECONDS`, default 60, +-10% jitter).
+One loop per resource means reconciles of one resource never overlap. Status changes
+written by the loop do not wake it (only generation and annotations do), and a status is
+written only when it differs, so a resync of an unchanged world writes nothing. The
+per-operator state (`wakeups.Wakeups`) lives in kopf's `memo`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from vectorschema.api import GROUP, NAMESPACE_PLURAL, PLUGIN_PLURAL, VERSION
+from vectorschema.controller.passes import run_pass, valid_plugins
+from vectorschema.controller.plugin_status import plugin_status_patch
+from vectorschema.controller.results import Event, Result
+from vectorschema.k8s import kube, wakeups
+from vectorschema.k8s import settings as config
+from vectorschema.k8s.connection import connector_for
+from vectorschema.k8s.release import release as release_collection
+
+Key = wakeups.Key
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """kopf's settings, the per-operator state, the Kubernetes client."""
+    config.configure_kopf(settings)
+    memo.wakeups = wakeups.Wakeups()
+    kube.load_config()
+
+
+@kopf.index(GROUP, VERSION, PLUGIN_PLURAL)
+def plugin_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
+    """Plugin name -> spec, for resolving a Namespace's plugins without an API call."""
+    return {name: dict(spec)}
+
+
+@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL)  # type: ignore[arg-type]
+def namespaces_by_plugin(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[str, Key]:
+    """Plugin name -> the Namespace resources that list it (to wake them on change)."""
+    return {p["name"]: (namespace, name) for p in spec.get("plugins", []) if "name" in p}
+
+
+@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL)  # type: ignore[arg-type]
+def namespaces_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Key, Key]:
+    """(namespace, Secret name) -> the Namespace resources whose API key it holds."""
+    ref = (spec.get("qdrant") or {}).get("apiKeySecretRef") or {}
+    return {(namespace, ref["name"]): (namespace, name)} if "name" in ref else {}
+
+
+@kopf.on.event(GROUP, VERSION, NAMESPACE_PLURAL)  # type: ignore[arg-type]
+def namespace_event(
+    event: kopf.RawEvent, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """Wake the control loop when the spec (generation) or the approval annotation changes."""
+    memo.wakeups.namespace_event((namespace, name), event.get("type"), body)
+
+
+@kopf.on.event(GROUP, VERSION, PLUGIN_PLURAL)  # type: ignore[arg-type]
+async def plugin_event(
+    event: kopf.RawEvent,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    namespaces_by_plugin: kopf.Index[str, Key],
+    **_: Any,
+) -> None:
+    """A Plugin changed: keep its status and wake every Namespace that lists it."""
+    for key in namespaces_by_plugin.get(name, []):
+        memo.wakeups.wake(key, "plugin")
+    if event.get("type") != "DELETED":
+        patch = plugin_status_patch(dict(body), datetime.now(UTC))
+        if patch is not None:
+            await asyncio.to_thread(kube.patch_plugin_status, name, patch)
+
+
+def _is_referenced(
+    namespace: str, name: str, namespaces_by_secret: kopf.Index[Key, Key], **_: Any
+) -> bool:
+    return (namespace, name) in namespaces_by_secret
+
+
+@kopf.on.event("", "v1", "secrets", when=_is_referenced)  # type: ignore[arg-type]
+def secret_event(
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    namespaces_by_secret: kopf.Index[Key, Key],
+    **_: Any,
+) -> None:
+    """A Secret changed (e.g. a rotated API key): wake the Namespaces that use it."""
+    for key in namespaces_by_secret.get((namespace, name), []):
+        memo.wakeups.wake(key, "secret")
+
+
+@kopf.daemon(  # type: ignore[arg-type]
+    GROUP, VERSION, NAMESPACE_PLURAL, cancellation_backoff=2.0, cancellation_timeout=30.0
+)
+async def control_loop(
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    plugin_specs: kopf.Index[str, dict[str, Any]],
+    **_: Any,
+) -> None:
+    """Reconcile this Namespace now, on every wake-up, and on the resync interval."""
+
+    async def one_pass() -> Result | None:
+        plugins = valid_plugins(plugin_specs)
+        store = kube.Namespaces()
+        return await asyncio.to_thread(run_pass, store, namespace, name, plugins, connector_for)
+
+    def post(event: Event) -> None:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+    await wakeups.control_loop(
+        (namespace, name),
+        memo.wakeups,
+        stopped=stopped,
+        deleting=lambda: bool(body.get("metadata", {}).get("deletionTimestamp")),
+        run_pass=one_pass,
+        post=post,
+        resync=config.resync_interval,
+    )
+
+
+@kopf.on.delete(GROUP, VERSION, NAMESPACE_PLURAL)
+async def release(body: kopf.Body, retry: int, **_: Any) -> None:
+    """Apply the deletion policy; never hold the resource forever."""
+    event = await asyncio.to_thread(
+        release_collection,
+        dict(body),
+        retry,
+        retries=config.delete_retries(),
+        delay=config.delete_retry_delay(),
+        connector_for=connector_for,
+    )
+    kopf.event(body, type=event.type, reason=event.reason, message=event.message)

@@ -1,0 +1,142 @@
+"""Wake-ups of the per-Namespace control loops, and the loop itself.
+
+The operator is level-triggered: each Namespace resource has one control loop that
+reconciles it whenever something it depends on changes, and on a jittered interval to
+catch drift in Qdrant. `Wakeups` is the per-operator state (kept in kopf's `memo`, one per
+operator, not in module globals): the loops' wake-up events, what each Namespace last
+looked like, and counters for observability, all pruned when the resource is deleted.
+Everything here is plain asyncio, unit-tested without kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from vectorschema.api import CONFIRM_ANNOTATION
+from vectorschema.controller.results import Event, Result
+
+log = logging.getLogger("vectorschema")
+
+Key = tuple[str, str]
+
+#: Delay after a pass failed unexpectedly (e.g. an API hiccup), in seconds.
+ERROR_BACKOFF = 5.0
+
+
+@dataclass
+class Wakeups:
+    """Per-operator wake-up state: one in kopf's `memo` (see `handlers.configure`)."""
+
+    wakers: dict[Key, asyncio.Event] = field(default_factory=dict)
+    #: What each Namespace's last event showed: (generation, approval annotation).
+    seen: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    #: Reconcile passes per Namespace, and wake-ups by cause (observability).
+    passes: Counter[Key] = field(default_factory=Counter)
+    wakes: Counter[tuple[Key, str]] = field(default_factory=Counter)
+
+    def wake(self, key: Key, why: str) -> None:
+        self.wakes[key, why] += 1
+        waker = self.wakers.get(key)
+        if waker is not None:
+            waker.set()
+
+    def namespace_event(self, key: Key, event_type: str | None, body: Mapping[str, Any]) -> bool:
+        """A Namespace event: wake its loop when the spec (generation) or the approval
+        annotation changed, not on status writes or kopf's bookkeeping. True if woken."""
+        meta = body.get("metadata", {})
+        seen = (meta.get("generation"), (meta.get("annotations") or {}).get(CONFIRM_ANNOTATION))
+        woken = self.seen.get(key) != seen
+        if woken:
+            self.seen[key] = seen
+            self.wake(key, "spec")
+        if event_type == "DELETED":
+            self.forget(key)
+        return woken
+
+    def forget(self, key: Key) -> None:
+        """Drop everything kept about a deleted resource."""
+        self.seen.pop(key, None)
+        self.passes.pop(key, None)
+        for k in [k for k in self.wakes if k[0] == key]:
+            del self.wakes[k]
+
+    def register(self, key: Key) -> asyncio.Event:
+        return self.wakers.setdefault(key, asyncio.Event())
+
+    def unregister(self, key: Key, waker: asyncio.Event) -> None:
+        if self.wakers.get(key) is waker:
+            del self.wakers[key]
+
+
+class Stopped(Protocol):
+    """kopf's `DaemonStopped`: true once the loop must stop."""
+
+    def __bool__(self) -> bool: ...
+
+
+def next_delay(
+    result: Result, resync: float, jitter: Callable[[float, float], float] = random.uniform
+) -> float:
+    """When to run again: what the pass asked for, else the resync interval +-10%."""
+    if result.retry_after is not None:
+        return result.retry_after
+    return resync * jitter(0.9, 1.1)
+
+
+async def control_loop(
+    key: Key,
+    wakeups: Wakeups,
+    *,
+    stopped: Stopped,
+    deleting: Callable[[], bool],
+    run_pass: Callable[[], Awaitable[Result | None]],
+    post: Callable[[Event], None],
+    resync: Callable[[], float],
+) -> None:
+    """Reconcile now, on every wake-up, and on the resync interval, until stopped or the
+    resource goes away. One loop per resource: its passes never overlap."""
+    waker = wakeups.register(key)
+    gone = False
+    try:
+        while not stopped:
+            waker.clear()
+            if deleting():
+                gone = True
+                return
+            delay = ERROR_BACKOFF
+            try:
+                result = await run_pass()
+            except Exception:
+                log.exception("reconcile of %s/%s failed", *key)
+            else:
+                if result is None:  # gone or being deleted
+                    gone = True
+                    return
+                wakeups.passes[key] += 1
+                for event in result.events:
+                    post(event)
+                delay = next_delay(result, resync())
+            await sleep_until_woken(waker, stopped, delay)
+    finally:
+        wakeups.unregister(key, waker)
+        if gone:
+            wakeups.forget(key)
+
+
+async def sleep_until_woken(waker: asyncio.Event, stopped: Stopped, delay: float) -> None:
+    """Sleep `delay` seconds, less if woken or stopped (checked at least every second)."""
+    deadline = time.monotonic() + delay
+    while not stopped and not waker.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waker.wait(), timeout=min(remaining, 1.0))

@@ -1,0 +1,374 @@
+"""`ClientGateway`: the `QdrantGateway` over one qdrant-client `QdrantClient`.
+
+Every call runs under one lock (local mode is not thread-safe, and one client is shared
+per Qdrant, see `pool`) and every failure is translated (`errors`, `local`) into a short
+message that never carries the API key. Conversions are in `convert`, local-mode shims in
+`local`; the gateway knows nothing of the pool that shares it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from vectorschema.api import Datatype, VectorType
+from vectorschema.core.schema import (
+    IN_PLACE_VECTORS_SINCE,
+    Capabilities,
+    CollectionSettings,
+    ObservedCollection,
+    VectorDef,
+)
+from vectorschema.qdrant import convert, errors, local
+from vectorschema.qdrant.errors import (
+    CollectionNotFound,
+    GatewayError,
+    QdrantRejected,
+)
+
+if TYPE_CHECKING:
+    from vectorschema.qdrant.protocol import QdrantGateway
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Page size of the scroll fallback of `count_with_vector`.
+SCROLL_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which Qdrant: a server `url` (with its `api_key`), or a local store at `path`
+    (None: the default path). Checked once, here, for every way of opening one."""
+
+    url: str | None = None
+    api_key: str | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.url is not None and self.path is not None:
+            raise ValueError("give a Qdrant url or a local path, not both")
+        if self.url is None and self.api_key is not None:
+            raise ValueError("an API key only applies to a Qdrant url")
+
+
+class ClientGateway:
+    """`QdrantGateway` over one `QdrantClient`, every call serialised by one lock."""
+
+    def __init__(self, client: QdrantClient, *, location: str, local: bool) -> None:
+        """`location` is shown in messages: a redacted url or a local path, never a key."""
+        self._client = client
+        self._location = location
+        self._local = local
+        self._lock = threading.RLock()
+        self._capabilities: Capabilities | None = None
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        path: str | None = None,
+        timeout: float = 10.0,
+    ) -> ClientGateway:
+        """A new gateway (see `pool.connect` for the shared one). Does no I/O for a url."""
+        return cls.open_target(Target(url=url, api_key=api_key, path=path), timeout=timeout)
+
+    @classmethod
+    def open_target(cls, target: Target, *, timeout: float = 10.0) -> ClientGateway:
+        if target.url is None:
+            location = local.resolve_path(target.path)
+            return cls(local.open_client(location), location=location, local=True)
+        shown = errors.redact_url(target.url)
+        try:
+            client = QdrantClient(
+                url=target.url,
+                api_key=target.api_key,
+                timeout=max(1, math.ceil(timeout)),
+                check_compatibility=False,
+            )
+        except ValueError:
+            raise ValueError(f"invalid Qdrant url {shown!r}") from None
+        return cls(client, location=shown, local=False)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        """The redacted url, or the local store's path."""
+        return self._location
+
+    @property
+    def local(self) -> bool:
+        return self._local
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        mode = "local" if self._local else "remote"
+        return f"ClientGateway({mode} {self._location!r})"
+
+    def _where(self) -> str:
+        return local.shown(self._location) if self._local else f"Qdrant at {self._location}"
+
+    def _call(self, what: str, fn: Callable[[], T], *, collection: str | None = None) -> T:
+        """Run one client call under the lock, translating its failures.
+
+        The translated error is raised outside the `except` block, so the original
+        exception (whose request may carry the api-key header) is neither its cause nor its
+        context.
+        """
+        with self._lock:
+            if self._closed:
+                raise GatewayError(f"{self._where()}: the gateway is closed")
+            try:
+                return fn()
+            except Exception as exc:
+                where = self._where()
+                error = errors.translate(exc, what, where, collection)
+                if error is None and self._local:
+                    error = local.translate(exc, what, where, collection)
+                if error is None:
+                    raise
+        raise error
+
+    def _get_collection(self, collection: str) -> qm.CollectionInfo:
+        return self._call(
+            "read the collection",
+            lambda: self._client.get_collection(collection),
+            collection=collection,
+        )
+
+    # -- QdrantGateway -------------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        with self._lock:
+            if self._capabilities is None:
+                info = self._call("read its version", self._client.info)
+                version = convert.parse_version(info.version)
+                self._capabilities = Capabilities(
+                    server_version=info.version,
+                    in_place_vectors=version is not None and version >= IN_PLACE_VECTORS_SINCE,
+                    tunes_vectors=not self._local,
+                    reports_cluster_settings=not self._local,
+                )
+            return self._capabilities
+
+    def observe(self, collection: str) -> ObservedCollection | None:
+        try:
+            info = self._get_collection(collection)
+        except CollectionNotFound:
+            return None
+        metadata, datatypes = local.split_datatypes(info.config.metadata)
+        return convert.observed(collection, info, metadata=metadata, datatypes=datatypes)
+
+    def count_with_vector(self, collection: str, vector: str) -> int:
+        flt = qm.Filter(must=[qm.HasVectorCondition(has_vector=vector)])
+        try:
+            result = self._call(
+                f"count points with vector {vector!r}",
+                lambda: self._client.count(collection, count_filter=flt, exact=True),
+                collection=collection,
+            )
+        except QdrantRejected:
+            # servers without `has_vector` filters: count by scrolling that vector
+            _log.debug("has_vector count refused by %s; counting by scroll", self._where())
+            return self._count_by_scroll(collection, vector)
+        return result.count
+
+    def _count_by_scroll(self, collection: str, vector: str) -> int:
+        """Exact count by scrolling pages with only that vector: slow, always available."""
+        total = 0
+        offset: qm.ExtendedPointId | None = None
+        while True:
+            records, offset = self._call(
+                f"scroll vector {vector!r}",
+                functools.partial(
+                    self._client.scroll,
+                    collection,
+                    limit=SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=False,
+                    with_vectors=[vector],
+                ),
+                collection=collection,
+            )
+            for record in records:
+                if isinstance(record.vector, dict):
+                    total += vector in record.vector
+                elif record.vector is not None and vector == "":
+                    total += 1
+            if offset is None:
+                return total
+
+    def create_collection(
+        self,
+        collection: str,
+        vectors: Sequence[VectorDef],
+        settings: CollectionSettings,
+        metadata: Mapping[str, Any],
+    ) -> None:
+        dense = {
+            v.name: convert.vector_params(v) for v in vectors if v.type is not VectorType.SPARSE
+        }
+        sparse = {v.name: convert.sparse_params(v) for v in vectors if v.type is VectorType.SPARSE}
+        self._call(
+            "create the collection",
+            lambda: self._client.create_collection(
+                collection,
+                vectors_config=dense,
+                sparse_vectors_config=sparse or None,
+                shard_number=settings.shard_number,
+                replication_factor=settings.replication_factor,
+                write_consistency_factor=settings.write_consistency_factor,
+                on_disk_payload=settings.on_disk_payload,
+                metadata=dict(metadata) or None,
+            ),
+            collection=collection,
+        )
+
+    def delete_collection(self, collection: str) -> None:
+        with contextlib.suppress(CollectionNotFound):
+            self._call(
+                "delete the collection",
+                lambda: self._client.delete_collection(collection),
+                collection=collection,
+            )
+
+    def create_vector(self, collection: str, vector: VectorDef) -> None:
+        # Everything is converted (and so validated) before the first write.
+        if vector.type is VectorType.SPARSE:
+            index = convert.sparse_index(vector, with_datatype=False)
+            tuning = None
+        else:
+            index = None
+            tuning = qm.VectorParamsDiff(
+                hnsw_config=convert.hnsw(vector),
+                quantization_config=convert.quantization(vector),
+                on_disk=vector.on_disk,
+            )
+        config = convert.vector_name_config(vector)
+        with self._lock:
+            self._call(
+                f"create vector {vector.name!r}",
+                lambda: self._client.create_vector_name(collection, vector.name, config),
+                collection=collection,
+            )
+            if self._local:
+                self._remember_local_datatype(collection, vector.name, vector.datatype)
+            if index is not None:
+                self._update_sparse_index(collection, vector.name, index)
+            elif tuning is not None and vector.has_tuning:
+                self._call(
+                    f"tune vector {vector.name!r}",
+                    lambda: self._client.update_collection(
+                        collection, vectors_config={vector.name: tuning}
+                    ),
+                    collection=collection,
+                )
+
+    def delete_vector(self, collection: str, vector: str) -> None:
+        with self._lock:
+            self._call(
+                f"delete vector {vector!r}",
+                lambda: self._client.delete_vector_name(collection, vector),
+                collection=collection,
+            )
+            if self._local:
+                self._remember_local_datatype(collection, vector, None)
+
+    def update_vector(self, collection: str, vector: VectorDef) -> None:
+        """Set the vector's tuning to exactly `vector`'s: unset hnsw/quantization are reset.
+
+        Dense: an empty HNSW diff resets the vector to the collection's HNSW settings and
+        `Disabled` removes its quantization; `on_disk None` leaves the flag as it is.
+        Sparse: the index's fullScanThreshold / onDisk are set (unset ones are kept).
+        """
+        if vector.type is VectorType.SPARSE:
+            index = convert.sparse_index(vector, with_datatype=False)
+            if index is not None:
+                self._update_sparse_index(collection, vector.name, index)
+            return
+        quantization: qm.QuantizationConfigDiff = (
+            convert.quantization(vector) or qm.Disabled.DISABLED
+        )
+        diff = qm.VectorParamsDiff(
+            hnsw_config=convert.hnsw(vector) or qm.HnswConfigDiff(),
+            quantization_config=quantization,
+            on_disk=vector.on_disk,
+        )
+        self._call(
+            f"tune vector {vector.name!r}",
+            lambda: self._client.update_collection(collection, vectors_config={vector.name: diff}),
+            collection=collection,
+        )
+
+    def _update_sparse_index(
+        self, collection: str, vector: str, index: qm.SparseIndexParams
+    ) -> None:
+        self._call(
+            f"tune vector {vector!r}",
+            lambda: self._client.update_collection(
+                collection, sparse_vectors_config={vector: qm.SparseVectorParams(index=index)}
+            ),
+            collection=collection,
+        )
+
+    def set_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        """Merge `metadata` into the collection's; a `None` value deletes that key."""
+        update = {k: v for k, v in metadata.items() if k != local.LOCAL_DATATYPES_METADATA_KEY}
+        with self._lock:
+            if any(v is None for v in update.values()):
+                # Deleting a key that is not there must not store a null (local mode does,
+                # when the collection has no metadata at all): send only real deletions.
+                current = self._get_collection(collection).config.metadata or {}
+                update = {k: v for k, v in update.items() if v is not None or k in current}
+            if not update:
+                return
+            self._call(
+                "update the collection metadata",
+                lambda: self._client.update_collection(collection, metadata=update),
+                collection=collection,
+            )
+
+    def _remember_local_datatype(
+        self, collection: str, vector: str, datatype: Datatype | None
+    ) -> None:
+        """Local mode drops the datatype of vectors made in place: keep it in metadata."""
+        current = self._get_collection(collection).config.metadata
+        update = local.datatypes_update(current, vector, datatype)
+        if update is None:
+            return
+        self._call(
+            "update the collection metadata",
+            lambda: self._client.update_collection(collection, metadata=update),
+            collection=collection,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._client.close()
+
+
+if TYPE_CHECKING:
+
+    def _conforms(gateway: ClientGateway) -> QdrantGateway:
+        return gateway
