@@ -1,0 +1,198 @@
+"""Wake-up decisions and the control loop (`k8s.wakeups`), without kopf or a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from vectorschema.api import CONFIRM_ANNOTATION, NamespaceStatus
+from vectorschema.controller.results import Event, Result
+from vectorschema.k8s.wakeups import Wakeups, control_loop, next_delay, sleep_until_woken
+
+KEY = ("team-a", "tenant")
+
+
+def body(generation: int, annotation: str | None = None, **meta: Any) -> dict[str, Any]:
+    annotations = {CONFIRM_ANNOTATION: annotation} if annotation is not None else {}
+    return {"metadata": {"generation": generation, "annotations": annotations, **meta}}
+
+
+def test_spec_change_wakes_status_write_does_not() -> None:
+    w = Wakeups()
+    assert w.namespace_event(KEY, "ADDED", body(1)) is True
+    # a status write or kopf's bookkeeping: same generation, same annotation
+    assert w.namespace_event(KEY, "MODIFIED", body(1, resourceVersion="9")) is False
+    assert w.namespace_event(KEY, "MODIFIED", body(2)) is True
+    assert w.wakes[KEY, "spec"] == 2
+
+
+def test_approval_annotation_wakes() -> None:
+    w = Wakeups()
+    w.namespace_event(KEY, "ADDED", body(1))
+    assert w.namespace_event(KEY, "MODIFIED", body(1, "0123456789abcdef")) is True
+    assert w.namespace_event(KEY, "MODIFIED", body(1, "0123456789abcdef")) is False
+    assert w.namespace_event(KEY, "MODIFIED", body(1)) is True  # consumed: removed
+
+
+def test_wake_sets_the_registered_loop_only() -> None:
+    w = Wakeups()
+    waker = w.register(KEY)
+    w.wake(("other", "x"), "plugin")  # no loop: counted, nothing to set
+    assert not waker.is_set()
+    w.wake(KEY, "secret")
+    assert waker.is_set()
+    assert w.wakes == {(("other", "x"), "plugin"): 1, (KEY, "secret"): 1}
+
+
+def test_delete_prunes_everything_kept_about_the_resource() -> None:
+    w = Wakeups()
+    other = ("team-b", "tenant")
+    for key in (KEY, other):
+        w.namespace_event(key, "ADDED", body(1))
+        w.wake(key, "plugin")
+        w.passes[key] += 3
+    w.namespace_event(KEY, "DELETED", body(1))
+    assert KEY not in w.seen and KEY not in w.passes
+    assert all(k != KEY for k, _ in w.wakes)
+    assert w.passes[other] == 3 and w.wakes[other, "plugin"] == 1 and other in w.seen
+
+
+def test_unregister_keeps_a_newer_loops_waker() -> None:
+    w = Wakeups()
+    old = w.register(KEY)
+    w.unregister(KEY, old)
+    new = w.register(KEY)
+    w.unregister(KEY, old)  # a late finally of the old loop
+    assert w.wakers[KEY] is new
+
+
+@pytest.mark.parametrize(("retry_after", "expected"), [(0.5, 0.5), (0.0, 0.0), (None, 60.0 * 1.1)])
+def test_next_delay(retry_after: float | None, expected: float) -> None:
+    result = Result(status=NamespaceStatus(), retry_after=retry_after)
+    assert next_delay(result, 60.0, jitter=lambda low, high: high) == pytest.approx(expected)
+
+
+def test_next_delay_jitter_is_within_ten_percent() -> None:
+    result = Result(status=NamespaceStatus())
+    delays = [next_delay(result, 10.0) for _ in range(200)]
+    assert all(9.0 <= d <= 11.0 for d in delays)
+
+
+class Stop:
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __bool__(self) -> bool:
+        return self.stopped
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    event_loop = asyncio.new_event_loop()
+    yield event_loop
+    event_loop.close()
+
+
+def test_sleep_returns_when_woken(loop: asyncio.AbstractEventLoop) -> None:
+    async def scenario() -> float:
+        waker = asyncio.Event()
+        loop.call_later(0.05, waker.set)
+        started = loop.time()
+        await sleep_until_woken(waker, Stop(), 30.0)
+        return loop.time() - started
+
+    assert loop.run_until_complete(scenario()) < 5.0
+
+
+def test_control_loop_counts_passes_posts_events_and_forgets_when_gone(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    w = Wakeups()
+    posted: list[Event] = []
+    results: list[Result | None] = [
+        Result(NamespaceStatus(), [Event("Normal", "Reconfigured", "done")], retry_after=0.0),
+        Result(NamespaceStatus(), retry_after=0.0),
+        None,  # gone
+    ]
+
+    async def one_pass() -> Result | None:
+        return results.pop(0)
+
+    async def scenario() -> None:
+        w.namespace_event(KEY, "ADDED", body(1))
+        await control_loop(
+            KEY,
+            w,
+            stopped=Stop(),
+            deleting=lambda: False,
+            run_pass=one_pass,
+            post=posted.append,
+            resync=lambda: 60.0,
+        )
+
+    loop.run_until_complete(asyncio.wait_for(scenario(), 10))
+    assert posted == [Event("Normal", "Reconfigured", "done")]
+    assert results == []
+    assert KEY not in w.wakers and KEY not in w.passes and KEY not in w.seen
+
+
+def test_control_loop_backs_off_after_an_unexpected_error_and_is_woken(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    w = Wakeups()
+    stop = Stop()
+    calls: list[str] = []
+
+    async def one_pass() -> Result | None:
+        calls.append("pass")
+        if len(calls) == 1:
+            raise RuntimeError("API hiccup")
+        stop.stopped = True
+        return Result(NamespaceStatus())
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(
+            control_loop(
+                KEY,
+                w,
+                stopped=stop,
+                deleting=lambda: False,
+                run_pass=one_pass,
+                post=lambda e: None,
+                resync=lambda: 60.0,
+            )
+        )
+        while len(calls) < 1:
+            await asyncio.sleep(0.01)
+        w.wake(KEY, "plugin")  # cuts the 5 s back-off short
+        await task
+
+    loop.run_until_complete(asyncio.wait_for(scenario(), 4))
+    assert calls == ["pass", "pass"]
+    assert w.passes[KEY] == 1
+    assert KEY not in w.wakers  # unregistered; still known (stopped, not deleted)
+
+
+def test_control_loop_stops_at_once_when_the_resource_is_being_deleted(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    w = Wakeups()
+
+    async def one_pass() -> Result | None:
+        raise AssertionError("no pass on a resource being deleted")
+
+    loop.run_until_complete(
+        control_loop(
+            KEY,
+            w,
+            stopped=Stop(),
+            deleting=lambda: True,
+            run_pass=one_pass,
+            post=lambda e: None,
+            resync=lambda: 60.0,
+        )
+    )
+    assert KEY not in w.wakers
