@@ -1,4 +1,4 @@
-"""Table-driven tests of the pure planner (`vectorschema.planning`).
+"""Table-driven tests of the pure planner (`vectorschema.core.planning`).
 
 No cluster and no Qdrant: desired schemas come from specs and plugins, observed ones are
 built the way the gateway reports them (`vector_def_from_spec` of what was created).
