@@ -89,10 +89,10 @@ KIND_DESCRIPTION = (
     "sig-architecture/api-conventions.md#types-kinds"
 )
 
-READY_JSONPATH = '.status.conditions[?(@.type=="Ready")]'
+READY_JSONPATH = f'.status.conditions[?(@.type=="{api.ConditionType.READY}")]'
 READY_COLUMNS: list[Schema] = [
     {
-        "name": "Ready",
+        "name": api.ConditionType.READY.value,
         "type": "string",
         "jsonPath": f"{READY_JSONPATH}.status",
         "description": "Whether the last reconcile succeeded.",

@@ -63,27 +63,42 @@ def reconcile(
     write_intent: IntentWriter,
 ) -> Result:
     """One pass of the control loop for `resource`. Never raises for expected failures."""
-    return Pass(resource, now=now, write_intent=write_intent).run(plugins, connect)
+    return Pass(resource, connect, now=now, write_intent=write_intent).run(plugins)
 
 
 class Pass:
-    """One reconcile of one resource: builds `status` and the Events, step by step."""
+    """One reconcile of one resource: its gateway, the status and Events it builds, its
+    time; the steps below read and write these instead of passing them around."""
 
     def __init__(
-        self, resource: NamespaceResource, *, now: datetime, write_intent: IntentWriter
+        self,
+        resource: NamespaceResource,
+        connect: Connector,
+        *,
+        now: datetime,
+        write_intent: IntentWriter,
     ) -> None:
         self.resource = resource
         self.now = now
         self.write_intent = write_intent
+        self._connect = connect
+        self._gateway: QdrantGateway | None = None
         self.old = resource.status or NamespaceStatus()
         self.status = self.old.model_copy(deep=True)
         self.result = Result(status=self.status)
         self.collection = resource.collection_name
         self.annotation = resource.metadata.annotations.get(CONFIRM_ANNOTATION)
 
+    @property
+    def gateway(self) -> QdrantGateway:
+        """The namespace's Qdrant, connected on first use (after the plugins resolve)."""
+        if self._gateway is None:
+            self._gateway = self._connect()
+        return self._gateway
+
     # -- the pass -------------------------------------------------------------------------
 
-    def run(self, plugins: Mapping[str, PluginSpec], connect: Connector) -> Result:
+    def run(self, plugins: Mapping[str, PluginSpec]) -> Result:
         if self.status.collection != self.collection:
             # a new collection: the old baseline means nothing
             self.status.set_live(None, None)
@@ -91,11 +106,10 @@ class Pass:
         phase = Phase.OBSERVE
         try:
             desired = resolve_desired(self.resource.spec, plugins)
-            gateway = connect()
-            capabilities = gateway.capabilities()
-            observed = gateway.observe(self.collection)
+            capabilities = self.gateway.capabilities()
+            observed = self.gateway.observe(self.collection)
             phase = Phase.APPLY
-            self._plan_and_apply(gateway, desired, capabilities, observed)
+            self._plan_and_apply(desired, capabilities, observed)
         except Exception as exc:
             failure = classify(exc, phase)
             if failure is None:
@@ -105,7 +119,6 @@ class Pass:
 
     def _plan_and_apply(
         self,
-        gateway: QdrantGateway,
         desired: DesiredSchema,
         capabilities: Capabilities,
         observed: ObservedCollection | None,
@@ -126,16 +139,16 @@ class Pass:
             capabilities=capabilities,
             last_applied=status.vectors if operation is None else None,
         )
-        if operation is not None and self._resume(gateway, plan, operation):
-            self._finish(gateway, None, order=desired.names)
+        if operation is not None and self._resume(plan, operation):
+            self._finish(None, order=desired.names)
             return
         if plan.empty:
-            self._stamp_adopted(gateway, observed)
+            self._stamp_adopted(observed)
             if status.last_reconfigure is None:
                 status.last_reconfigure = report(
                     plan, desired, observed, spec, time=timestamp(self.now)
                 )
-            self._finish(gateway, observed, order=desired.names, touched=False)
+            self._finish(observed, order=desired.names, touched=False)
             return
 
         verdict = approval(plan, spec, self.annotation)
@@ -146,7 +159,7 @@ class Pass:
                     f"annotation {CONFIRM_ANNOTATION}={self.annotation} does not match the "
                     f"pending plan {plan.fingerprint}"
                 )
-            self._await_confirmation(gateway, plan, observed, detail, desired.names)
+            self._await_confirmation(plan, observed, detail, desired.names)
             self._awaiting(status_message(plan, status, detail))
             return
 
@@ -163,23 +176,23 @@ class Pass:
             )
             self.write_intent(status)
         if not plan.recreates:  # a recreate stamps the new collection itself
-            self._stamp_adopted(gateway, observed)
-        execute(plan, gateway, owner_metadata(resource))
+            self._stamp_adopted(observed)
+        execute(plan, self.gateway, owner_metadata(resource))
         status.operation = None
         status.last_reconfigure = outcome
         self.result.remove_annotation = verdict.by is ApprovedBy.ANNOTATION
         created = EventReason.COLLECTION_CREATED if observed is None else EventReason.RECONFIGURED
         self.result.events.append(Event("Normal", created, outcome.message))
-        self._finish(gateway, None, order=desired.names)
+        self._finish(None, order=desired.names)
 
     # -- steps ----------------------------------------------------------------------------
 
-    def _stamp_adopted(self, gateway: QdrantGateway, observed: ObservedCollection | None) -> None:
+    def _stamp_adopted(self, observed: ObservedCollection | None) -> None:
         """Stamp ownership on an adopted collection (one nobody owned), before changing it."""
         if observed is not None and not is_stamped(observed):
-            gateway.set_metadata(observed.name, owner_metadata(self.resource))
+            self.gateway.set_metadata(observed.name, owner_metadata(self.resource))
 
-    def _resume(self, gateway: QdrantGateway, plan: Plan, operation: Operation) -> bool:
+    def _resume(self, plan: Plan, operation: Operation) -> bool:
         """Finish an operation a crash interrupted. False when the world moved on."""
         if (
             not plan.empty
@@ -190,7 +203,7 @@ class Pass:
             self.status.operation = None
             return False
         if not plan.empty:
-            execute(plan, gateway, owner_metadata(self.resource))
+            execute(plan, self.gateway, owner_metadata(self.resource))
         self.status.operation = None
         self.status.last_reconfigure = operation.result
         self.result.events.append(
@@ -206,7 +219,6 @@ class Pass:
 
     def _await_confirmation(
         self,
-        gateway: QdrantGateway,
         plan: Plan,
         observed: ObservedCollection | None,
         detail: str,
@@ -214,7 +226,7 @@ class Pass:
     ) -> None:
         """Put the pending plan in status (with what it puts at risk); tell once per plan."""
         status = self.status
-        at_risk = points_at_risk(plan, observed, gateway.count_with_vector)
+        at_risk = points_at_risk(plan, observed, self.gateway.count_with_vector)
         changed = status.plan is None or status.plan.fingerprint != plan.fingerprint
         status.plan = plan.to_status(at_risk)
         if observed is not None:
@@ -228,16 +240,15 @@ class Pass:
 
     def _finish(
         self,
-        gateway: QdrantGateway,
         observed: ObservedCollection | None,
         *,
         order: Sequence[str],
         touched: bool = True,
     ) -> None:
         """Status after a successful pass; re-observes only when Qdrant was written."""
-        live = (
-            observed if not touched and observed is not None else gateway.observe(self.collection)
-        )
+        live = observed
+        if touched or observed is None:
+            live = self.gateway.observe(self.collection)
         self.status.plan = None
         if live is not None:
             self.status.set_live(live.points_count, _ordered(live.names, order))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vectorschema.api import (
     Datatype,
@@ -27,10 +27,13 @@ from vectorschema.api import (
 )
 from vectorschema.api.base import to_camel
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
-def wire(value: object, *, keep_none: bool = False) -> dict[str, Any]:
+
+def wire(value: DataclassInstance, *, keep_none: bool = False) -> dict[str, Any]:
     """A dataclass as its camelCase document, keys sorted; None fields left out."""
-    doc = {to_camel(f.name): getattr(value, f.name) for f in fields(value)}  # type: ignore[arg-type]
+    doc = {to_camel(f.name): getattr(value, f.name) for f in fields(value)}
     return {k: v for k, v in sorted(doc.items()) if keep_none or v is not None}
 
 
