@@ -1,0 +1,410 @@
+"""The Helm chart (charts/vectorschema) and the kustomize base (manifests/), without a cluster.
+
+- Every copy of a CRD is the generated one (`crds/`), and the kopf peering CRDs are the same
+  in the chart and the base.
+- `helm lint --strict` passes, with the default values and with every value set.
+- `helm template` renders what each value promises (asserted on the objects).
+- The chart with its defaults and the kustomize base run the same container the same way
+  (command, environment, probes, hardening, RBAC rules).
+
+helm is the pinned one (tools/helm/build.sh), built once into ~/.cache/vectorschema.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from tests.helm import CHART, by_kind, helm, one, render, values_args
+
+import crdcopies
+
+REPO = Path(__file__).resolve().parents[2]
+KUBECTL = Path(sys.executable).parent / "kubectl"
+
+FULL_VALUES: dict[str, Any] = {
+    "image": {"repository": "registry.example/vs", "tag": "1.2.3", "pullPolicy": "Always"},
+    "replicas": 3,
+    "qdrant": {
+        "url": "https://qdrant.example:6333",
+        "apiKeySecret": {"name": "qdrant", "key": "token"},
+    },
+    "watch": {"namespaces": ["tenant-a", "tenant-b"], "labelSelector": "tier in (gold)"},
+    "tenancy": {
+        "allowedQdrantUrls": ["https://qdrant.example:6333", "https://other.example"],
+        "secretLabel": "example.com/qdrant=yes",
+        "collectionNames": "Any",
+    },
+    "shards": {"count": 2},
+    "logFormat": "json",
+    "logLevel": "DEBUG",
+    "metrics": {
+        "enabled": True,
+        "port": 9090,
+        "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}},
+    },
+    "health": {"port": 9091},
+    "resources": {
+        "requests": {"cpu": "10m", "memory": "64Mi"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    },
+    "podDisruptionBudget": {"enabled": True, "maxUnavailable": 2},
+    "podAntiAffinity": "hard",
+    "nodeSelector": {"pool": "system"},
+    "tolerations": [{"key": "system", "operator": "Exists"}],
+    "priorityClassName": "system-cluster-critical",
+    "serviceAccount": {"create": True, "name": "vs-sa", "annotations": {"a": "b"}},
+    "podAnnotations": {"example.com/team": "search"},
+    "extraEnv": [{"name": "VECTORSCHEMA_RESYNC_SECONDS", "value": "30"}],
+}
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [str(KUBECTL), "kustomize", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(c)
+
+
+def script(deployment: dict[str, Any]) -> str:
+    c = container(deployment)
+    assert c["command"] == ["/bin/sh", "-c"] and len(c["args"]) == 1, c
+    return str(c["args"][0])
+
+
+def env(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container(deployment)["env"]}
+
+
+def rules(docs: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Every (group, resource, resourceName, verb) the ClusterRoles of ``docs`` grant."""
+    found = set()
+    for role in by_kind(docs, "ClusterRole"):
+        for rule in role["rules"]:
+            for g in rule["apiGroups"]:
+                for r in rule["resources"]:
+                    for n in rule.get("resourceNames", ["*"]):
+                        for v in rule["verbs"]:
+                            found.add((g, r, n, v))
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------------------
+# CRDs
+# --------------------------------------------------------------------------------------
+
+
+def test_every_crd_copy_is_current() -> None:
+    """The chart's and the base's CRDs are the generated ones (`make crds` rewrites them)."""
+    for path, text in crdcopies.copies().items():
+        assert path.read_text() == text, f"{path} is stale: run `make crds`"
+    generated = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(
+        [*generated, "kopf.dev.yaml"]
+    )
+    assert sorted(p.name for p in (REPO / "manifests" / "crds").glob("*.yaml")) == sorted(
+        [*generated, "kopf.dev.yaml", "kustomization.yaml"]
+    )
+
+
+def test_no_crd_is_ever_pruned_by_a_gitops_tool() -> None:
+    """Pruning a CRD deletes every resource of its kind: each copy says "never"."""
+    chart = [d for p in (CHART / "crds").iterdir() for d in yaml.safe_load_all(p.read_text()) if d]
+    base = [d for d in kustomize(REPO / "manifests") if d["kind"] == "CustomResourceDefinition"]
+    assert len(chart) == len(base) == 4
+    for crd in [*chart, *base]:
+        annotations = crd["metadata"].get("annotations", {})
+        assert annotations.get("argocd.argoproj.io/sync-options") == "Prune=false", crd["metadata"]
+        assert annotations.get("kustomize.toolkit.fluxcd.io/prune") == "disabled"
+
+
+# --------------------------------------------------------------------------------------
+# helm lint, defaults
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [{}, FULL_VALUES], ids=["defaults", "every-value"])
+def test_helm_lint(values: dict[str, Any], tmp_path: Path) -> None:
+    file = tmp_path / "values.yaml"
+    file.write_text(yaml.safe_dump(values))
+    out = helm("lint", "--strict", str(CHART), "-f", str(file)).stdout
+    assert "1 chart(s) linted, 0 chart(s) failed" in out, out
+
+
+def test_defaults_render_the_documented_objects() -> None:
+    docs = render()
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
+        [
+            ("ServiceAccount", "vectorschema"),
+            ("ClusterRole", "vectorschema"),
+            ("ClusterRole", "vectorschema-tenant"),
+            ("ClusterRoleBinding", "vectorschema"),
+            ("ClusterRoleBinding", "vectorschema-tenant"),
+            ("Deployment", "vectorschema"),
+            ("Service", "vectorschema-metrics"),
+            ("PodDisruptionBudget", "vectorschema"),
+            ("ClusterKopfPeering", "vectorschema"),
+            ("NetworkPolicy", "vectorschema"),
+        ]
+    )
+    for d in docs:
+        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
+            assert d["metadata"]["namespace"] == "vectorschema-system", d["metadata"]
+    crds = [d for d in render(include_crds=True) if d["kind"] == "CustomResourceDefinition"]
+    assert sorted(d["metadata"]["name"] for d in crds) == [
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+        "namespaces.vectorschema.dev",
+        "plugins.vectorschema.dev",
+    ]
+
+
+def test_default_deployment_is_hardened_and_probed() -> None:
+    dep = one(render(), "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    c = container(dep)
+    assert dep["spec"]["replicas"] == 2
+    assert c["image"] == "ghcr.io/example/vectorschema:0.1.0"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert set(c["resources"]) == {"requests", "limits"}
+    assert set(c["resources"]["limits"]) == {"cpu", "memory"}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"health": 8081, "metrics": 8080}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "httpGet" in c["readinessProbe"]
+    assert "--liveness=http://0.0.0.0:8081/healthz" in script(dep)
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        anti[0]["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        == (dep["spec"]["selector"]["matchLabels"])
+    )
+
+
+def test_default_command_environment_and_peering() -> None:
+    docs = render()
+    dep = one(docs, "Deployment")
+    cmd = script(dep)
+    assert cmd.startswith("exec kopf run -m vectorschema.k8s.handlers ")
+    assert "--all-namespaces" in cmd and "--namespace" not in cmd
+    assert "--peering=vectorschema " in cmd and "--standalone" not in cmd
+    assert "--log-format=full" in cmd and "--verbose" not in cmd and "--quiet" not in cmd
+    assert {k: v.get("value") for k, v in env(dep).items()} == {
+        "QDRANT_URL": "http://qdrant.qdrant.svc:6333",
+        "VECTORSCHEMA_SECRET_LABEL": "vectorschema.dev/qdrant-credentials=true",
+        "VECTORSCHEMA_COLLECTION_NAMES": "Prefixed",
+        "VECTORSCHEMA_METRICS_PORT": "8080",
+        "PYTHONUNBUFFERED": "1",
+    }
+    one(docs, "ClusterKopfPeering", "vectorschema")
+    peering_rules = [r for r in rules(docs) if r[1] == "clusterkopfpeerings"]
+    assert ("kopf.dev", "clusterkopfpeerings", "vectorschema", "patch") in peering_rules
+    assert ("kopf.dev", "clusterkopfpeerings", "*", "patch") not in peering_rules
+    svc = one(docs, "Service")
+    assert svc["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert by_kind(docs, "ServiceMonitor") == []
+
+
+# --------------------------------------------------------------------------------------
+# every value
+# --------------------------------------------------------------------------------------
+
+
+def test_every_value_reaches_the_objects() -> None:
+    docs = render(FULL_VALUES, release="vs", namespace="ops")
+    deps = by_kind(docs, "Deployment")
+    assert [d["metadata"]["name"] for d in deps] == [
+        "vs-vectorschema-shard-0",
+        "vs-vectorschema-shard-1",
+    ]
+    for index, dep in enumerate(deps):
+        pod = dep["spec"]["template"]["spec"]
+        c = container(dep)
+        cmd = script(dep)
+        assert dep["spec"]["replicas"] == 3
+        assert c["image"] == "registry.example/vs:1.2.3" and c["imagePullPolicy"] == "Always"
+        assert "--namespace='tenant-a' --namespace='tenant-b'" in cmd
+        assert "--all-namespaces" not in cmd
+        assert f"--peering=vs-vectorschema-shard-{index} " in cmd
+        assert "--log-format=json" in cmd and cmd.endswith("--verbose")
+        assert "--liveness=http://0.0.0.0:9091/healthz" in cmd
+        e = env(dep)
+        assert e["QDRANT_URL"]["value"] == "https://qdrant.example:6333"
+        assert e["QDRANT_API_KEY"]["valueFrom"] == {
+            "secretKeyRef": {"name": "qdrant", "key": "token"}
+        }
+        assert e["VECTORSCHEMA_ALLOWED_QDRANT_URLS"]["value"] == (
+            "https://qdrant.example:6333,https://other.example"
+        )
+        assert e["VECTORSCHEMA_SECRET_LABEL"]["value"] == "example.com/qdrant=yes"
+        assert e["VECTORSCHEMA_COLLECTION_NAMES"]["value"] == "Any"
+        assert e["VECTORSCHEMA_LABEL_SELECTOR"]["value"] == "tier in (gold)"
+        assert e["VECTORSCHEMA_SHARD_INDEX"]["value"] == str(index)
+        assert e["VECTORSCHEMA_SHARD_COUNT"]["value"] == "2"
+        assert e["VECTORSCHEMA_METRICS_PORT"]["value"] == "9090"
+        assert e["VECTORSCHEMA_RESYNC_SECONDS"]["value"] == "30"
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+            "health": 9091,
+            "metrics": 9090,
+        }
+        assert c["resources"] == FULL_VALUES["resources"]
+        assert pod["serviceAccountName"] == "vs-sa"
+        assert pod["nodeSelector"] == {"pool": "system"}
+        assert pod["tolerations"] == FULL_VALUES["tolerations"]
+        assert pod["priorityClassName"] == "system-cluster-critical"
+        assert dep["spec"]["template"]["metadata"]["annotations"] == {"example.com/team": "search"}
+        (term,) = pod["affinity"]["podAntiAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert term["labelSelector"]["matchLabels"]["vectorschema.dev/shard"] == str(index)
+    assert [p["metadata"]["name"] for p in by_kind(docs, "ClusterKopfPeering")] == [
+        "vs-vectorschema-shard-0",
+        "vs-vectorschema-shard-1",
+    ]
+    assert [p["spec"]["maxUnavailable"] for p in by_kind(docs, "PodDisruptionBudget")] == [2, 2]
+    sm = one(docs, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    assert one(docs, "ServiceAccount")["metadata"]["annotations"] == {"a": "b"}
+    # Plain namespace names: the tenant role is bound in those namespaces only.
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["tenant-a", "tenant-b"]
+    assert {b["roleRef"]["name"] for b in bindings} == {"vs-vectorschema-tenant"}
+    assert [b["metadata"]["name"] for b in by_kind(docs, "ClusterRoleBinding")] == [
+        "vs-vectorschema"
+    ]
+    granted = rules(docs)
+    assert ("", "namespaces", "*", "watch") in granted  # kopf matches namespace patterns
+    for shard in (0, 1):
+        assert (
+            "kopf.dev",
+            "clusterkopfpeerings",
+            f"vs-vectorschema-shard-{shard}",
+            "patch",
+        ) in granted
+
+
+def test_namespace_globs_bind_the_tenant_role_cluster_wide() -> None:
+    docs = render({"watch": {"namespaces": ["tenant-*", "!tenant-test"], "labelSelector": ""}})
+    assert by_kind(docs, "RoleBinding") == []
+    names = {b["metadata"]["name"] for b in by_kind(docs, "ClusterRoleBinding")}
+    assert names == {"vectorschema", "vectorschema-tenant"}
+    assert "--namespace='tenant-*' --namespace='!tenant-test'" in script(one(docs, "Deployment"))
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"logLevel": "WARNING"}, "--quiet"),
+        ({"podAntiAffinity": "none"}, None),
+        ({"qdrant": {"url": "", "apiKeySecret": {"name": "", "key": "k"}}}, "QDRANT_PATH"),
+        (
+            {"metrics": {"enabled": False, "port": 8080, "serviceMonitor": {"enabled": True}}},
+            "no-metrics",
+        ),
+        ({"podDisruptionBudget": {"enabled": False}}, "no-pdb"),
+        ({"serviceAccount": {"create": False, "name": "existing"}}, "no-sa"),
+    ],
+    ids=["quiet", "no-anti-affinity", "embedded", "metrics-off", "pdb-off", "existing-sa"],
+)
+def test_single_values(values: dict[str, Any], expected: str | None) -> None:
+    docs = render(values)
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    if expected == "--quiet":
+        assert script(dep).endswith("--quiet")
+    elif expected is None:
+        assert "affinity" not in pod
+    elif expected == "QDRANT_PATH":
+        assert env(dep)["QDRANT_PATH"]["value"] == "/tmp/qdrant" and "QDRANT_URL" not in env(dep)
+    elif expected == "no-metrics":
+        assert by_kind(docs, "Service") == [] and by_kind(docs, "ServiceMonitor") == []
+        assert "VECTORSCHEMA_METRICS_PORT" not in env(dep)
+        assert [p["name"] for p in container(dep)["ports"]] == ["health"]
+    elif expected == "no-pdb":
+        assert by_kind(docs, "PodDisruptionBudget") == []
+    elif expected == "no-sa":
+        assert by_kind(docs, "ServiceAccount") == []
+        assert pod["serviceAccountName"] == "existing"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"logFormat": "xml"}, "logFormat must be plain, full or json"),
+        ({"logLevel": "TRACE"}, "logLevel must be DEBUG, INFO or WARNING"),
+        (
+            {"tenancy": {"collectionNames": "Free"}},
+            "tenancy.collectionNames must be Prefixed or Any",
+        ),
+        ({"shards": {"count": 0}}, "shards.count must be 1 or more"),
+        ({"podAntiAffinity": "always"}, "podAntiAffinity must be soft, hard or none"),
+        ({"serviceAccount": {"create": False, "name": ""}}, "serviceAccount.name is required"),
+    ],
+)
+def test_invalid_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
+    done = helm("template", "x", str(CHART), *values_args(values), check=False)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+# --------------------------------------------------------------------------------------
+# the chart and the kustomize base agree
+# --------------------------------------------------------------------------------------
+
+
+def test_chart_defaults_and_kustomize_base_run_the_same_operator() -> None:
+    chart = one(render(), "Deployment")
+    base_docs = kustomize(REPO / "manifests")
+    base = one(base_docs, "Deployment")
+    c_chart, c_base = container(chart), container(base)
+    assert script(chart) == script(base)
+    for key in (
+        "securityContext",
+        "resources",
+        "livenessProbe",
+        "readinessProbe",
+        "volumeMounts",
+        "ports",
+    ):
+        assert c_chart[key] == c_base[key], key
+    chart_env = {k: v.get("value") for k, v in env(chart).items()}
+    base_env = {k: v.get("value") for k, v in env(base).items()}
+    # The base reads the API key from an optional Secret; the chart only when one is named.
+    assert base_env.pop("QDRANT_API_KEY") is None
+    assert chart_env == base_env
+    pod_chart, pod_base = chart["spec"]["template"]["spec"], base["spec"]["template"]["spec"]
+    for key in ("securityContext", "terminationGracePeriodSeconds", "volumes"):
+        assert pod_chart[key] == pod_base[key], key
+    assert chart["spec"]["replicas"] == base["spec"]["replicas"]
+    assert rules(render()) == rules(base_docs)
