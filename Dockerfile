@@ -1,5 +1,6 @@
-# The operator image. No image is published: build and push your own, then set it in
-# manifests/deploy/40-deployment.yaml:
+# The operator image. No image is published: build and push your own, then set it in the
+# Helm chart (image.repository / image.tag) or the kustomize base
+# (`kustomize edit set image ghcr.io/example/vectorschema=...`):
 #
 #   docker build -t <registry>/vectorschema:0.1.0 .
 #   docker push <registry>/vectorschema:0.1.0
@@ -19,6 +20,7 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 # A numeric user, so that `runAsNonRoot: true` can verify it.
 USER 10001:10001
-EXPOSE 8080
+# 8080: Prometheus metrics (VECTORSCHEMA_METRICS_PORT); 8081: kopf's liveness endpoint.
+EXPOSE 8080 8081
 CMD ["kopf", "run", "-m", "vectorschema.k8s.handlers", "--all-namespaces", "--standalone", \
-     "--liveness=http://0.0.0.0:8080/healthz"]
+     "--liveness=http://0.0.0.0:8081/healthz"]
