@@ -36,11 +36,10 @@ from vectorschema.api import (
     PluginSpec,
     describe,
 )
+from vectorschema.controller.preview import preview
 from vectorschema.core.approval import needs_approval
-from vectorschema.core.ownership import ownership_refusal
-from vectorschema.core.planning import PluginConflict, PluginNotFound, make_plan, resolve_desired
-from vectorschema.core.report import NO_CHANGES_MESSAGE, points_at_risk
-from vectorschema.core.schema import Capabilities
+from vectorschema.core.planning import PluginConflict, PluginNotFound, resolve_desired
+from vectorschema.core.report import NO_CHANGES_MESSAGE
 from vectorschema.k8s import kube
 from vectorschema.k8s.connection import cli_target
 from vectorschema.qdrant.errors import GatewayError
@@ -143,21 +142,16 @@ def plan_one(
         ) from None
     notes: list[str] = []
     if gateway is None:
-        capabilities, observed = Capabilities(), None
         notes.append("no Qdrant given (--qdrant-url/--qdrant-path): planned as a new collection")
-    else:
-        capabilities = gateway.capabilities()
-        observed = gateway.observe(collection)
-    refusal = ownership_refusal(resource, observed)
-    if refusal is not None:  # the operator would stall: say so, as invalid input
+    seen = preview(resource, desired, gateway)
+    if seen.refusal is not None:  # the operator would stall: say so, as invalid input
+        refusal = seen.refusal
         raise UsageError(
             f"Namespace {resource.owner_id}: {refusal.field}: {refusal.message}; the operator "
             f"will not change it ({refusal.reason})"
         )
-    plan = make_plan(
-        collection, desired, observed, strategy=resource.spec.strategy, capabilities=capabilities
-    )
-    at_risk = points_at_risk(plan, observed, gateway.count_with_vector) if gateway else 0
+    plan, at_risk = seen.plan, seen.at_risk
+    assert plan is not None  # a preview without a refusal has a plan
     status = plan.to_status(at_risk).to_wire()
     return {
         "namespace": resource.kube_namespace,

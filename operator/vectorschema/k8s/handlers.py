@@ -14,6 +14,10 @@ One loop per resource means reconciles of one resource never overlap. Status cha
 written by the loop do not wake it (only generation and annotations do), and a status is
 written only when it differs, so a resync of an unchanged world writes nothing. The
 per-operator state (`wakeups.Wakeups`) lives in kopf's `memo`.
+
+With `VECTORSCHEMA_WEBHOOK_PORT` set, the operator also serves a validating admission
+webhook for Namespace creates and updates (`admission.review`): it refuses what the
+cross-object checks forbid and tells kubectl the plan as warnings; it never writes.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from vectorschema.api import GROUP, NAMESPACE_PLURAL, PLUGIN_PLURAL, VERSION
 from vectorschema.controller.passes import run_pass, valid_plugins
 from vectorschema.controller.plugin_status import plugin_status_patch
 from vectorschema.controller.results import Event, Result
-from vectorschema.k8s import kube, wakeups
+from vectorschema.k8s import admission, kube, wakeups
 from vectorschema.k8s import settings as config
 from vectorschema.k8s.connection import connector_for
 from vectorschema.k8s.release import release as release_collection
@@ -37,17 +41,60 @@ Key = wakeups.Key
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """kopf's settings, the per-operator state, the Kubernetes client."""
-    config.configure_kopf(settings)
+def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """kopf's settings, the per-operator state, the Kubernetes client, the webhook's
+    registration (when it serves one and registers itself)."""
+    webhook = config.webhook_settings()
+    ca = config.configure_kopf(settings, webhook)
     memo.wakeups = wakeups.Wakeups()
+    memo.webhook = webhook
     kube.load_config()
+    if ca is not None:
+        name = admission.register(webhook, ca)
+        where = f"{webhook.host}:{webhook.port}"
+        logger.info(
+            f"admission webhook on {where}"
+            + (f", registered as ValidatingWebhookConfiguration {name}" if name else "")
+        )
 
 
 @kopf.index(GROUP, VERSION, PLUGIN_PLURAL)
 def plugin_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
     """Plugin name -> spec, for resolving a Namespace's plugins without an API call."""
     return {name: dict(spec)}
+
+
+@kopf.on.validate(  # type: ignore[arg-type]
+    GROUP,
+    VERSION,
+    NAMESPACE_PLURAL,
+    id=admission.WEBHOOK_ID,
+    operations=["CREATE", "UPDATE"],
+    persistent=True,
+    side_effects=False,
+    ignore_failures=True,
+)
+async def plan_at_admission(
+    body: kopf.Body,
+    old: kopf.Body | None,
+    warnings: list[str],
+    memo: kopf.Memo,
+    plugin_specs: kopf.Index[str, dict[str, Any]],
+    **_: Any,
+) -> None:
+    """Tell kubectl the plan (warnings); refuse what the cross-object checks forbid."""
+    answer = await admission.review(
+        dict(body),
+        dict(old) if old is not None else None,
+        valid_plugins(plugin_specs),
+        connector_for,
+        plan_seconds=memo.webhook.plan_seconds,
+    )
+    warnings.extend(answer.warnings)
+    if answer.refusal is not None:
+        raise kopf.AdmissionError(answer.refusal, code=422)
 
 
 @kopf.index(GROUP, VERSION, NAMESPACE_PLURAL)  # type: ignore[arg-type]

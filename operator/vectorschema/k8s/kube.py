@@ -29,6 +29,7 @@ __all__ = [
     "Namespaces",
     "NotFound",
     "SecretMissing",
+    "apply_validating_webhook",
     "get_namespace",
     "load_config",
     "patch_namespace_status",
@@ -142,3 +143,20 @@ def read_secret_key(namespace: str, name: str, key: str) -> str:
     if key not in data:
         raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r}")
     return base64.b64decode(data[key]).decode().strip()
+
+
+def apply_validating_webhook(body: dict[str, Any]) -> None:
+    """Create the ValidatingWebhookConfiguration, or replace the one of that name."""
+    api: Any = kubernetes.client.AdmissionregistrationV1Api()  # takes dict bodies too
+    name = body["metadata"]["name"]
+    try:
+        api.create_validating_webhook_configuration(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        current = api.read_validating_webhook_configuration(name)
+        body = {
+            **body,
+            "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version},
+        }
+        api.replace_validating_webhook_configuration(name, body)

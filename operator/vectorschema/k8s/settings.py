@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import kopf
 
 from vectorschema.api import FINALIZER, GROUP
+from vectorschema.k8s.certs import serving_cert
 
 
 def _env_float(name: str, default: float) -> float:
@@ -29,8 +36,112 @@ def delete_retry_delay() -> float:
     return _env_float("VECTORSCHEMA_DELETE_RETRY_DELAY", 10.0)
 
 
-def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    """All kopf settings in one place."""
+# --- the admission webhook ----------------------------------------------------------------
+
+PORT_ENV = "VECTORSCHEMA_WEBHOOK_PORT"
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """How the admission webhook is served and registered (`VECTORSCHEMA_WEBHOOK_*`).
+
+    - `PORT`: serve the webhook on this port; unset: no webhook (the default).
+    - `ADDR`: listen address (default 127.0.0.1: the local control plane's API server
+      reaches it on loopback; in a Pod, 0.0.0.0).
+    - `HOST`: the host the API server calls and the certificate names (default: ADDR,
+      or 127.0.0.1 for a catch-all ADDR).
+    - `CERT_DIR`: `tls.crt`, `tls.key`, `ca.crt` to use (cert-manager's or the chart's
+      Secret); when absent, made there (default: a new temporary directory).
+    - `CONFIGURATION`: the ValidatingWebhookConfiguration the operator registers itself
+      (default `vectorschema.dev`); empty when the chart installs it.
+    - `SERVICE`: `namespace/name[:port]` of the Service in front of the operator, when it
+      registers itself in a cluster (the configuration then names the Service, not a URL).
+    - `TIMEOUT_SECONDS`: the API server's timeoutSeconds (default 5, at most 30).
+    - `PLAN_SECONDS`: how long the webhook waits for Qdrant before it answers without the
+      plan (default 2; kept below TIMEOUT_SECONDS).
+    """
+
+    port: int | None = None
+    addr: str = "127.0.0.1"
+    host: str = "127.0.0.1"
+    cert_dir: Path | None = None
+    configuration: str = "vectorschema.dev"
+    service: str | None = None
+    timeout_seconds: int = 5
+    plan_seconds: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WebhookSettings:
+        raw_port = env.get(PORT_ENV, "").strip()
+        port = int(raw_port) if raw_port else None
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"{PORT_ENV}={raw_port}: not a port number")
+        addr = env.get("VECTORSCHEMA_WEBHOOK_ADDR", "").strip() or "127.0.0.1"
+        host = env.get("VECTORSCHEMA_WEBHOOK_HOST", "").strip() or (
+            "127.0.0.1" if addr in ("0.0.0.0", "::") else addr
+        )
+        cert_dir = env.get("VECTORSCHEMA_WEBHOOK_CERT_DIR", "").strip()
+        timeout = min(30, max(1, int(env.get("VECTORSCHEMA_WEBHOOK_TIMEOUT_SECONDS") or 5)))
+        plan = float(env.get("VECTORSCHEMA_WEBHOOK_PLAN_SECONDS") or min(2.0, timeout / 2))
+        return cls(
+            port=port,
+            addr=addr,
+            host=host,
+            cert_dir=Path(cert_dir) if cert_dir else None,
+            configuration=env.get("VECTORSCHEMA_WEBHOOK_CONFIGURATION", "vectorschema.dev"),
+            service=env.get("VECTORSCHEMA_WEBHOOK_SERVICE", "").strip() or None,
+            timeout_seconds=timeout,
+            plan_seconds=min(plan, timeout - 0.5),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.port is not None
+
+
+def webhook_settings() -> WebhookSettings:
+    return WebhookSettings.from_env(os.environ)
+
+
+class WebhookOff:
+    """`settings.admission.server` when no webhook is configured: serves nothing (kopf
+    refuses to start with admission handlers and no server)."""
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        await asyncio.Event().wait()
+        yield {}  # pragma: no cover - never reached
+
+
+def admission_server(ws: WebhookSettings) -> tuple[kopf.WebhookServer | WebhookOff, bytes | None]:
+    """kopf's webhook server, with the mounted certificate or one made now, and the CA
+    the API server must trust (None when no webhook is served)."""
+    if ws.port is None:
+        return WebhookOff(), None
+    cert_dir = ws.cert_dir or Path(tempfile.mkdtemp(prefix="vectorschema-webhook-"))
+    hosts = [ws.host]
+    if ws.service is not None:
+        svc_ns, _, rest = ws.service.partition("/")
+        svc = rest.partition(":")[0]
+        hosts = [f"{svc}.{svc_ns}.svc", f"{svc}.{svc_ns}.svc.cluster.local", ws.host]
+    cert = serving_cert(cert_dir, hosts)
+    server = kopf.WebhookServer(
+        addr=ws.addr,
+        port=ws.port,
+        host=ws.host,
+        certfile=str(cert.certfile),
+        pkeyfile=str(cert.keyfile),
+        cafile=str(cert.cafile),
+    )
+    return server, cert.cafile.read_bytes()
+
+
+def configure_kopf(settings: kopf.OperatorSettings, webhook: WebhookSettings) -> bytes | None:
+    """All kopf settings in one place. Returns the CA of the webhook's certificate (None
+    when no webhook is served)."""
+    # The webhook configuration is registered by `admission.register`, not by kopf's
+    # managed mode, which hard-codes timeoutSeconds: 30 (ours is a few seconds).
+    settings.admission.server, ca = admission_server(webhook)
+    settings.admission.managed = None
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -41,6 +152,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     logging.getLogger("kopf.objects").addFilter(quiet_watchers)
+    return ca
 
 
 def quiet_watchers(record: logging.LogRecord) -> bool:

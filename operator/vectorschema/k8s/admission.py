@@ -1,0 +1,202 @@
+"""The admission webhook: what the API server is told about a Namespace create or update.
+
+The kopf handler (`handlers.plan_at_admission`) hands the request here. `review()`:
+
+1. skips what is not a spec change (kopf's own metadata patches, finaliser removal, a
+   deletion in progress): those are always allowed, without reading Qdrant;
+2. runs the cross-object checks (`core.admission.check_spec`): a refusal names its field;
+3. plans against the live collection: the Namespace's own connection
+   (`connection.connector_for`), the same read-only `controller.preview.preview` that
+   `vectorschema plan` runs, in a small thread pool of its own, for at most
+   `plan_seconds`; if Qdrant is slower the answer goes without the plan and a warning
+   says so (the read finishes in the background and is dropped);
+4. answers with warnings stating the plan (`core.admission.plan_warnings`).
+
+Nothing here writes: no Qdrant write (the preview only reads), no status write, no Event.
+A dry run (`kubectl apply --dry-run=server`, `kubectl diff`) gets the same answer, so the
+configuration declares `sideEffects: None`. `failurePolicy: Ignore` and a short
+`timeoutSeconds` mean an operator outage never blocks an apply; the reconcile enforces
+everything again.
+
+`webhook_configuration()` builds the ValidatingWebhookConfiguration the operator
+registers itself when it runs outside a cluster (`register()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from vectorschema.api import (
+    CONFIRM_ANNOTATION,
+    GROUP,
+    NAMESPACE_PLURAL,
+    VERSION,
+    NamespaceResource,
+    PluginSpec,
+    describe,
+)
+from vectorschema.controller.preview import Preview, preview
+from vectorschema.controller.reconcile import Connector
+from vectorschema.core.admission import check_spec, plan_warnings, unknown_plan_warning
+from vectorschema.core.schema import DesiredSchema
+from vectorschema.k8s import kube
+from vectorschema.k8s.settings import WebhookSettings
+
+log = logging.getLogger("vectorschema")
+
+#: The kopf handler id: also the webhook's URL path and its name in the configuration.
+WEBHOOK_ID = "plan"
+
+#: Threads that read Qdrant for the webhook, apart from kopf's and the control loops':
+#: a hung Qdrant can hold these, never the reconciles.
+_readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-plan")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The webhook's answer: a refusal (the message names the field) or None, and the
+    warnings kubectl prints either way."""
+
+    refusal: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def spec_changed(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """A create, or an update that changes the spec (not only metadata or finalizers)."""
+    return old is None or (old.get("spec") or {}) != (new.get("spec") or {})
+
+
+def _plan(
+    resource: NamespaceResource,
+    desired: DesiredSchema,
+    connect: Connector,
+    last_applied: list[str] | None,
+) -> Preview:
+    return preview(resource, desired, connect(), last_applied=last_applied)
+
+
+async def review(
+    new: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    plugins: Mapping[str, PluginSpec],
+    connector_for: Callable[[NamespaceResource], Connector],
+    *,
+    plan_seconds: float,
+) -> Answer:
+    """What to answer the API server about this Namespace create or update."""
+    meta = dict(new.get("metadata") or {})
+    if meta.get("deletionTimestamp") or not spec_changed(new, old):
+        return Answer()
+    try:
+        resource = NamespaceResource.model_validate(
+            {"metadata": meta, "spec": new.get("spec") or {}, "status": None}
+        )
+    except ValidationError as exc:
+        return Answer(describe(exc))
+    checked = check_spec(resource.spec, plugins)
+    warnings = list(checked.warnings)
+    if checked.refusals:
+        return Answer("; ".join(checked.refusals), warnings)
+    if checked.desired is None:
+        return Answer(None, warnings)
+    last_applied = ((old or {}).get("status") or {}).get("vectors")
+    loop = asyncio.get_running_loop()
+    read = loop.run_in_executor(
+        _readers, _plan, resource, checked.desired, connector_for(resource), last_applied
+    )
+    try:
+        seen = await asyncio.wait_for(read, plan_seconds)
+    except TimeoutError:
+        warnings.append(unknown_plan_warning(f"Qdrant did not answer within {plan_seconds:g} s"))
+        return Answer(None, warnings)
+    except Exception as exc:  # Qdrant down, a Secret missing: the reconcile will say it
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        warnings.append(unknown_plan_warning(f"cannot read the collection: {detail}"))
+        return Answer(None, warnings)
+    if seen.refusal is not None:
+        message = seen.refusal.message
+        if not message.startswith(seen.refusal.field):
+            message = f"{seen.refusal.field}: {message}"
+        return Answer(message, warnings)
+    assert seen.plan is not None
+    warnings += plan_warnings(
+        seen.plan,
+        resource.spec,
+        carrying=seen.carrying,
+        at_risk=seen.at_risk,
+        annotation=resource.metadata.annotations.get(CONFIRM_ANNOTATION),
+    )
+    return Answer(None, warnings)
+
+
+# --- the configuration the API server calls -------------------------------------------------
+
+
+def client_config(ws: WebhookSettings, ca_pem: bytes) -> dict[str, Any]:
+    """How the API server reaches the webhook: a URL on loopback (outside a cluster), or
+    the Service in front of the operator (`VECTORSCHEMA_WEBHOOK_SERVICE`)."""
+    bundle = base64.b64encode(ca_pem).decode("ascii")
+    if ws.service is not None:
+        svc_ns, _, rest = ws.service.partition("/")
+        name, _, port = rest.partition(":")
+        return {
+            "service": {
+                "namespace": svc_ns,
+                "name": name,
+                "path": f"/{WEBHOOK_ID}",
+                "port": int(port or 443),
+            },
+            "caBundle": bundle,
+        }
+    host = f"[{ws.host}]" if ":" in ws.host else ws.host
+    return {"url": f"https://{host}:{ws.port}/{WEBHOOK_ID}", "caBundle": bundle}
+
+
+def webhook_configuration(
+    name: str, client: Mapping[str, Any], timeout_seconds: int
+) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration: Namespace creates and updates, safe by default
+    (failurePolicy Ignore, a few seconds' timeout, no side effects so dry runs are sent)."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "vectorschema"}},
+        "webhooks": [
+            {
+                "name": f"{WEBHOOK_ID}.{GROUP}",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": dict(client),
+                "rules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "apiVersions": [VERSION],
+                        "resources": [NAMESPACE_PLURAL],
+                        "operations": ["CREATE", "UPDATE"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "failurePolicy": "Ignore",
+                "sideEffects": "None",
+                "timeoutSeconds": timeout_seconds,
+                "matchPolicy": "Equivalent",
+            }
+        ],
+    }
+
+
+def register(ws: WebhookSettings, ca_pem: bytes) -> str | None:
+    """Create or update the operator's webhook configuration; returns its name (None when
+    the configuration is installed by the chart instead)."""
+    if not ws.enabled or not ws.configuration:
+        return None
+    body = webhook_configuration(ws.configuration, client_config(ws, ca_pem), ws.timeout_seconds)
+    kube.apply_validating_webhook(body)
+    return ws.configuration
