@@ -8,7 +8,11 @@
 2. ``crds/`` applied and Established, then ``manifests/samples/``.
 3. The operator as a child process, ``kopf run -m vectorschema.k8s.handlers --all-namespaces
    --standalone``, with the embedded Qdrant (``QDRANT_PATH``, default ``.data/qdrant``)
-   unless ``QDRANT_URL`` is set. Its log: ``<state-dir>/operator.log``.
+   unless ``QDRANT_URL`` is set. Its log: ``<state-dir>/operator.log``. On the local
+   control plane (whose API server can reach loopback) it also serves the admission
+   webhook: ``VECTORSCHEMA_WEBHOOK_PORT`` is set to a free port unless already set (``0``
+   or empty: no webhook), and the operator registers it itself, so ``kubectl apply``
+   prints the plan.
 4. ``kubectl get vns -A`` whenever it changes, until the sample ``tenant-acme/catalog`` is
    Ready (``--timeout``, default 120 s), then the tables and a few commands to try.
 5. Running until Ctrl-C or SIGTERM, then the operator and the control plane (if it started
@@ -343,6 +347,12 @@ class Runner:
             f"--liveness={self.liveness}",
         ]
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1", **qdrant_env)
+        webhook = self.webhook_port()
+        if webhook:
+            env["VECTORSCHEMA_WEBHOOK_PORT"] = webhook
+            say(f"webhook: served on 127.0.0.1:{webhook}; kubectl apply prints the plan")
+        else:
+            env.pop("VECTORSCHEMA_WEBHOOK_PORT", None)
         self.operator_log.parent.mkdir(parents=True, exist_ok=True)
         with self.operator_log.open("wb") as log:
             self.operator = subprocess.Popen(
@@ -362,6 +372,15 @@ class Runner:
             f"{shown(self.operator_log)}"
         )
         say(f"  {shlex.join(['kopf', *cmd[1:]])}")
+
+    def webhook_port(self) -> str:
+        """The admission webhook's port: the user's ``VECTORSCHEMA_WEBHOOK_PORT`` (``0``
+        or empty: none), else a free one when the API server is ours (it reaches
+        loopback); a remote cluster's could not call back, so none."""
+        chosen = os.environ.get("VECTORSCHEMA_WEBHOOK_PORT")
+        if chosen is not None:
+            return "" if chosen.strip() in ("", "0") else chosen.strip()
+        return str(free_port()) if self.plane is not None else ""
 
     def check_running(self) -> None:
         assert self.operator is not None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from tests.e2e.conftest import START_TIMEOUT
 from tests.e2e.operator_env import run_kubectl
 from tests.seams import client_of, forget
 
-from devenv import ControlPlane
+from devenv import ControlPlane, free_port
 from vectorschema.api import VectorSpec
 from vectorschema.core.schema import CollectionSettings, vector_def_from_spec
 from vectorschema.qdrant.pool import connect
@@ -67,13 +66,6 @@ def namespace(name: str = NAME, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": KUBE_NS},
         "spec": {"plugins": plugins, **spec},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Cluster:
