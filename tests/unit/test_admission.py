@@ -235,7 +235,7 @@ def review(
     plan_seconds: float = 5.0,
 ) -> admission.Answer:
     return asyncio.run(
-        admission.review(new, old, plugins, connector_for, plan_seconds=plan_seconds)
+        admission.review(new, old, lambda: plugins, connector_for, plan_seconds=plan_seconds)
     )
 
 
@@ -311,7 +311,7 @@ def test_a_slow_qdrant_gets_an_answer_without_the_plan_in_time(qdrant: ClientGat
     answer = review(body({"plugins": ["image"]}), None, connects_to(slow), plan_seconds=0.3)
     took = time.monotonic() - t0
     assert answer == admission.Answer(
-        None, [unknown_plan_warning("Qdrant did not answer within 0.3 s")]
+        None, [unknown_plan_warning("Qdrant (or the API server) did not answer within 0.3 s")]
     )
     assert took < 0.9
     assert "the plan is not known yet" in answer.warnings[0]
@@ -433,3 +433,36 @@ def test_a_made_certificate_serves_loopback_and_is_reused(tmp_path: Path) -> Non
     ctx.load_cert_chain(cert.certfile, cert.keyfile)  # a pair the server can load
     again = serving_cert(tmp_path, ["elsewhere"])
     assert not again.generated and again.certfile.read_bytes() == cert.certfile.read_bytes()
+
+
+def test_replicas_in_a_cluster_share_one_certificate_through_a_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kustomize base: the first replica makes the Secret, the others read it, so
+    every replica serves a certificate of the one CA registered."""
+    from vectorschema.k8s import kube, settings
+
+    secrets: dict[tuple[str, str], dict[str, bytes]] = {}
+
+    def read_or_create(ns: str, name: str, make: Any) -> dict[str, bytes]:
+        return secrets.setdefault((ns, name), make())
+
+    monkeypatch.setattr(kube, "read_or_create_secret", read_or_create)
+    env = {
+        "VECTORSCHEMA_WEBHOOK_PORT": "9443",
+        "VECTORSCHEMA_WEBHOOK_ADDR": "0.0.0.0",
+        "VECTORSCHEMA_WEBHOOK_SERVICE": "vs-system/vs-webhook",
+        "VECTORSCHEMA_WEBHOOK_CERT_SECRET": "vs-webhook-cert",
+    }
+    cas = []
+    for replica in ("a", "b"):
+        ws = WebhookSettings.from_env(
+            {**env, "VECTORSCHEMA_WEBHOOK_CERT_DIR": str(tmp_path / replica)}
+        )
+        _, ca = settings.admission_server(ws)
+        cas.append(ca)
+    assert list(secrets) == [("vs-system", "vs-webhook-cert")]
+    assert cas[0] == cas[1] == secrets[("vs-system", "vs-webhook-cert")]["ca.crt"]
+    leaf = x509.load_pem_x509_certificate((tmp_path / "b" / "tls.crt").read_bytes())
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "vs-webhook.vs-system.svc" in sans.get_values_for_type(x509.DNSName)

@@ -4,12 +4,13 @@ The kopf handler (`handlers.plan_at_admission`) hands the request here. `review(
 
 1. skips what is not a spec change (kopf's own metadata patches, finaliser removal, a
    deletion in progress): those are always allowed, without reading Qdrant;
-2. runs the cross-object checks (`core.admission.check_spec`): a refusal names its field;
+2. runs the cross-object checks (`core.admission.check_spec`) against the Plugins read
+   from the API server: a refusal names its field;
 3. plans against the live collection: the Namespace's own connection
    (`connection.connector_for`), the same read-only `controller.preview.preview` that
-   `vectorschema plan` runs, in a small thread pool of its own, for at most
-   `plan_seconds`; if Qdrant is slower the answer goes without the plan and a warning
-   says so (the read finishes in the background and is dropped);
+   `vectorschema plan` runs. Steps 2 and 3 run in a small thread pool of their own, for
+   at most `plan_seconds`; if Qdrant is slower the answer goes without the plan and a
+   warning says so (the read finishes in the background and is dropped);
 4. answers with warnings stating the plan (`core.admission.plan_warnings`).
 
 Nothing here writes: no Qdrant write (the preview only reads), no status write, no Event.
@@ -43,10 +44,9 @@ from vectorschema.api import (
     PluginSpec,
     describe,
 )
-from vectorschema.controller.preview import Preview, preview
+from vectorschema.controller.preview import preview
 from vectorschema.controller.reconcile import Connector
 from vectorschema.core.admission import check_spec, plan_warnings, unknown_plan_warning
-from vectorschema.core.schema import DesiredSchema
 from vectorschema.k8s import kube
 from vectorschema.k8s.settings import WebhookSettings
 
@@ -54,6 +54,11 @@ log = logging.getLogger("vectorschema")
 
 #: The kopf handler id: also the webhook's URL path and its name in the configuration.
 WEBHOOK_ID = "plan"
+
+#: The Plugins that exist now, by name (read from the API server, not from kopf's index:
+#: a standby replica, paused by peering, still answers admission requests, and its index
+#: may be stale).
+PluginReader = Callable[[], Mapping[str, PluginSpec]]
 
 #: Threads that read Qdrant for the webhook, apart from kopf's and the control loops':
 #: a hung Qdrant can hold these, never the reconciles.
@@ -74,49 +79,24 @@ def spec_changed(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
     return old is None or (old.get("spec") or {}) != (new.get("spec") or {})
 
 
-def _plan(
+def evaluate(
     resource: NamespaceResource,
-    desired: DesiredSchema,
-    connect: Connector,
-    last_applied: list[str] | None,
-) -> Preview:
-    return preview(resource, desired, connect(), last_applied=last_applied)
-
-
-async def review(
-    new: Mapping[str, Any],
     old: Mapping[str, Any] | None,
-    plugins: Mapping[str, PluginSpec],
+    read_plugins: PluginReader,
     connector_for: Callable[[NamespaceResource], Connector],
-    *,
-    plan_seconds: float,
 ) -> Answer:
-    """What to answer the API server about this Namespace create or update."""
-    meta = dict(new.get("metadata") or {})
-    if meta.get("deletionTimestamp") or not spec_changed(new, old):
-        return Answer()
-    try:
-        resource = NamespaceResource.model_validate(
-            {"metadata": meta, "spec": new.get("spec") or {}, "status": None}
-        )
-    except ValidationError as exc:
-        return Answer(describe(exc))
-    checked = check_spec(resource.spec, plugins)
+    """The answer for a parsed Namespace (blocking: run in a reader thread)."""
+    checked = check_spec(resource.spec, read_plugins())
     warnings = list(checked.warnings)
     if checked.refusals:
         return Answer("; ".join(checked.refusals), warnings)
     if checked.desired is None:
         return Answer(None, warnings)
     last_applied = ((old or {}).get("status") or {}).get("vectors")
-    loop = asyncio.get_running_loop()
-    read = loop.run_in_executor(
-        _readers, _plan, resource, checked.desired, connector_for(resource), last_applied
-    )
     try:
-        seen = await asyncio.wait_for(read, plan_seconds)
-    except TimeoutError:
-        warnings.append(unknown_plan_warning(f"Qdrant did not answer within {plan_seconds:g} s"))
-        return Answer(None, warnings)
+        seen = preview(
+            resource, checked.desired, connector_for(resource)(), last_applied=last_applied
+        )
     except Exception as exc:  # Qdrant down, a Secret missing: the reconcile will say it
         detail = " ".join(str(exc).split())[:300] or type(exc).__name__
         warnings.append(unknown_plan_warning(f"cannot read the collection: {detail}"))
@@ -135,6 +115,34 @@ async def review(
         annotation=resource.metadata.annotations.get(CONFIRM_ANNOTATION),
     )
     return Answer(None, warnings)
+
+
+async def review(
+    new: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    read_plugins: PluginReader,
+    connector_for: Callable[[NamespaceResource], Connector],
+    *,
+    plan_seconds: float,
+) -> Answer:
+    """What to answer the API server about this Namespace create or update, within
+    `plan_seconds` (else without the plan, saying so)."""
+    meta = dict(new.get("metadata") or {})
+    if meta.get("deletionTimestamp") or not spec_changed(new, old):
+        return Answer()
+    try:
+        resource = NamespaceResource.model_validate(
+            {"metadata": meta, "spec": new.get("spec") or {}, "status": None}
+        )
+    except ValidationError as exc:
+        return Answer(describe(exc))
+    loop = asyncio.get_running_loop()
+    work = loop.run_in_executor(_readers, evaluate, resource, old, read_plugins, connector_for)
+    try:
+        return await asyncio.wait_for(work, plan_seconds)
+    except TimeoutError:
+        why = f"Qdrant (or the API server) did not answer within {plan_seconds:g} s"
+        return Answer(None, [unknown_plan_warning(why)])
 
 
 # --- the configuration the API server calls -------------------------------------------------

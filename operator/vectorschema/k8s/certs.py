@@ -1,7 +1,9 @@
 """The webhook's serving certificate: mounted ones if present, else made here.
 
 In a cluster the certificate comes from cert-manager or from the Helm chart (a Secret
-mounted into the cert directory as `tls.crt`, `tls.key` and `ca.crt`). An operator run
+mounted into the cert directory as `tls.crt`, `tls.key` and `ca.crt`), or, with the
+kustomize base (which cannot make one at install time), from a Secret the first replica
+creates and the others read (`settings.admission_server`). An operator run
 outside a cluster (`make run`, the e2e tests) has none: it makes a CA and a serving
 certificate with `cryptography` (as the local control plane's PKI does), writes them to
 the cert directory (keys 0600), and hands the CA to the API server in the webhook
@@ -110,15 +112,20 @@ def make_serving_cert(hosts: Sequence[str], days: int = 365) -> tuple[bytes, byt
     return ca.public_bytes(pem), cert.public_bytes(pem), _key_pem(key)
 
 
+def write_cert(cert_dir: Path, ca: bytes, cert: bytes, key: bytes) -> ServingCert:
+    """Write the three PEM files into `cert_dir` (the key 0600)."""
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    files = ServingCert(cert_dir / CERT_FILE, cert_dir / KEY_FILE, cert_dir / CA_FILE, True)
+    _write(files.keyfile, key, 0o600)
+    _write(files.certfile, cert, 0o644)
+    _write(files.cafile, ca, 0o644)
+    return files
+
+
 def serving_cert(cert_dir: Path, hosts: Sequence[str]) -> ServingCert:
     """The certificate in `cert_dir` if all three files are there (mounted), else a new
     one for `hosts` written there."""
     files = ServingCert(cert_dir / CERT_FILE, cert_dir / KEY_FILE, cert_dir / CA_FILE, False)
     if all(f.is_file() for f in (files.certfile, files.keyfile, files.cafile)):
         return files
-    cert_dir.mkdir(parents=True, exist_ok=True)
-    ca, cert, key = make_serving_cert(hosts)
-    _write(files.keyfile, key, 0o600)
-    _write(files.certfile, cert, 0o644)
-    _write(files.cafile, ca, 0o644)
-    return ServingCert(files.certfile, files.keyfile, files.cafile, True)
+    return write_cert(cert_dir, *make_serving_cert(hosts))

@@ -46,11 +46,11 @@ def configure(
 ) -> None:
     """kopf's settings, the per-operator state, the Kubernetes client, the webhook's
     registration (when it serves one and registers itself)."""
+    kube.load_config()
     webhook = config.webhook_settings()
     ca = config.configure_kopf(settings, webhook)
     memo.wakeups = wakeups.Wakeups()
     memo.webhook = webhook
-    kube.load_config()
     if ca is not None:
         name = admission.register(webhook, ca)
         where = f"{webhook.host}:{webhook.port}"
@@ -81,14 +81,13 @@ async def plan_at_admission(
     old: kopf.Body | None,
     warnings: list[str],
     memo: kopf.Memo,
-    plugin_specs: kopf.Index[str, dict[str, Any]],
     **_: Any,
 ) -> None:
     """Tell kubectl the plan (warnings); refuse what the cross-object checks forbid."""
     answer = await admission.review(
         dict(body),
         dict(old) if old is not None else None,
-        valid_plugins(plugin_specs),
+        lambda: valid_plugins(kube.list_plugin_specs()),
         connector_for,
         plan_seconds=memo.webhook.plan_seconds,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import kubernetes
@@ -31,9 +32,11 @@ __all__ = [
     "SecretMissing",
     "apply_validating_webhook",
     "get_namespace",
+    "list_plugin_specs",
     "load_config",
     "patch_namespace_status",
     "patch_plugin_status",
+    "read_or_create_secret",
     "read_secret_key",
     "set_annotation",
 ]
@@ -91,6 +94,14 @@ def patch_plugin_status(name: str, status: dict[str, Any]) -> None:
     _custom().patch_cluster_custom_object_status(
         GROUP, VERSION, PLUGIN_PLURAL, name, {"status": status}
     )
+
+
+def list_plugin_specs() -> dict[str, list[dict[str, Any]]]:
+    """Every Plugin's spec, by name (in the shape of kopf's index: a list per name)."""
+    listed = _custom().list_cluster_custom_object(GROUP, VERSION, PLUGIN_PLURAL)
+    return {
+        item["metadata"]["name"]: [dict(item.get("spec") or {})] for item in listed.get("items", [])
+    }
 
 
 def set_annotation(namespace: str, name: str, key: str, value: str | None) -> None:
@@ -160,3 +171,31 @@ def apply_validating_webhook(body: dict[str, Any]) -> None:
             "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version},
         }
         api.replace_validating_webhook_configuration(name, body)
+
+
+def read_or_create_secret(
+    namespace: str, name: str, make: Callable[[], dict[str, bytes]]
+) -> dict[str, bytes]:
+    """The Secret's data; if it does not exist, create it with `make()` first (when two
+    processes race, the one that loses reads the winner's)."""
+    core: Any = kubernetes.client.CoreV1Api()  # takes dict bodies too
+    for _ in range(2):
+        try:
+            secret = core.read_namespaced_secret(name, namespace)
+            return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        data = make()
+        body = {
+            "metadata": {"name": name, "namespace": namespace},
+            "type": "kubernetes.io/tls",
+            "data": {k: base64.b64encode(v).decode("ascii") for k, v in data.items()},
+        }
+        try:
+            core.create_namespaced_secret(namespace, body)
+            return data
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    raise RuntimeError(f"Secret {namespace}/{name} could be neither read nor created")

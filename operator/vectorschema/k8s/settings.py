@@ -14,7 +14,18 @@ from typing import Any
 import kopf
 
 from vectorschema.api import FINALIZER, GROUP
-from vectorschema.k8s.certs import serving_cert
+from vectorschema.k8s import kube
+from vectorschema.k8s.certs import (
+    CA_FILE,
+    CERT_FILE,
+    KEY_FILE,
+    make_serving_cert,
+    serving_cert,
+    write_cert,
+)
+
+#: The keys of a certificate Secret, in `make_serving_cert`'s and `write_cert`'s order.
+CERT_KEYS = (CA_FILE, CERT_FILE, KEY_FILE)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -56,6 +67,9 @@ class WebhookSettings:
       (default `vectorschema.dev`); empty when the chart installs it.
     - `SERVICE`: `namespace/name[:port]` of the Service in front of the operator, when it
       registers itself in a cluster (the configuration then names the Service, not a URL).
+    - `CERT_SECRET`: with `SERVICE`, the Secret (in the Service's namespace) that holds
+      the certificate every replica serves: the first to start makes it, the others read
+      it, so all of them match the one caBundle registered.
     - `TIMEOUT_SECONDS`: the API server's timeoutSeconds (default 5, at most 30).
     - `PLAN_SECONDS`: how long the webhook waits for Qdrant before it answers without the
       plan (default 2; kept below TIMEOUT_SECONDS).
@@ -67,6 +81,7 @@ class WebhookSettings:
     cert_dir: Path | None = None
     configuration: str = "vectorschema.dev"
     service: str | None = None
+    cert_secret: str | None = None
     timeout_seconds: int = 5
     plan_seconds: float = 2.0
 
@@ -90,6 +105,7 @@ class WebhookSettings:
             cert_dir=Path(cert_dir) if cert_dir else None,
             configuration=env.get("VECTORSCHEMA_WEBHOOK_CONFIGURATION", "vectorschema.dev"),
             service=env.get("VECTORSCHEMA_WEBHOOK_SERVICE", "").strip() or None,
+            cert_secret=env.get("VECTORSCHEMA_WEBHOOK_CERT_SECRET", "").strip() or None,
             timeout_seconds=timeout,
             plan_seconds=min(plan, timeout - 0.5),
         )
@@ -123,7 +139,16 @@ def admission_server(ws: WebhookSettings) -> tuple[kopf.WebhookServer | WebhookO
         svc_ns, _, rest = ws.service.partition("/")
         svc = rest.partition(":")[0]
         hosts = [f"{svc}.{svc_ns}.svc", f"{svc}.{svc_ns}.svc.cluster.local", ws.host]
-    cert = serving_cert(cert_dir, hosts)
+    if ws.service is not None and ws.cert_secret is not None:
+        svc_ns = ws.service.partition("/")[0]
+        pem = kube.read_or_create_secret(
+            svc_ns,
+            ws.cert_secret,
+            lambda: dict(zip(CERT_KEYS, make_serving_cert(hosts), strict=True)),
+        )
+        cert = write_cert(cert_dir, *(pem[k] for k in CERT_KEYS))
+    else:
+        cert = serving_cert(cert_dir, hosts)
     server = kopf.WebhookServer(
         addr=ws.addr,
         port=ws.port,
