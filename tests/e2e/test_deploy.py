@@ -56,6 +56,8 @@ SA = "vectorschema-operator"
 SA_USER = f"system:serviceaccount:{SYSTEM_NS}:{SA}"
 PEERING = "vectorschema"
 TENANT = "tenant-rbac"
+VWC = "validatingwebhookconfigurations.admissionregistration.k8s.io"
+WEBHOOK_CERT = "vectorschema-webhook-cert"
 
 WaitFor = Callable[..., Any]
 
@@ -304,6 +306,11 @@ GRANTED = [
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
     ("watch", "clusterkopfpeerings.kopf.dev"),
     ("patch", f"clusterkopfpeerings.kopf.dev/{PEERING}"),
+    # The admission webhook: its certificate Secret, its configuration's caBundle.
+    ("create", "secrets", "-n", SYSTEM_NS),
+    ("get", f"secrets/{WEBHOOK_CERT}", "-n", SYSTEM_NS),
+    ("get", f"{VWC}/vectorschema.dev"),
+    ("update", f"{VWC}/vectorschema.dev"),
 ]
 DENIED = [
     ("create", "namespaces.vectorschema.dev", "-n", TENANT),
@@ -328,6 +335,11 @@ DENIED = [
     ("get", "configmaps", "-n", TENANT),
     ("create", "pods", "-n", TENANT),
     ("create", "clusterrolebindings"),
+    ("create", VWC),
+    ("update", f"{VWC}/someone-else"),
+    ("delete", f"{VWC}/vectorschema.dev"),
+    ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
+    ("get", "secrets/other", "-n", SYSTEM_NS),
 ]
 
 
@@ -342,7 +354,17 @@ class Replica:
         assert liveness in args[0]
         self.port = free_port()
         script = args[0].replace(liveness, f"--liveness=http://127.0.0.1:{self.port}/healthz")
+        # The Deployment's webhook settings (its Service, its certificate Secret), served
+        # on a free loopback port of this machine instead of the Pod's 9443.
+        webhook = {
+            e["name"]: e["value"]
+            for e in container["env"]
+            if e["name"] in ("VECTORSCHEMA_WEBHOOK_SERVICE", "VECTORSCHEMA_WEBHOOK_CERT_SECRET")
+        }
         env = clean_env(
+            **webhook,
+            VECTORSCHEMA_WEBHOOK_PORT=str(free_port()),
+            VECTORSCHEMA_WEBHOOK_CERT_DIR=str(tmp / f"webhook-{index}"),
             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # kopf, python
             KUBECONFIG=str(kubeconfig),
             QDRANT_PATH=str(tmp / f"qdrant-{index}"),  # a local store is one process's
@@ -480,6 +502,12 @@ def test_rbac_suffices_for_two_peered_replicas_and_grants_nothing_more(
             return status if len(status) == 2 else None
 
         status = wait_for(peers, timeout=60, message="both replicas in the peering")
+        # Both replicas serve the webhook with the one certificate in the Secret, whose CA
+        # they wrote into the base's webhook configuration.
+        secret = json.loads(kc("get", "secret", WEBHOOK_CERT, "-n", SYSTEM_NS, "-o", "json").stdout)
+        hook = json.loads(kc("get", VWC, "vectorschema.dev", "-o", "json").stdout)["webhooks"][0]
+        assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+        assert hook["clientConfig"]["service"]["name"] == "vectorschema-webhook"
         # Equal priorities would freeze both: each replica draws its own.
         priorities = {p["priority"] for p in status.values()}
         assert len(priorities) == 2 and priorities == {r.priority for r in replicas}

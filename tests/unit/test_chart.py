@@ -12,6 +12,7 @@ helm is the pinned one (tools/helm/build.sh), built once into ~/.cache/vectorsch
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,13 @@ FULL_VALUES: dict[str, Any] = {
     "serviceAccount": {"create": True, "name": "vs-sa", "annotations": {"a": "b"}},
     "podAnnotations": {"example.com/team": "search"},
     "extraEnv": [{"name": "VECTORSCHEMA_RESYNC_SECONDS", "value": "30"}],
+    "webhook": {
+        "enabled": True,
+        "port": 8443,
+        "timeoutSeconds": 3,
+        "certificates": "cert-manager",
+        "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}},
+    },
 }
 
 
@@ -162,10 +170,19 @@ def test_defaults_render_the_documented_objects() -> None:
             ("PodDisruptionBudget", "vectorschema"),
             ("ClusterKopfPeering", "vectorschema"),
             ("NetworkPolicy", "vectorschema"),
+            ("Service", "vectorschema-webhook"),
+            ("Secret", "vectorschema-webhook-cert"),
+            ("ValidatingWebhookConfiguration", "vectorschema"),
         ]
     )
+    cluster_scoped = (
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ClusterKopfPeering",
+        "ValidatingWebhookConfiguration",
+    )
     for d in docs:
-        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
+        if d["kind"] not in cluster_scoped:
             assert d["metadata"]["namespace"] == "vectorschema-system", d["metadata"]
     crds = [d for d in render(include_crds=True) if d["kind"] == "CustomResourceDefinition"]
     assert sorted(d["metadata"]["name"] for d in crds) == [
@@ -192,7 +209,7 @@ def test_default_deployment_is_hardened_and_probed() -> None:
     assert set(c["resources"]) == {"requests", "limits"}
     assert set(c["resources"]["limits"]) == {"cpu", "memory"}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"health": 8081, "metrics": 8080}
+    assert ports == {"health": 8081, "metrics": 8080, "webhook": 9443}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "httpGet" in c["readinessProbe"]
     assert "--liveness=http://0.0.0.0:8081/healthz" in script(dep)
@@ -218,13 +235,18 @@ def test_default_command_environment_and_peering() -> None:
         "VECTORSCHEMA_SECRET_LABEL": "vectorschema.dev/qdrant-credentials=true",
         "VECTORSCHEMA_COLLECTION_NAMES": "Prefixed",
         "VECTORSCHEMA_METRICS_PORT": "8080",
+        "VECTORSCHEMA_WEBHOOK_PORT": "9443",
+        "VECTORSCHEMA_WEBHOOK_ADDR": "0.0.0.0",
+        "VECTORSCHEMA_WEBHOOK_TIMEOUT_SECONDS": "5",
+        "VECTORSCHEMA_WEBHOOK_CERT_DIR": "/etc/vectorschema/webhook",
+        "VECTORSCHEMA_WEBHOOK_CONFIGURATION": "",
         "PYTHONUNBUFFERED": "1",
     }
     one(docs, "ClusterKopfPeering", "vectorschema")
     peering_rules = [r for r in rules(docs) if r[1] == "clusterkopfpeerings"]
     assert ("kopf.dev", "clusterkopfpeerings", "vectorschema", "patch") in peering_rules
     assert ("kopf.dev", "clusterkopfpeerings", "*", "patch") not in peering_rules
-    svc = one(docs, "Service")
+    svc = one(docs, "Service", "vectorschema-metrics")
     assert svc["spec"]["ports"] == [
         {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
     ]
@@ -277,7 +299,10 @@ def test_every_value_reaches_the_objects() -> None:
         assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
             "health": 9091,
             "metrics": 9090,
+            "webhook": 8443,
         }
+        assert e["VECTORSCHEMA_WEBHOOK_PORT"]["value"] == "8443"
+        assert e["VECTORSCHEMA_WEBHOOK_TIMEOUT_SECONDS"]["value"] == "3"
         assert c["resources"] == FULL_VALUES["resources"]
         assert pod["serviceAccountName"] == "vs-sa"
         assert pod["nodeSelector"] == {"pool": "system"}
@@ -297,6 +322,20 @@ def test_every_value_reaches_the_objects() -> None:
     assert sm["metadata"]["labels"]["release"] == "prom"
     assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
     assert one(docs, "ServiceAccount")["metadata"]["annotations"] == {"a": "b"}
+    # The webhook: cert-manager with the given issuer; only the watched namespaces.
+    cert = one(docs, "Certificate")
+    assert cert["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
+    assert cert["spec"]["secretName"] == "vs-vectorschema-webhook-cert"
+    assert by_kind(docs, "Issuer") == [] and by_kind(docs, "Secret") == []
+    vwc = one(docs, "ValidatingWebhookConfiguration")
+    assert vwc["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": "ops/vs-vectorschema-webhook"
+    }
+    (hook,) = vwc["webhooks"]
+    assert hook["timeoutSeconds"] == 3 and "caBundle" not in hook["clientConfig"]
+    assert hook["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["tenant-a", "tenant-b"]}
+    ]
     # Plain namespace names: the tenant role is bound in those namespaces only.
     bindings = by_kind(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["tenant-a", "tenant-b"]
@@ -349,9 +388,10 @@ def test_single_values(values: dict[str, Any], expected: str | None) -> None:
     elif expected == "QDRANT_PATH":
         assert env(dep)["QDRANT_PATH"]["value"] == "/tmp/qdrant" and "QDRANT_URL" not in env(dep)
     elif expected == "no-metrics":
-        assert by_kind(docs, "Service") == [] and by_kind(docs, "ServiceMonitor") == []
+        assert [d["metadata"]["name"] for d in by_kind(docs, "Service")] == ["vectorschema-webhook"]
+        assert by_kind(docs, "ServiceMonitor") == []
         assert "VECTORSCHEMA_METRICS_PORT" not in env(dep)
-        assert [p["name"] for p in container(dep)["ports"]] == ["health"]
+        assert [p["name"] for p in container(dep)["ports"]] == ["health", "webhook"]
     elif expected == "no-pdb":
         assert by_kind(docs, "PodDisruptionBudget") == []
     elif expected == "no-sa":
@@ -371,6 +411,10 @@ def test_single_values(values: dict[str, Any], expected: str | None) -> None:
         ({"shards": {"count": 0}}, "shards.count must be 1 or more"),
         ({"podAntiAffinity": "always"}, "podAntiAffinity must be soft, hard or none"),
         ({"serviceAccount": {"create": False, "name": ""}}, "serviceAccount.name is required"),
+        (
+            {"webhook": {"enabled": True, "certificates": "self"}},
+            "webhook.certificates must be auto, cert-manager or helm",
+        ),
     ],
 )
 def test_invalid_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
@@ -389,22 +433,132 @@ def test_chart_defaults_and_kustomize_base_run_the_same_operator() -> None:
     base = one(base_docs, "Deployment")
     c_chart, c_base = container(chart), container(base)
     assert script(chart) == script(base)
-    for key in (
-        "securityContext",
-        "resources",
-        "livenessProbe",
-        "readinessProbe",
-        "volumeMounts",
-        "ports",
-    ):
+    for key in ("securityContext", "resources", "livenessProbe", "readinessProbe", "ports"):
         assert c_chart[key] == c_base[key], key
+    mounts = [m for m in c_chart["volumeMounts"] if m["name"] != "webhook-cert"]
+    assert mounts == c_base["volumeMounts"]
     chart_env = {k: v.get("value") for k, v in env(chart).items()}
     base_env = {k: v.get("value") for k, v in env(base).items()}
     # The base reads the API key from an optional Secret; the chart only when one is named.
     assert base_env.pop("QDRANT_API_KEY") is None
+    # The webhook's certificate: the chart mounts one (cert-manager's, or made at install
+    # time) and installs the webhook configuration itself; kustomize cannot make one, so
+    # the base's operator makes it (its replicas share it through a Secret) and registers.
+    assert chart_env.pop("VECTORSCHEMA_WEBHOOK_CERT_DIR") == "/etc/vectorschema/webhook"
+    assert chart_env.pop("VECTORSCHEMA_WEBHOOK_CONFIGURATION") == ""
+    assert base_env.pop("VECTORSCHEMA_WEBHOOK_CERT_DIR") == "/tmp/webhook"
+    assert (
+        base_env.pop("VECTORSCHEMA_WEBHOOK_SERVICE") == "vectorschema-system/vectorschema-webhook"
+    )
+    assert base_env.pop("VECTORSCHEMA_WEBHOOK_CERT_SECRET") == "vectorschema-webhook-cert"
     assert chart_env == base_env
     pod_chart, pod_base = chart["spec"]["template"]["spec"], base["spec"]["template"]["spec"]
-    for key in ("securityContext", "terminationGracePeriodSeconds", "volumes"):
+    for key in ("securityContext", "terminationGracePeriodSeconds"):
         assert pod_chart[key] == pod_base[key], key
+    assert [v for v in pod_chart["volumes"] if v["name"] != "webhook-cert"] == pod_base["volumes"]
     assert chart["spec"]["replicas"] == base["spec"]["replicas"]
-    assert rules(render()) == rules(base_docs)
+    registration = {
+        (
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            "vectorschema.dev",
+            "get",
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            "vectorschema.dev",
+            "update",
+        ),
+    }
+    base_rules = rules(base_docs)
+    assert registration <= set(base_rules)
+    assert rules(render()) == [r for r in base_rules if r not in registration]
+
+
+# --------------------------------------------------------------------------------------
+# the admission webhook
+# --------------------------------------------------------------------------------------
+
+
+def test_webhook_certificates_are_made_at_install_time_without_cert_manager() -> None:
+    """No cert-manager API: a CA and a certificate for the Service, made by helm; the
+    configuration trusts that CA; the operator mounts the Secret and registers nothing."""
+    from cryptography import x509
+
+    docs = render()
+    secret = one(docs, "Secret", "vectorschema-webhook-cert")
+    pem = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    leaf = x509.load_pem_x509_certificate(pem["tls.crt"])
+    ca = x509.load_pem_x509_certificate(pem["ca.crt"])
+    leaf.verify_directly_issued_by(ca)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "vectorschema-webhook.vectorschema-system.svc" in sans.get_values_for_type(x509.DNSName)
+    (hook,) = one(docs, "ValidatingWebhookConfiguration")["webhooks"]
+    assert base64.b64decode(hook["clientConfig"]["caBundle"]) == pem["ca.crt"]
+    assert by_kind(docs, "Certificate") == []
+    dep = one(docs, "Deployment")
+    assert {"name": "webhook-cert", "secret": {"secretName": "vectorschema-webhook-cert"}} in (
+        dep["spec"]["template"]["spec"]["volumes"]
+    )
+
+
+def test_webhook_uses_cert_manager_when_its_api_is_there() -> None:
+    out = helm(
+        "template",
+        "vectorschema",
+        str(CHART),
+        "--namespace",
+        "vectorschema-system",
+        "--api-versions",
+        "cert-manager.io/v1",
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert by_kind(docs, "Secret") == []
+    cert = one(docs, "Certificate")
+    assert cert["spec"]["issuerRef"] == {
+        "name": "vectorschema-webhook-selfsigned",
+        "kind": "Issuer",
+    }
+    one(docs, "Issuer", "vectorschema-webhook-selfsigned")
+    vwc = one(docs, "ValidatingWebhookConfiguration")
+    assert vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        "vectorschema-system/vectorschema-webhook"
+    )
+
+
+def test_the_charts_webhook_is_the_one_the_operator_registers() -> None:
+    """Same rules, failure policy, side effects, timeout and path as the configuration the
+    operator registers itself outside a cluster (k8s.admission.webhook_configuration)."""
+    from vectorschema.k8s.admission import client_config, webhook_configuration
+    from vectorschema.k8s.settings import WebhookSettings
+
+    ws = WebhookSettings.from_env(
+        {
+            "VECTORSCHEMA_WEBHOOK_PORT": "9443",
+            "VECTORSCHEMA_WEBHOOK_SERVICE": "vectorschema-system/vectorschema-webhook",
+        }
+    )
+    (ours,) = webhook_configuration("x", client_config(ws, b"ca"), 5)["webhooks"]
+    (chart,) = one(render(), "ValidatingWebhookConfiguration")["webhooks"]
+    for key in (
+        "name",
+        "rules",
+        "failurePolicy",
+        "sideEffects",
+        "timeoutSeconds",
+        "matchPolicy",
+        "admissionReviewVersions",
+    ):
+        assert chart[key] == ours[key], key
+    ours_service = dict(ours["clientConfig"]["service"])
+    assert chart["clientConfig"]["service"] == ours_service
+
+
+def test_no_webhook_when_disabled() -> None:
+    docs = render({"webhook": {"enabled": False}})
+    assert by_kind(docs, "ValidatingWebhookConfiguration") == []
+    assert [d["metadata"]["name"] for d in by_kind(docs, "Service")] == ["vectorschema-metrics"]
+    dep = one(docs, "Deployment")
+    assert not [k for k in env(dep) if k.startswith("VECTORSCHEMA_WEBHOOK")]
+    assert [p["name"] for p in container(dep)["ports"]] == ["health", "metrics"]

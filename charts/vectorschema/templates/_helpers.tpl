@@ -51,3 +51,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- toJson (dict "items" $shards) -}}
 {{- end -}}
+
+{{/* Where the webhook's certificate comes from: cert-manager or helm. */}}
+{{- define "vectorschema.webhookCertificates" -}}
+{{- $mode := .Values.webhook.certificates -}}
+{{- if not (has $mode (list "auto" "cert-manager" "helm")) -}}
+{{- fail "webhook.certificates must be auto, cert-manager or helm" -}}
+{{- end -}}
+{{- if eq $mode "auto" -}}
+{{- if .Capabilities.APIVersions.Has "cert-manager.io/v1" -}}cert-manager{{- else -}}helm{{- end -}}
+{{- else -}}
+{{- $mode -}}
+{{- end -}}
+{{- end -}}

@@ -123,9 +123,12 @@ def write_cert(cert_dir: Path, ca: bytes, cert: bytes, key: bytes) -> ServingCer
 
 
 def serving_cert(cert_dir: Path, hosts: Sequence[str]) -> ServingCert:
-    """The certificate in `cert_dir` if all three files are there (mounted), else a new
-    one for `hosts` written there."""
+    """The certificate in `cert_dir` if there is one (mounted; `ca.crt` may be missing
+    when the configuration's caBundle comes from elsewhere), else a new one for `hosts`
+    written there."""
     files = ServingCert(cert_dir / CERT_FILE, cert_dir / KEY_FILE, cert_dir / CA_FILE, False)
-    if all(f.is_file() for f in (files.certfile, files.keyfile, files.cafile)):
+    if files.certfile.is_file() and files.keyfile.is_file():
+        if not files.cafile.is_file():
+            return ServingCert(files.certfile, files.keyfile, files.certfile, False)
         return files
     return write_cert(cert_dir, *make_serving_cert(hosts))

@@ -157,20 +157,20 @@ def read_secret_key(namespace: str, name: str, key: str) -> str:
 
 
 def apply_validating_webhook(body: dict[str, Any]) -> None:
-    """Create the ValidatingWebhookConfiguration, or replace the one of that name."""
+    """Replace the ValidatingWebhookConfiguration of that name, or create it if there is
+    none (read first: in a cluster the operator may update its own configuration but
+    not create one)."""
     api: Any = kubernetes.client.AdmissionregistrationV1Api()  # takes dict bodies too
     name = body["metadata"]["name"]
     try:
-        api.create_validating_webhook_configuration(body)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
         current = api.read_validating_webhook_configuration(name)
-        body = {
-            **body,
-            "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version},
-        }
-        api.replace_validating_webhook_configuration(name, body)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        api.create_validating_webhook_configuration(body)
+        return
+    meta = {**body["metadata"], "resourceVersion": current.metadata.resource_version}
+    api.replace_validating_webhook_configuration(name, {**body, "metadata": meta})
 
 
 def read_or_create_secret(
