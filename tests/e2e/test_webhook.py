@@ -234,6 +234,7 @@ def test_adopting_an_existing_collection_is_refused_until_spec_adopt(
         refused.stderr
     )
     assert k8s.run("get", "vns", NAME, "-n", KUBE_NS, check=False).returncode == 1
+    print(f"\n$ kubectl apply -f catalog.yaml\n{refused.stderr}")
 
     adopted = k8s.apply(namespace(plugins=["text"], adopt=True))
     assert adopted.returncode == 0, adopted.stderr
