@@ -635,7 +635,7 @@ def test_run_once_on_the_reachable_cluster_of_the_kubeconfig(
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_run_starts_its_own_control_plane_and_stops_everything_on_a_signal(
-    tmp_path: Path, signum: signal.Signals
+    tmp_path: Path, signum: signal.Signals, wait_for: WaitFor
 ) -> None:
     state = tmp_path / "state"
     env = clean_env(
@@ -670,6 +670,26 @@ def test_run_starts_its_own_control_plane_and_stops_everything_on_a_signal(
         pid = operator_pid(out)
         assert alive(pid)
         assert len(processes_mentioning(str(state / "run-cluster"))) == 3
+        # On its own control plane it serves the admission webhook: a server-side dry run of
+        # the sample without one of its plugins prints the plan.
+        assert "webhook: served on 127.0.0.1:" in out, out
+        sample = yaml.safe_load((REPO / "manifests" / "samples" / "20-namespace.yaml").read_text())
+        sample["spec"]["plugins"] = sample["spec"]["plugins"][:2]
+        sample["spec"]["collections"] = [{"id": "col_reviews", "plugins": ["multilingual-e5"]}]
+
+        def planned() -> str | None:  # the webhook server starts just after the operator
+            dry = run_kubectl(
+                state / "run-cluster" / "admin.kubeconfig",
+                "apply",
+                "--dry-run=server",
+                "-f",
+                "-",
+                input=yaml.safe_dump(sample),
+            )
+            return dry.stderr if "Warning: vectorschema: plan " in dry.stderr else None
+
+        warned = wait_for(planned, 30, "the plan from the webhook of `make run`", 0.5)
+        assert "is destructive: removes vector" in warned, warned
         time.sleep(1)  # it keeps running
         assert proc.poll() is None
 
