@@ -331,6 +331,23 @@ def test_an_unreachable_qdrant_gets_an_answer_without_the_plan() -> None:
     ]
 
 
+def test_a_failure_of_the_webhook_never_refuses_the_request() -> None:
+    """kopf answers `allowed: false` when a handler raises, which failurePolicy Ignore
+    does not cover: review() turns every error into a warning."""
+
+    def unreadable() -> Mapping[str, PluginSpec]:
+        raise RuntimeError("the API server said 503")
+
+    answer = asyncio.run(
+        admission.review(
+            body({"plugins": ["text"]}), None, unreadable, no_connection, plan_seconds=5
+        )
+    )
+    assert answer == admission.Answer(
+        None, [unknown_plan_warning("the webhook failed: the API server said 503")]
+    )
+
+
 def test_an_invalid_spec_is_refused_naming_the_field() -> None:
     doc = body({"plugins": ["text"]})
     doc["spec"]["plugins"].append({"name": "text"})  # the same name twice

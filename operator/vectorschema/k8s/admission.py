@@ -143,6 +143,10 @@ async def review(
     except TimeoutError:
         why = f"Qdrant (or the API server) did not answer within {plan_seconds:g} s"
         return Answer(None, [unknown_plan_warning(why)])
+    except Exception as exc:  # an error here must not refuse the request (kopf would)
+        log.exception("admission review of %s failed", resource.owner_id)
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        return Answer(None, [unknown_plan_warning(f"the webhook failed: {detail}")])
 
 
 # --- the configuration the API server calls -------------------------------------------------
