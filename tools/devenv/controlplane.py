@@ -50,6 +50,14 @@ SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "vectorschema-admin"
 ADMIN_GROUPS = ("system:masters",)
+#: Audit policy of ``audit_log=True``: every request once, when its response completes.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted, Panic]
+rules:
+  - level: Metadata
+"""
 
 
 class ControlPlane:
@@ -65,6 +73,10 @@ class ControlPlane:
 
     ``port`` fixes the kube-apiserver port (default: a free one); etcd always gets free
     ports. Everything listens on 127.0.0.1 only.
+
+    ``audit_log=True`` makes the kube-apiserver write an audit log (JSON lines, level
+    Metadata, one line per completed request, every user) to :attr:`audit_log_file`, for
+    counting requests by user (off by default).
     """
 
     def __init__(
@@ -74,8 +86,10 @@ class ControlPlane:
         *,
         port: int | None = None,
         detached: bool = False,
+        audit_log: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
+        self.audit_log = audit_log
         self._bin_dir = Path(bin_dir).resolve() if bin_dir is not None else None
         self._requested_port = port
         self.detached = detached
@@ -125,6 +139,11 @@ class ControlPlane:
         if self._etcd_url is None:
             raise ControlPlaneError("the control plane has not been started")
         return self._etcd_url
+
+    @property
+    def audit_log_file(self) -> Path:
+        """The audit log (with ``audit_log=True``): one JSON event per line."""
+        return self.logs_dir / "audit.log"
 
     def log_file(self, component: str) -> Path:
         """Log file of ``etcd``, ``kube-apiserver`` or ``kube-controller-manager``."""
@@ -308,6 +327,7 @@ class ControlPlane:
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--profiling=false",
+                *self._audit_flags(),
             ],
             ports={api_port: "kube-apiserver secure port"},
         )
@@ -336,6 +356,20 @@ class ControlPlane:
             deadline,
             timeout,
         )
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit_log:
+            return []
+        policy = self.state_dir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        self.audit_log_file.unlink(missing_ok=True)
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log_file}",
+            "--audit-log-format=json",
+            "--audit-log-maxbackup=0",
+            "--audit-log-maxsize=0",
+        ]
 
     def _write_pki(self) -> None:
         pki = self.pki_dir

@@ -10,6 +10,9 @@ changes, and on a jittered interval to catch drift in Qdrant:
 - a Plugin it lists changed (a kopf index maps plugin names to Namespaces),
 - the Secret holding its Qdrant API key changed (an index maps Secrets to Namespaces),
 - the resync interval passed (`VECTORSCHEMA_RESYNC_SECONDS`, default 60, +-10% jitter).
+Sharded (`VECTORSCHEMA_SHARD_INDEX`/`_COUNT`), the Namespace handlers see only this
+shard's objects (filters delegating to `core.sharding`), the finalizer is the shard's, and
+nothing acts while another shard layout holds the layout lease (`k8s.sharding.Gate`).
 One loop per resource means reconciles of one resource never overlap. Status changes
 written by the loop do not wake it (only generation and annotations do), and a status is
 written only when it differs, so a resync of an unchanged world writes nothing. The
@@ -28,11 +31,12 @@ from typing import Any
 
 import kopf
 
-from vectorschema.api import GROUP, NAMESPACE_PLURAL, PLUGIN_PLURAL, VERSION
+from vectorschema.api import GROUP, NAMESPACE_PLURAL, PLUGIN_PLURAL, VERSION, NamespaceStatus
 from vectorschema.controller.passes import run_pass, valid_plugins
 from vectorschema.controller.plugin_status import plugin_status_patch
 from vectorschema.controller.results import Event, Result
-from vectorschema.k8s import admission, kube, wakeups
+from vectorschema.core import sharding as shards
+from vectorschema.k8s import admission, kube, sharding, wakeups
 from vectorschema.k8s import settings as config
 from vectorschema.k8s.connection import connector_for
 from vectorschema.k8s.release import release as release_collection
@@ -58,6 +62,39 @@ def configure(
             f"admission webhook on {where}"
             + (f", registered as ValidatingWebhookConfiguration {name}" if name else "")
         )
+    shard = sharding.config_from_env()
+    settings.persistence.finalizer = shards.finalizer_for(shard.index)
+    lease = shards.LayoutLease(shard.layout, sharding.lease_seconds()) if shard.leased else None
+    memo.gate = sharding.Gate(shard, lease)
+
+
+@kopf.on.startup()
+async def start_shard_lease(memo: kopf.Memo, **_: Any) -> None:
+    """A sharded operator keeps its layout's lease in a background task."""
+    gate: sharding.Gate = memo.gate
+    if gate.lease is not None:
+        memo.lease_task = asyncio.create_task(
+            sharding.run_lease(gate, sharding.lease_namespace(), sharding.lease_name())
+        )
+
+
+@kopf.on.cleanup()
+async def stop_shard_lease(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = getattr(memo, "lease_task", None)
+    if task is not None:
+        task.cancel()
+
+
+def _owned(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> bool:
+    """The Namespace resources this shard reconciles (all of them when unsharded)."""
+    gate: sharding.Gate = memo.gate
+    return shards.owns(gate.config, meta.get("uid"))
+
+
+def _released_here(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> bool:
+    """The Namespace resources whose deletion this shard handles (see core.sharding)."""
+    gate: sharding.Gate = memo.gate
+    return shards.handles_deletion(gate.config, meta.get("uid"), meta.get("finalizers", []))
 
 
 @kopf.index(GROUP, VERSION, PLUGIN_PLURAL)
@@ -96,20 +133,20 @@ async def plan_at_admission(
         raise kopf.AdmissionError(answer.refusal, code=422)
 
 
-@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL)  # type: ignore[arg-type]
+@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
 def namespaces_by_plugin(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[str, Key]:
     """Plugin name -> the Namespace resources that list it (to wake them on change)."""
     return {p["name"]: (namespace, name) for p in spec.get("plugins", []) if "name" in p}
 
 
-@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL)  # type: ignore[arg-type]
+@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
 def namespaces_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Key, Key]:
     """(namespace, Secret name) -> the Namespace resources whose API key it holds."""
     ref = (spec.get("qdrant") or {}).get("apiKeySecretRef") or {}
     return {(namespace, ref["name"]): (namespace, name)} if "name" in ref else {}
 
 
-@kopf.on.event(GROUP, VERSION, NAMESPACE_PLURAL)  # type: ignore[arg-type]
+@kopf.on.event(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
 def namespace_event(
     event: kopf.RawEvent, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -129,7 +166,8 @@ async def plugin_event(
     """A Plugin changed: keep its status and wake every Namespace that lists it."""
     for key in namespaces_by_plugin.get(name, []):
         memo.wakeups.wake(key, "plugin")
-    if event.get("type") != "DELETED":
+    gate: sharding.Gate = memo.gate
+    if event.get("type") != "DELETED" and gate.config.index == 0 and gate.active():
         patch = plugin_status_patch(dict(body), datetime.now(UTC))
         if patch is not None:
             await asyncio.to_thread(kube.patch_plugin_status, name, patch)
@@ -155,7 +193,12 @@ def secret_event(
 
 
 @kopf.daemon(  # type: ignore[arg-type]
-    GROUP, VERSION, NAMESPACE_PLURAL, cancellation_backoff=2.0, cancellation_timeout=30.0
+    GROUP,
+    VERSION,
+    NAMESPACE_PLURAL,
+    cancellation_backoff=2.0,
+    cancellation_timeout=30.0,
+    when=_owned,
 )
 async def control_loop(
     namespace: str,
@@ -168,7 +211,12 @@ async def control_loop(
 ) -> None:
     """Reconcile this Namespace now, on every wake-up, and on the resync interval."""
 
+    gate: sharding.Gate = memo.gate
+
     async def one_pass() -> Result | None:
+        while not await gate.wait_active(1.0):  # another shard layout still acts
+            if stopped:
+                return Result(status=NamespaceStatus(), retry_after=1.0)
         plugins = valid_plugins(plugin_specs)
         store = kube.Namespaces()
         return await asyncio.to_thread(run_pass, store, namespace, name, plugins, connector_for)
@@ -187,9 +235,12 @@ async def control_loop(
     )
 
 
-@kopf.on.delete(GROUP, VERSION, NAMESPACE_PLURAL)
-async def release(body: kopf.Body, retry: int, **_: Any) -> None:
+@kopf.on.delete(GROUP, VERSION, NAMESPACE_PLURAL, when=_released_here)
+async def release(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
     """Apply the deletion policy; never hold the resource forever."""
+    gate: sharding.Gate = memo.gate
+    while not await gate.wait_active(5.0):  # another shard layout still acts: not a retry
+        pass
     event = await asyncio.to_thread(
         release_collection,
         dict(body),
