@@ -43,7 +43,7 @@ lint: install lint-manifests ## ruff, mypy --strict, import-linter, gofmt, helm 
 	$(BIN)/ruff format --check operator tests tools bench
 	$(BIN)/mypy --strict
 	$(BIN)/mypy --strict tools/devenv tools/controlplane/gen_gomod.py tools/run.py tools/crdcopies.py
-	$(BIN)/mypy --strict bench/run.py
+	$(BIN)/mypy --strict bench/run.py bench/cluster.py bench/bench_hooks.py bench/baseline_responder.py
 	$(BIN)/lint-imports
 	@test -z "$$(gofmt -l tools/kstatus tools/argocdhealth tools/helm)" || { gofmt -l tools/kstatus tools/argocdhealth tools/helm; echo 'gofmt: files above need formatting'; exit 1; }
 
@@ -62,8 +62,9 @@ test: install controlplane lint test-unit test-e2e ## Everything CI runs: set-up
 run: install controlplane ## The main job: control plane (if no cluster), CRDs, samples, operator; Ctrl-C stops
 	$(BIN)/python tools/run.py
 
-bench: install ## Benchmarks (ratios against a baseline measured in the same run)
+bench: install controlplane ## Benchmarks: bench/run.py (ratios), then the operator on the local control plane (bench-results.json)
 	$(BIN)/python bench/run.py
+	PYTHONPATH=tools $(BIN)/python bench/cluster.py
 
 clean: ## Remove the virtualenv, local state and the embedded Qdrant data
 	rm -rf $(VENV) .state .data

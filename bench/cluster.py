@@ -1,0 +1,505 @@
+"""Operator-level benchmarks: the operator as users run it, on the local control plane.
+
+A private control plane (etcd + kube-apiserver + controller-manager from
+~/.cache/vectorschema, audit log on) and the operator as a child process (`kopf run -m
+vectorschema.k8s.handlers --all-namespaces --standalone`) with the embedded Qdrant on
+disk. The operator authenticates as its own user (`vectorschema-operator`), so every API
+request it makes is counted at the API server, in the audit log. Its Qdrant calls and
+reconcile passes are counted inside it by `bench_hooks` (loaded with `-m bench_hooks`).
+
+Phases, in order (figures in `bench-results.json` at the repository root):
+
+1. latency: the floor first, a minimal watch-then-PATCH-/status loop in plain aiohttp
+   (`baseline_responder.py`, a child process too) answering `--changes` spec changes; then
+   the operator answering as many. Each change is a merge-patch of `spec.confirm` on one
+   Namespace resource; its latency runs from just before the PATCH is sent to the arrival,
+   on a watch, of the object with `status.observedGeneration` >= the new generation and
+   Ready=True. Keys: `baseline_p50_s`, `latency_p50_s`/`_p95_s`/`_p99_s`,
+   `latency_p50_ratio`.
+2. scale: `--namespaces` Namespace resources of 3 Plugins each, created at once (16 POSTs in
+   flight), until all are Ready on a cluster-wide watch. Keys: `scale_1000_ready_s`,
+   `scale_create_s`, `scale_rss_mb` (the operator's peak RSS, VmHWM), `scale_api_requests`
+   (audit events of the operator's user between the first create and all Ready; watches
+   count when they end).
+3. restart: the operator stopped (SIGTERM) and started again with a short resync
+   (`--resync`, default 20 s). Keys: `restart_resume_s` (until every resource had a
+   completed pass), `restart_writes` (API writes and Qdrant writes in that time).
+4. idle: `--idle` seconds (default 120) with nothing changing. Keys: `idle_status_writes`,
+   `idle_qdrant_writes`, `idle_qdrant_reads_per_ns_per_interval`,
+   `idle_api_requests_per_ns_per_interval` (an interval is one resync period).
+5. in place versus the seed's recreate (no cluster: `run.bench_add_vector` on a local store
+   on disk): `--points` points (20,000) with two 384-dim vectors. Keys: `inplace_s`,
+   `recreate_reingest_s`, `inplace_points_kept_ratio`.
+
+Usage: `make bench`, or `.venv/bin/python bench/cluster.py [--namespaces N] [--changes C]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from qdrant_client import QdrantClient
+
+import run as unit_bench
+from devenv import ControlPlane, build_binaries, free_port
+from devenv.operatorproc import AuditEvent, OperatorProcess, count_requests, read_audit
+from vectorschema.api import PluginSpec, VectorSpec
+from vectorschema.qdrant.client import ClientGateway
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+KUBECTL = Path(sys.executable).parent / "kubectl"
+API = "/apis/vectorschema.dev/v1alpha1"
+OPERATOR_USER = "vectorschema-operator"
+PLUGINS = ("bench-text", "bench-image", "bench-audio")
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def pct(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def settled(obj: dict[str, Any], generation: int | None = None) -> bool:
+    status = obj.get("status") or {}
+    gen = obj["metadata"]["generation"] if generation is None else generation
+    observed = status.get("observedGeneration")
+    return (
+        observed is not None
+        and observed >= gen
+        and any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions", [])
+        )
+    )
+
+
+class Api:
+    """Plain aiohttp against the API server, as the admin."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        ctx = ssl.create_default_context(cafile=str(plane.ca_file))
+        ctx.load_cert_chain(str(plane.pki_dir / "admin.crt"), str(plane.pki_dir / "admin.key"))
+        self.server = plane.server
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ctx, limit=32),
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+        )
+
+    async def request(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        data = json.dumps(body) if body is not None else None
+        headers = kw.pop("headers", {"Content-Type": "application/json"})
+        async with self.session.request(
+            method, self.server + path, data=data, headers=headers, **kw
+        ) as resp:
+            payload = await resp.json()
+            if resp.status >= 300:
+                raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {payload}")
+            return payload
+
+    async def watch(
+        self, path: str, version: str, on_event: Callable[[str, dict[str, Any], float], None]
+    ) -> None:
+        """Watch `path` from `version` (re-watching when the server ends it) until cancelled."""
+        while True:
+            params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "1"}
+            async with self.session.get(self.server + path, params=params) as resp:
+                async for line in resp.content:
+                    arrived = time.perf_counter()
+                    event = json.loads(line)
+                    obj = event["object"]
+                    version = obj["metadata"].get("resourceVersion", version)
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        on_event(event["type"], obj, arrived)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def namespace_doc(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "vectorschema.dev/v1alpha1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"plugins": [{"name": p} for p in PLUGINS]},
+    }
+
+
+async def setup(api: Api, plane: ControlPlane, tenants: Sequence[str]) -> None:
+    subprocess.run(
+        [str(KUBECTL), f"--kubeconfig={plane.kubeconfig}", "apply", "-f", str(REPO / "crds")],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            str(KUBECTL),
+            f"--kubeconfig={plane.kubeconfig}",
+            "wait",
+            "--for=condition=Established",
+            "crd/namespaces.vectorschema.dev",
+            "crd/plugins.vectorschema.dev",
+            "--timeout=60s",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    for i, plugin in enumerate(PLUGINS):
+        await api.request(
+            "POST",
+            f"{API}/plugins",
+            {
+                "apiVersion": "vectorschema.dev/v1alpha1",
+                "kind": "Plugin",
+                "metadata": {"name": plugin},
+                "spec": {"vectors": [{"name": f"v{i}", "size": 32, "distance": "Cosine"}]},
+            },
+        )
+    for tenant in tenants:
+        await api.request(
+            "POST", "/api/v1/namespaces", {"metadata": {"name": tenant}, "apiVersion": "v1"}
+        )
+
+
+# --- 1. reaction latency --------------------------------------------------------------
+
+
+async def measure_latency(api: Api, namespace: str, name: str, changes: int) -> list[float]:
+    """`changes` spec changes of one object, one at a time; seconds until each is observed."""
+    path = f"{API}/namespaces/{namespace}/namespaces"
+    created = await api.request("POST", path, namespace_doc(namespace, name))
+    queue: asyncio.Queue[tuple[dict[str, Any], float]] = asyncio.Queue()
+    watch = asyncio.create_task(
+        api.watch(
+            f"{path}?fieldSelector=metadata.name%3D{name}",
+            created["metadata"]["resourceVersion"],
+            lambda _t, obj, at: queue.put_nowait((obj, at)),
+        )
+    )
+
+    async def until_settled(generation: int) -> float:
+        while True:
+            obj, arrived = await asyncio.wait_for(queue.get(), timeout=60)
+            if settled(obj, generation):
+                return arrived
+
+    try:
+        await until_settled(created["metadata"]["generation"])
+        samples = []
+        for i in range(changes):
+            await asyncio.sleep(0.05)
+            t0 = time.perf_counter()
+            body = await api.request(
+                "PATCH", f"{path}/{name}", {"spec": {"confirm": i % 2 == 0}}, headers=MERGE
+            )
+            arrived = await until_settled(body["metadata"]["generation"])
+            samples.append(arrived - t0)
+        return samples
+    finally:
+        watch.cancel()
+
+
+# --- the operator ---------------------------------------------------------------------
+
+
+class Operator:
+    def __init__(self, plane: ControlPlane, workdir: Path) -> None:
+        self.kubeconfig = plane.user_kubeconfig(OPERATOR_USER, ["system:masters"])
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: OperatorProcess | None = None
+        self.started_at = 0.0
+
+    def start(self, resync: float) -> None:
+        self.proc = OperatorProcess(
+            self.workdir / "operator.log",
+            env={
+                "KUBECONFIG": str(self.kubeconfig),
+                "QDRANT_PATH": str(self.workdir / "qdrant"),
+                "VECTORSCHEMA_RESYNC_SECONDS": str(resync),
+                "BENCH_HOOKS_PORT": str(self.port),
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(HERE), os.environ.get("PYTHONPATH")])
+                ),
+            },
+            args=("--all-namespaces", "--standalone", "-m", "bench_hooks"),
+        )
+        self.started_at = time.perf_counter()
+        self.proc.start()
+
+    async def counts(self, session: aiohttp.ClientSession) -> dict[str, Any]:
+        async with session.get(f"http://127.0.0.1:{self.port}/counts") as resp:
+            data: dict[str, Any] = await resp.json()
+            return data
+
+    async def wait_serving(self, session: aiohttp.ClientSession, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc is not None and self.proc.running(), self.tail()
+            try:
+                await self.counts(session)
+                return
+            except aiohttp.ClientError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    def tail(self) -> str:
+        return self.proc.log_tail() if self.proc else ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+# --- the whole run --------------------------------------------------------------------
+
+
+def operator_events(plane: ControlPlane, start: float, end: float) -> list[AuditEvent]:
+    events, _ = read_audit(plane.audit_log_file)
+    return [e for e in events if e.user == OPERATOR_USER and start <= e.time <= end]
+
+
+async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    tenants = [f"scale-{i:02d}" for i in range(args.tenants)]
+    api = Api(plane)
+    local = aiohttp.ClientSession()
+    operator = Operator(plane, workdir)
+    baseline: subprocess.Popen[bytes] | None = None
+    try:
+        await setup(api, plane, ["bench-baseline", "bench-latency", *tenants])
+
+        log(f"1. latency: the aiohttp floor, {args.changes} spec changes")
+        baseline = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "baseline_responder.py"),
+                plane.server,
+                str(plane.ca_file),
+                str(plane.pki_dir / "admin.crt"),
+                str(plane.pki_dir / "admin.key"),
+                "bench-baseline",
+            ]
+        )
+        floor = await measure_latency(api, "bench-baseline", "floor", args.changes)
+        baseline.terminate()
+        baseline.wait()
+        baseline = None
+        # The operator must not see the floor's object (it would take it over).
+        await api.request("DELETE", f"{API}/namespaces/bench-baseline/namespaces/floor")
+
+        log(f"   the operator, {args.changes} spec changes")
+        operator.start(resync=60)
+        await operator.wait_serving(local)
+        ours = await measure_latency(api, "bench-latency", "latency", args.changes)
+        out.update(
+            baseline_p50_s=statistics.median(floor),
+            baseline_p99_s=pct(floor, 0.99),
+            latency_p50_s=statistics.median(ours),
+            latency_p95_s=pct(ours, 0.95),
+            latency_p99_s=pct(ours, 0.99),
+            latency_changes=len(ours),
+        )
+        out["latency_p50_ratio"] = out["latency_p50_s"] / out["baseline_p50_s"]
+        log(
+            f"   p50 {out['latency_p50_s'] * 1e3:.0f} ms (floor {out['baseline_p50_s'] * 1e3:.0f}"
+            f" ms, ratio {out['latency_p50_ratio']:.2f}), p99 {out['latency_p99_s'] * 1e3:.0f} ms"
+        )
+
+        n = args.namespaces
+        log(f"2. scale: {n} Namespaces of {len(PLUGINS)} Plugins each, at once")
+        ready: set[str] = set()
+        all_ready = asyncio.Event()
+
+        def on_scale_event(_t: str, obj: dict[str, Any], _at: float) -> None:
+            if obj["metadata"]["namespace"] in tenants and settled(obj):
+                ready.add(obj["metadata"]["uid"])
+                if len(ready) >= n:
+                    all_ready.set()
+
+        listing = await api.request("GET", f"{API}/namespaces")
+        watch = asyncio.create_task(
+            api.watch(f"{API}/namespaces", listing["metadata"]["resourceVersion"], on_scale_event)
+        )
+        sem = asyncio.Semaphore(16)
+
+        async def create(i: int) -> None:
+            tenant = tenants[i % len(tenants)]
+            async with sem:
+                await api.request(
+                    "POST",
+                    f"{API}/namespaces/{tenant}/namespaces",
+                    namespace_doc(tenant, f"ns-{i:04d}"),
+                )
+
+        wall0, t0 = time.time(), time.perf_counter()
+        await asyncio.gather(*(create(i) for i in range(n)))
+        out["scale_create_s"] = time.perf_counter() - t0
+        try:
+            await asyncio.wait_for(all_ready.wait(), timeout=args.scale_timeout)
+        except TimeoutError:
+            raise SystemExit(f"bench: only {len(ready)}/{n} Ready\n{operator.tail()}") from None
+        out["scale_1000_ready_s"] = time.perf_counter() - t0
+        wall1 = time.time()
+        watch.cancel()
+        assert operator.proc is not None
+        out["scale_rss_mb"] = operator.proc.peak_rss_mb()
+        await asyncio.sleep(2)  # let the audit log catch up
+        scale_events = operator_events(plane, wall0, wall1)
+        out["scale_api_requests"] = len(scale_events)
+        out["scale_api_requests_by_kind"] = dict(count_requests(scale_events).most_common())
+        log(
+            f"   all Ready after {out['scale_1000_ready_s']:.1f} s (creates took "
+            f"{out['scale_create_s']:.1f} s), peak RSS {out['scale_rss_mb']:.0f} MB, "
+            f"{out['scale_api_requests']} API requests"
+        )
+
+        total = n + 1  # and the latency object
+        log(f"3. restart with resync {args.resync:.0f} s")
+        operator.stop()
+        await asyncio.sleep(1)
+        wall0 = time.time()
+        operator.start(resync=args.resync)
+        await operator.wait_serving(local)
+        while (await operator.counts(local))["resources_passed"] < total:
+            await asyncio.sleep(0.2)
+            if time.perf_counter() - operator.started_at > args.scale_timeout:
+                raise SystemExit(f"bench: restart did not resume\n{operator.tail()}")
+        out["restart_resume_s"] = time.perf_counter() - operator.started_at
+        wall1 = time.time()
+        counts = await operator.counts(local)
+        await asyncio.sleep(2)
+        restart_writes = [e for e in operator_events(plane, wall0, wall1) if e.verb in WRITE_VERBS]
+        out["restart_api_writes"] = len(restart_writes)
+        out["restart_qdrant_writes"] = counts["qdrant_writes"]
+        out["restart_writes"] = len(restart_writes) + counts["qdrant_writes"]
+        out["restart_writes_by_kind"] = dict(count_requests(restart_writes))
+        log(
+            f"   all re-observed after {out['restart_resume_s']:.1f} s, "
+            f"{out['restart_writes']} writes"
+        )
+
+        log(f"4. idle for {args.idle:.0f} s (resync {args.resync:.0f} s)")
+        before = await operator.counts(local)
+        wall0 = time.time()
+        await asyncio.sleep(args.idle)
+        wall1 = time.time()
+        after = await operator.counts(local)
+        await asyncio.sleep(2)
+        idle = operator_events(plane, wall0, wall1)
+        intervals = args.idle / args.resync
+        out["idle_seconds"] = args.idle
+        out["idle_resync_s"] = args.resync
+        out["idle_status_writes"] = sum(
+            1 for e in idle if e.verb in WRITE_VERBS and e.subresource == "status"
+        )
+        out["idle_api_writes"] = sum(1 for e in idle if e.verb in WRITE_VERBS)
+        out["idle_qdrant_writes"] = after["qdrant_writes"] - before["qdrant_writes"]
+        out["idle_passes_per_ns_per_interval"] = (after["passes"] - before["passes"]) / (
+            total * intervals
+        )
+        out["idle_qdrant_reads_per_ns_per_interval"] = (
+            after["qdrant_reads"] - before["qdrant_reads"]
+        ) / (total * intervals)
+        out["idle_api_requests_per_ns_per_interval"] = len(idle) / (total * intervals)
+        out["idle_api_requests_by_kind"] = dict(count_requests(idle).most_common())
+        log(
+            f"   {out['idle_status_writes']} status writes, {out['idle_qdrant_writes']} "
+            f"Qdrant writes, {out['idle_qdrant_reads_per_ns_per_interval']:.2f} Qdrant reads "
+            f"and {out['idle_api_requests_per_ns_per_interval']:.2f} API requests per "
+            "Namespace per interval"
+        )
+        assert operator.proc is not None
+        out["operator_rss_mb_end"] = operator.proc.rss_mb()
+        out["operator_peak_rss_mb_end"] = operator.proc.peak_rss_mb()
+    finally:
+        if baseline is not None:
+            baseline.kill()
+            baseline.wait()
+        operator.stop()
+        await local.close()
+        await api.close()
+    return out
+
+
+def bench_inplace(points: int, workdir: Path) -> dict[str, Any]:
+    """In place versus the seed's recreate + re-ingest: `run.bench_add_vector` with two
+    384-dim vectors (the collection has one; the change adds the second)."""
+    base = VectorSpec(name="text_384", size=384, distance="Cosine")
+    added = VectorSpec(name="image_384", size=384, distance="Cosine")
+    unit_bench.TEXT, unit_bench.IMAGE = base, added
+    unit_bench.PLUGINS = {"text": PluginSpec(vectors=[base]), "image": PluginSpec(vectors=[added])}
+    path = str(workdir / "inplace")
+    client = QdrantClient(path=path)
+    gateway = ClientGateway(client, location=path, local=True)
+    try:
+        a = unit_bench.bench_add_vector(gateway, client, points, 1, log)
+    finally:
+        gateway.close()
+    return {
+        "inplace_points": points,
+        "inplace_s": a["in_place_s"],
+        "recreate_reingest_s": a["recreate_plus_reingest_s"],
+        "inplace_points_kept_ratio": a["points_kept_in_place"] / points,
+        "recreate_points_kept_ratio": a["points_kept_recreate"] / points,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--namespaces", type=int, default=1000, help="Namespaces in the scale phase")
+    p.add_argument("--tenants", type=int, default=10, help="Kubernetes namespaces they go in")
+    p.add_argument("--changes", type=int, default=120, help="spec changes for latency")
+    p.add_argument("--resync", type=float, default=20.0, help="resync seconds (restart, idle)")
+    p.add_argument("--idle", type=float, default=120.0, help="idle seconds")
+    p.add_argument("--points", type=int, default=20000, help="points (in place vs recreate)")
+    p.add_argument("--scale-timeout", type=float, default=900.0)
+    p.add_argument("--out", type=Path, default=REPO / "bench-results.json")
+    args = p.parse_args(argv)
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {"environment": unit_bench.environment()}
+    results["environment"]["qdrant"] = "embedded (qdrant-client local mode, on disk)"
+    with tempfile.TemporaryDirectory(prefix="vectorschema-cluster-bench-") as tmp:
+        workdir = Path(tmp)
+        plane = ControlPlane(workdir / "plane", build_binaries(), audit_log=True)
+        log("starting the control plane (audit log on)")
+        plane.start(timeout=120)
+        try:
+            results.update(asyncio.run(bench(args, plane, workdir)))
+        finally:
+            plane.stop()
+        log(f"5. in place versus recreate, {args.points:,} points, two 384-dim vectors")
+        results.update(bench_inplace(args.points, workdir))
+    results["runtime_s"] = time.perf_counter() - started
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    keys = [k for k, v in results.items() if isinstance(v, int | float)]
+    width = max(map(len, keys))
+    for k in keys:
+        v = results[k]
+        print(f"{k:<{width}}  {v:,.3f}" if isinstance(v, float) else f"{k:<{width}}  {v:,}")
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
