@@ -31,6 +31,10 @@ Phases, in order (figures in `bench-results.json` at the repository root):
    on disk): `--points` points (20,000) with two 384-dim vectors. Keys: `inplace_s`,
    `recreate_reingest_s`, `inplace_points_kept_ratio`.
 
+With `--profile DIR`, py-spy (a pinned dev dependency) samples the operator during the
+latency and scale phases and writes collapsed stacks (`latency.txt`, `scale.txt`, one
+`frame;frame;... count` line each) and a summary of the hottest functions (`*.top.txt`).
+
 Usage: `make bench`, or `.venv/bin/python bench/cluster.py [--namespaces N] [--changes C]`.
 """
 
@@ -273,6 +277,63 @@ class Operator:
 # --- the whole run --------------------------------------------------------------------
 
 
+class Profiler:
+    """py-spy sampling one process into collapsed stacks, from `start` to `stop`."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.out: Path | None = None
+
+    def start(self, pid: int, name: str) -> None:
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.out = self.directory / f"{name}.txt"
+        spy = Path(sys.executable).parent / "py-spy"
+        self.proc = subprocess.Popen(
+            [
+                *(str(spy), "record", "--pid", str(pid), "--rate", "100", "--format", "raw"),
+                *("--nonblocking", "--threads", "-o", str(self.out)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.proc is None or self.out is None:
+            return
+        self.proc.send_signal(2)  # SIGINT: py-spy writes what it has
+        self.proc.wait(60)
+        self.proc = None
+        (self.out.with_suffix(".top.txt")).write_text(summarize(self.out))
+
+
+def summarize(collapsed: Path, top: int = 40) -> str:
+    """The functions with the most samples anywhere on the stack (inclusive), and at the
+    top of it (self), as a share of all samples."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+    lines = [f"{total} samples", "", "inclusive:"]
+    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * n / total:5.1f}%  {frame}")
+    lines += ["", "self:"]
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * n / total:5.1f}%  {frame}")
+    return "\n".join(lines) + "\n"
+
+
 def operator_events(plane: ControlPlane, start: float, end: float) -> list[AuditEvent]:
     events, _ = read_audit(plane.audit_log_file)
     return [e for e in events if e.user == OPERATOR_USER and start <= e.time <= end]
@@ -284,6 +345,7 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
     api = Api(plane)
     local = aiohttp.ClientSession()
     operator = Operator(plane, workdir)
+    profiler = Profiler(args.profile)
     baseline: subprocess.Popen[bytes] | None = None
     try:
         await setup(api, plane, ["bench-baseline", "bench-latency", *tenants])
@@ -310,7 +372,10 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
         log(f"   the operator, {args.changes} spec changes")
         operator.start(resync=60)
         await operator.wait_serving(local)
+        assert operator.proc is not None
+        profiler.start(operator.proc.pid, "latency")
         ours = await measure_latency(api, "bench-latency", "latency", args.changes)
+        profiler.stop()
         out.update(
             baseline_p50_s=statistics.median(floor),
             baseline_p99_s=pct(floor, 0.99),
@@ -351,6 +416,7 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
                     namespace_doc(tenant, f"ns-{i:04d}"),
                 )
 
+        profiler.start(operator.proc.pid, "scale")
         wall0, t0 = time.time(), time.perf_counter()
         await asyncio.gather(*(create(i) for i in range(n)))
         out["scale_create_s"] = time.perf_counter() - t0
@@ -360,6 +426,7 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
             raise SystemExit(f"bench: only {len(ready)}/{n} Ready\n{operator.tail()}") from None
         out["scale_1000_ready_s"] = time.perf_counter() - t0
         wall1 = time.time()
+        profiler.stop()
         watch.cancel()
         assert operator.proc is not None
         out["scale_rss_mb"] = operator.proc.peak_rss_mb()
@@ -432,6 +499,7 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
         out["operator_rss_mb_end"] = operator.proc.rss_mb()
         out["operator_peak_rss_mb_end"] = operator.proc.peak_rss_mb()
     finally:
+        profiler.stop()
         if baseline is not None:
             baseline.kill()
             baseline.wait()
@@ -474,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--points", type=int, default=20000, help="points (in place vs recreate)")
     p.add_argument("--scale-timeout", type=float, default=900.0)
     p.add_argument("--out", type=Path, default=REPO / "bench-results.json")
+    p.add_argument("--profile", type=Path, default=None, help="py-spy collapsed stacks here")
     args = p.parse_args(argv)
 
     started = time.perf_counter()

@@ -173,6 +173,8 @@ def test_defaults_render_the_documented_objects() -> None:
             ("Service", "vectorschema-webhook"),
             ("Secret", "vectorschema-webhook-cert"),
             ("ValidatingWebhookConfiguration", "vectorschema"),
+            ("Role", "vectorschema-shard-layout"),
+            ("RoleBinding", "vectorschema-shard-layout"),
         ]
     )
     cluster_scoped = (
@@ -234,6 +236,10 @@ def test_default_command_environment_and_peering() -> None:
         "QDRANT_URL": "http://qdrant.qdrant.svc:6333",
         "VECTORSCHEMA_SECRET_LABEL": "vectorschema.dev/qdrant-credentials=true",
         "VECTORSCHEMA_COLLECTION_NAMES": "Prefixed",
+        "VECTORSCHEMA_SHARD_INDEX": "0",
+        "VECTORSCHEMA_SHARD_COUNT": "1",
+        "VECTORSCHEMA_SHARD_LEASE_NAME": "vectorschema-shard-layout",
+        "POD_NAMESPACE": None,
         "VECTORSCHEMA_METRICS_PORT": "8080",
         "VECTORSCHEMA_WEBHOOK_PORT": "9443",
         "VECTORSCHEMA_WEBHOOK_ADDR": "0.0.0.0",
@@ -241,6 +247,9 @@ def test_default_command_environment_and_peering() -> None:
         "VECTORSCHEMA_WEBHOOK_CERT_DIR": "/etc/vectorschema/webhook",
         "VECTORSCHEMA_WEBHOOK_CONFIGURATION": "",
         "PYTHONUNBUFFERED": "1",
+    }
+    assert env(dep)["POD_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
     }
     one(docs, "ClusterKopfPeering", "vectorschema")
     peering_rules = [r for r in rules(docs) if r[1] == "clusterkopfpeerings"]
@@ -337,7 +346,9 @@ def test_every_value_reaches_the_objects() -> None:
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["tenant-a", "tenant-b"]}
     ]
     # Plain namespace names: the tenant role is bound in those namespaces only.
-    bindings = by_kind(docs, "RoleBinding")
+    bindings = [
+        b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["name"].endswith("-tenant")
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["tenant-a", "tenant-b"]
     assert {b["roleRef"]["name"] for b in bindings} == {"vs-vectorschema-tenant"}
     assert [b["metadata"]["name"] for b in by_kind(docs, "ClusterRoleBinding")] == [
@@ -356,7 +367,9 @@ def test_every_value_reaches_the_objects() -> None:
 
 def test_namespace_globs_bind_the_tenant_role_cluster_wide() -> None:
     docs = render({"watch": {"namespaces": ["tenant-*", "!tenant-test"], "labelSelector": ""}})
-    assert by_kind(docs, "RoleBinding") == []
+    assert [b["metadata"]["name"] for b in by_kind(docs, "RoleBinding")] == [
+        "vectorschema-shard-layout"
+    ]
     names = {b["metadata"]["name"] for b in by_kind(docs, "ClusterRoleBinding")}
     assert names == {"vectorschema", "vectorschema-tenant"}
     assert "--namespace='tenant-*' --namespace='!tenant-test'" in script(one(docs, "Deployment"))
@@ -562,3 +575,50 @@ def test_no_webhook_when_disabled() -> None:
     dep = one(docs, "Deployment")
     assert not [k for k in env(dep) if k.startswith("VECTORSCHEMA_WEBHOOK")]
     assert [p["name"] for p in container(dep)["ports"]] == ["health", "metrics"]
+    assert rules(render()) == rules(base_docs)
+
+
+def lease_rules(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(namespace, resourceName or *, verb) the Roles grant on coordination.k8s.io leases."""
+    found = set()
+    for role in by_kind(docs, "Role"):
+        for rule in role["rules"]:
+            if rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"]:
+                for n in rule.get("resourceNames", ["*"]):
+                    for v in rule["verbs"]:
+                        found.add((role["metadata"]["namespace"], n, v))
+    return found
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_every_shard_holds_the_layout_lease(count: int) -> None:
+    """Every replica, sharded or not, renews the shard layout lease of its release
+    (issue 12): its name and namespace reach every Deployment, and RBAC lets it."""
+    docs = render({"shards": {"count": count}}, release="vs", namespace="ops")
+    deployments = by_kind(docs, "Deployment")
+    assert len(deployments) == count
+    for index, dep in enumerate(sorted(deployments, key=lambda d: d["metadata"]["name"])):
+        e = env(dep)
+        assert e["VECTORSCHEMA_SHARD_INDEX"]["value"] == str(index)
+        assert e["VECTORSCHEMA_SHARD_COUNT"]["value"] == str(count)
+        assert e["VECTORSCHEMA_SHARD_LEASE_NAME"]["value"] == "vs-vectorschema-shard-layout"
+        assert "POD_NAMESPACE" in e
+    assert lease_rules(docs) == {
+        ("ops", "*", "create"),
+        ("ops", "vs-vectorschema-shard-layout", "get"),
+        ("ops", "vs-vectorschema-shard-layout", "update"),
+    }
+    binding = one(docs, "RoleBinding", "vs-vectorschema-shard-layout")
+    assert binding["roleRef"]["name"] == "vs-vectorschema-shard-layout"
+
+
+def test_kustomize_base_holds_the_layout_lease_too() -> None:
+    docs = kustomize(REPO / "manifests")
+    e = env(one(docs, "Deployment"))
+    assert e["VECTORSCHEMA_SHARD_COUNT"]["value"] == "1"
+    name = e["VECTORSCHEMA_SHARD_LEASE_NAME"]["value"]
+    assert lease_rules(docs) == {
+        ("vectorschema-system", "*", "create"),
+        ("vectorschema-system", name, "get"),
+        ("vectorschema-system", name, "update"),
+    }
