@@ -346,9 +346,7 @@ def test_every_value_reaches_the_objects() -> None:
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["tenant-a", "tenant-b"]}
     ]
     # Plain namespace names: the tenant role is bound in those namespaces only.
-    bindings = [
-        b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["name"].endswith("-tenant")
-    ]
+    bindings = [b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["name"].endswith("-tenant")]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["tenant-a", "tenant-b"]
     assert {b["roleRef"]["name"] for b in bindings} == {"vs-vectorschema-tenant"}
     assert [b["metadata"]["name"] for b in by_kind(docs, "ClusterRoleBinding")] == [

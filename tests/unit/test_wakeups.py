@@ -196,3 +196,37 @@ def test_control_loop_stops_at_once_when_the_resource_is_being_deleted(
         )
     )
     assert KEY not in w.wakers
+
+
+class AwaitableStop:
+    """Like kopf's `DaemonStopped`: true once set, and awaitable through `wait()`."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
+def test_sleep_awaits_an_awaitable_stop_flag_without_polling() -> None:
+    async def scenario() -> tuple[float, float]:
+        waker, stop = asyncio.Event(), AwaitableStop()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await sleep_until_woken(waker, stop, 0.05)  # the delay passes
+        slept = loop.time() - t0
+        loop.call_later(0.05, stop.event.set)
+        t0 = loop.time()
+        await sleep_until_woken(waker, stop, 30.0)  # stopped long before the delay
+        stopped = loop.time() - t0
+        loop.call_later(0.05, waker.set)
+        await asyncio.wait_for(sleep_until_woken(waker, AwaitableStop(), 30.0), 5)
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return slept, stopped
+
+    slept, stopped = asyncio.run(scenario())
+    assert 0.04 <= slept < 1.0
+    assert stopped < 1.0

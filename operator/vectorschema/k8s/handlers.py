@@ -218,7 +218,7 @@ async def control_loop(
             if stopped:
                 return Result(status=NamespaceStatus(), retry_after=1.0)
         plugins = valid_plugins(plugin_specs)
-        store = kube.Namespaces()
+        store = kube.LiveNamespaces(body)
         return await asyncio.to_thread(run_pass, store, namespace, name, plugins, connector_for)
 
     def post(event: Event) -> None:
