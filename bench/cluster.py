@@ -539,7 +539,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--changes", type=int, default=120, help="spec changes for latency")
     p.add_argument("--resync", type=float, default=20.0, help="resync seconds (restart, idle)")
     p.add_argument("--idle", type=float, default=120.0, help="idle seconds")
-    p.add_argument("--points", type=int, default=20000, help="points (in place vs recreate)")
+    p.add_argument(
+        "--points", type=int, default=20000, help="points (in place vs recreate); 0 skips it"
+    )
     p.add_argument("--scale-timeout", type=float, default=900.0)
     p.add_argument("--out", type=Path, default=REPO / "bench-results.json")
     p.add_argument("--profile", type=Path, default=None, help="py-spy collapsed stacks here")
@@ -557,8 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.update(asyncio.run(bench(args, plane, workdir)))
         finally:
             plane.stop()
-        log(f"5. in place versus recreate, {args.points:,} points, two 384-dim vectors")
-        results.update(bench_inplace(args.points, workdir))
+        if args.points > 0:
+            log(f"5. in place versus recreate, {args.points:,} points, two 384-dim vectors")
+            results.update(bench_inplace(args.points, workdir))
     results["runtime_s"] = time.perf_counter() - started
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     keys = [k for k, v in results.items() if isinstance(v, int | float)]

@@ -225,7 +225,7 @@ def test_one_apply_installs_everything(
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
-        "Role",  # the webhook certificate's Secret
+        "Role",  # the webhook certificate's Secret, the shard layout Lease
         "RoleBinding",
         "Deployment",
         "Service",
@@ -363,8 +363,18 @@ class Replica:
             for e in container["env"]
             if e["name"] in ("VECTORSCHEMA_WEBHOOK_SERVICE", "VECTORSCHEMA_WEBHOOK_CERT_SECRET")
         }
+        # The shard settings as the Deployment sets them (POD_NAMESPACE from the downward
+        # API): each replica holds the shard layout lease with the ServiceAccount's rights.
+        shard_env = {
+            e["name"]: e["value"]
+            for e in container["env"]
+            if e["name"].startswith("VECTORSCHEMA_SHARD_") and "value" in e
+        }
+        assert set(shard_env) >= {"VECTORSCHEMA_SHARD_INDEX", "VECTORSCHEMA_SHARD_COUNT"}
         env = clean_env(
             **webhook,
+            **shard_env,
+            POD_NAMESPACE=SYSTEM_NS,
             VECTORSCHEMA_WEBHOOK_PORT=str(free_port()),
             VECTORSCHEMA_WEBHOOK_CERT_DIR=str(tmp / f"webhook-{index}"),
             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # kopf, python
