@@ -158,5 +158,12 @@ def wait_for_fixture() -> Callable[..., Any]:
     return wait_for
 
 
-# Operator fixtures (crds, qdrant_path, qdrant, operator) live in operator_env.py.
-from tests.e2e.operator_env import crds, operator, qdrant, qdrant_path  # noqa: E402, F401
+# Operator fixtures (allowed_ports, crds, qdrant_path, qdrant, operator) live in
+# operator_env.py.
+from tests.e2e.operator_env import (  # noqa: E402, F401
+    allowed_ports,
+    crds,
+    operator,
+    qdrant,
+    qdrant_path,
+)

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +33,13 @@ from vectorschema.qdrant.pool import connect
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"
 RESYNC_SECONDS = "2"
+#: The label a Secret needs before a Namespace may reference it (the operator's default).
+SECRET_LABEL = ("vectorschema.dev/qdrant-credentials", "true")
+#: Loopback ports reserved at session start and put on the operator's URL allowlist
+#: (VECTORSCHEMA_ALLOWED_QDRANT_URLS), for tests that run a listener the admin allows.
+RESERVED_PORTS = 4
+#: A closed port, also allowed: "Qdrant is unreachable" without any listener.
+CLOSED_URL = "http://127.0.0.1:1"
 
 KubectlFn = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -83,14 +94,42 @@ def qdrant(qdrant_path: Path) -> ClientGateway:
     return connect(path=str(qdrant_path))
 
 
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def allowed_ports() -> list[int]:
+    """Loopback ports on the operator's URL allowlist (reserved once per session)."""
+    ports: set[int] = set()
+    while len(ports) < RESERVED_PORTS:
+        ports.add(free_loopback_port())
+    return sorted(ports)
+
+
+def allowed_urls(ports: list[int]) -> str:
+    """VECTORSCHEMA_ALLOWED_QDRANT_URLS for the session operator."""
+    return ",".join([CLOSED_URL, *(f"http://127.0.0.1:{p}" for p in ports)])
+
+
 @pytest.fixture(scope="session")
 def operator(
-    control_plane: Any, crds: None, qdrant: ClientGateway, qdrant_path: Path
+    control_plane: Any,
+    crds: None,
+    qdrant: ClientGateway,
+    qdrant_path: Path,
+    allowed_ports: list[int],
 ) -> Iterator[Any]:
-    """The operator, as `kopf run -m vectorschema.k8s.handlers --all-namespaces --standalone`."""
+    """The operator, as `kopf run -m vectorschema.k8s.handlers --all-namespaces --standalone`,
+    with an admin policy that allows the reserved loopback ports (and the closed port 1)
+    as Qdrant URLs; the Secret label and collection-name rules are the defaults."""
     from kopf.testing import KopfRunner
 
     env = {
+        "VECTORSCHEMA_ALLOWED_QDRANT_URLS": allowed_urls(allowed_ports),
         "QDRANT_PATH": str(qdrant_path),
         "VECTORSCHEMA_RESYNC_SECONDS": RESYNC_SECONDS,
         "VECTORSCHEMA_DELETE_RETRIES": "2",
@@ -229,3 +268,112 @@ def events(kubectl: KubectlFn, namespace: str, name: str) -> list[dict[str, Any]
     ).stdout
     items: list[dict[str, Any]] = json.loads(out)["items"]
     return items
+
+
+def secret_doc(
+    namespace: str, name: str, data: dict[str, bytes], *, labelled: bool = True
+) -> dict[str, Any]:
+    """A Secret; `labelled` gives it the label the operator requires (SECRET_LABEL)."""
+    import base64
+
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labelled:
+        meta["labels"] = {SECRET_LABEL[0]: SECRET_LABEL[1]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
+
+
+# --- a loopback HTTP listener ----------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """One request a Listener received: method, path, headers (as sent) and body."""
+
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw_head: bytes = b""
+
+    def text(self) -> str:
+        head = self.raw_head.decode("latin-1")
+        headers = "\n".join(f"{k}: {v}" for k, v in self.headers)
+        return f"{self.method} {self.path}\n{head}\n{headers}\n" + self.body.decode("latin-1")
+
+
+Responder = Callable[[Received], tuple[int, dict[str, Any]]]
+
+
+def unavailable(_: Received) -> tuple[int, dict[str, Any]]:
+    return 503, {"status": {"error": "Service Unavailable"}}
+
+
+@dataclass
+class Listener:
+    """A tiny HTTP server on 127.0.0.1:`port` that records every request it receives.
+
+    `respond(received) -> (status, json body)` decides the answer (default 503).
+    `delay` holds each answer that many seconds (a slow server). Used as a stand-in for a
+    hostile or broken "Qdrant" a tenant points its Namespace at.
+    """
+
+    port: int
+    respond: Responder = unavailable
+    delay: float = 0.0
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                got = Received(
+                    self.command,
+                    self.path,
+                    list(self.headers.items()),
+                    body,
+                    raw_head=bytes(self.raw_requestline) + bytes(str(self.headers), "latin-1"),
+                )
+                listener.received.append(got)
+                if listener.delay:
+                    time.sleep(listener.delay)
+                status, doc = listener.respond(got)
+                payload = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Listener:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def everything(self) -> str:
+        """All that arrived, as text (to grep for a secret)."""
+        return "\n".join(r.text() for r in self.received)

@@ -22,6 +22,7 @@ from tests.e2e.operator_env import (
     events,
     namespace_doc,
     reason_is,
+    secret_doc,
     until,
     vns,
     wakeups,
@@ -372,15 +373,8 @@ def test_api_key_secret_is_watched_and_never_shown(
         reason_is(kubectl, namespace, "keyed", "Reconciling", "True", "SecretNotFound"), 60
     )
     assert f"Secret {namespace}/qdrant not found" in condition(obj, "Reconciling")["message"]
-    kubectl(
-        "create",
-        "secret",
-        "generic",
-        "qdrant",
-        "-n",
-        namespace,
-        f"--from-literal=apiKey={secret_value}",
-    )
+    # Labelled for the operator (only such Secrets may be referenced).
+    apply(kubectl, secret_doc(namespace, "qdrant", {"apiKey": secret_value.encode()}))
     obj = wait_for(
         reason_is(kubectl, namespace, "keyed", "Reconciling", "True", "QdrantUnavailable"), 60
     )

@@ -1,0 +1,902 @@
+"""Issue 8: a hostile tenant against a victim tenant, on the real control plane.
+
+Two Kubernetes namespaces (`victim-*`, `attacker-*`), one embedded Qdrant, the session
+operator with its admin policy (operator_env.py): the URL allowlist holds a closed port
+and a few reserved loopback ports, Secrets need the label `SECRET_LABEL`, collection names
+must carry the tenant's prefix. One test per numbered scenario of the issue:
+
+1. a leftover status.operation never turns off the ownership check;
+2. a withdrawn approval halts a recorded operation;
+3. a Secret never reaches a URL the admin did not allow (loopback listener records
+   everything it receives), nor is an unlabelled Secret ever sent;
+4. the API key never leaks through errors (a key with a newline, sent to a listener the
+   admin allowed; a server echoing the key back), in status, Events and logs;
+5. collectionName and adopt stay inside the tenant (squatting, retained data, owner UID);
+6. approvals are spent once (a recurring plan needs a new approval);
+7. an interrupted multi-step plan resumes only its remaining steps, and status tells the
+   truth step by step;
+8. input that passes the CRD cannot wedge the operator, and deletion stays bounded;
+9. one pass per resource at a time: a second pass waits for the one in flight, and the
+   finaliser waits for it too (nothing is written after release).
+
+States that only an outage or a crash can produce (an operation recorded in status, a
+collection half-changed) are produced the way the existing crash test does: by writing
+`status.operation` through the status subresource and changing Qdrant directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from qdrant_client import models as qm
+from tests.e2e.operator_env import (
+    KubectlFn,
+    Listener,
+    Received,
+    apply,
+    condition,
+    events,
+    free_loopback_port,
+    namespace_doc,
+    secret_doc,
+    until,
+    vns,
+)
+
+from vectorschema import handlers
+from vectorschema.gateway import ClientGateway
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+TEXT = {"name": "text", "vectors": [{"name": "text_v1", "size": 8, "distance": "Cosine"}]}
+KEYWORDS = {"name": "keywords", "vectors": [{"name": "kw_v1", "type": "sparse"}]}
+IMAGE = {"name": "image", "vectors": [{"name": "image_v1", "size": 4, "distance": "Dot"}]}
+IMAGE_V2 = {"name": "image", "vectors": [{"name": "image_v1", "size": 6, "distance": "Dot"}]}
+OWNER = "vectorschema.dev/owner"
+OWNER_UID = "vectorschema.dev/owner-uid"
+RETAINED_BY = "vectorschema.dev/retained-by"
+CONFIRM = "vectorschema.dev/confirm"
+
+
+# --- fixtures and helpers ---------------------------------------------------------------
+
+
+def _tenant(kubectl: KubectlFn, prefix: str) -> Iterator[str]:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def victim(kubectl: KubectlFn) -> Iterator[str]:
+    yield from _tenant(kubectl, "victim")
+
+
+@pytest.fixture
+def attacker(kubectl: KubectlFn) -> Iterator[str]:
+    yield from _tenant(kubectl, "attacker")
+
+
+def settled(kubectl: KubectlFn, ns: str, name: str, timeout: float = 60) -> dict[str, Any]:
+    """The object once the operator has reported on its current generation."""
+    return until(
+        kubectl,
+        ns,
+        name,
+        lambda o: (
+            o.get("status", {}).get("observedGeneration") == o["metadata"]["generation"]
+            and bool(condition(o, "Ready"))
+        ),
+        timeout,
+        f"{ns}/{name} to be reconciled",
+    )
+
+
+def reason_of(obj: dict[str, Any]) -> tuple[str, str]:
+    """(Ready reason, the message of whichever condition is True, else Ready's)."""
+    ready = condition(obj, "Ready")
+    for type_ in ("Stalled", "Reconciling", "Ready"):
+        c = condition(obj, type_)
+        if c.get("status") == "True":
+            return ready.get("reason", ""), c.get("message", "")
+    return ready.get("reason", ""), ready.get("message", "")
+
+
+def stalled(kubectl: KubectlFn, ns: str, name: str, reason: str) -> dict[str, Any]:
+    """Wait for the current generation to be reported, then require Stalled/`reason`."""
+    obj = settled(kubectl, ns, name)
+    got = reason_of(obj)
+    assert condition(obj, "Stalled").get("status") == "True" and got[0] == reason, (
+        f"expected Stalled/{reason}, got {got}: " + json.dumps(obj.get("status"), indent=1)
+    )
+    return obj
+
+
+def ready(kubectl: KubectlFn, ns: str, name: str, timeout: float = 60) -> dict[str, Any]:
+    return until(
+        kubectl,
+        ns,
+        name,
+        lambda o: (
+            o.get("status", {}).get("observedGeneration") == o["metadata"]["generation"]
+            and condition(o, "Ready").get("status") == "True"
+        ),
+        timeout,
+        f"{ns}/{name} Ready",
+    )
+
+
+def awaiting(kubectl: KubectlFn, ns: str, name: str) -> dict[str, Any]:
+    return until(
+        kubectl,
+        ns,
+        name,
+        lambda o: (
+            o.get("status", {}).get("observedGeneration") == o["metadata"]["generation"]
+            and condition(o, "Ready").get("reason") == "AwaitingConfirmation"
+        ),
+        60,
+        f"{ns}/{name} AwaitingConfirmation",
+    )
+
+
+def seed(qdrant: ClientGateway, collection: str, count: int, **vectors: Any) -> None:
+    """`count` points; each keyword argument is a vector name -> a value or a factory."""
+    with qdrant.raw() as client:
+        client.upsert(
+            collection,
+            points=[
+                qm.PointStruct(
+                    id=i,
+                    vector={n: (v(i) if callable(v) else v) for n, v in vectors.items()},
+                    payload={"n": i},
+                )
+                for i in range(count)
+            ],
+            wait=True,
+        )
+
+
+def text_only(qdrant: ClientGateway, collection: str, count: int) -> None:
+    seed(qdrant, collection, count, text_v1=[1.0] * 8)
+
+
+def points(qdrant: ClientGateway, collection: str) -> int:
+    live = qdrant.observe(collection)
+    assert live is not None, f"collection {collection} is gone"
+    return live.points_count
+
+
+def patch_status(kubectl: KubectlFn, ns: str, name: str, status: dict[str, Any]) -> None:
+    kubectl(
+        "patch",
+        "vns",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def operation(
+    fp: str,
+    collection: str,
+    approved_by: str,
+    generation: int,
+    steps: list[tuple[str, str | None, str]],
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """A `status.operation` record as the operator writes it before a destructive step.
+
+    Carries both the pinned record (collection, connection, approvedBy, generation,
+    steps) and the older `actions` list; the API server keeps what the CRD declares.
+    """
+    return {
+        "planFingerprint": fp,
+        "started": "2026-01-01T00:00:00Z",
+        "collection": collection,
+        "connection": "embedded",
+        "approvedBy": approved_by,
+        "generation": generation,
+        "steps": [{"action": a, **({"vector": v} if v else {}), "state": s} for a, v, s in steps],
+        "actions": [
+            {"action": a, **({"vector": v} if v else {}), "destructive": a != "addVector"}
+            for a, v, _ in steps
+        ],
+        "result": result,
+    }
+
+
+def outcome(fp: str, **fields: Any) -> dict[str, Any]:
+    base = {
+        "status": "reconfigured",
+        "previousPointsCount": 0,
+        "vectorsAdded": [],
+        "vectorsTotal": [],
+        "collectionsToReprocess": [],
+        "message": "recorded before the first step",
+        "planFingerprint": fp,
+    }
+    base.update(fields)
+    return base
+
+
+def everything_shown(kubectl: KubectlFn, ns: str, name: str) -> str:
+    """Status and Events of a Namespace resource, as text (to grep for a secret)."""
+    shown = [json.dumps(events(kubectl, ns, name))]
+    got = kubectl("get", "vns", name, "-n", ns, "-o", "json", check=False)
+    if got.returncode == 0:
+        shown.append(json.dumps(json.loads(got.stdout).get("status")))
+    return "\n".join(shown)
+
+
+# --- 1. a leftover operation never turns off the ownership check ---------------------------
+
+
+def test_leftover_operation_never_bypasses_ownership(
+    kubectl: KubectlFn, qdrant: ClientGateway, victim: str, attacker: str
+) -> None:
+    # The victim's collection, 25 points; and a collection of another resource in the
+    # attacker's own namespace (so the name rule alone cannot be what protects it).
+    apply(kubectl, namespace_doc(victim, "catalog", plugins=[TEXT]))
+    ready(kubectl, victim, "catalog")
+    theirs = f"{victim}_catalog"
+    text_only(qdrant, theirs, 25)
+    shared = f"{attacker}_shared"
+    apply(kubectl, namespace_doc(attacker, "keeper", plugins=[TEXT], collectionName=shared))
+    ready(kubectl, attacker, "keeper")
+    text_only(qdrant, shared, 25)
+
+    # The attacker's own resource, left with a recorded operation (as a step failing on an
+    # outage leaves it: the tenant can force that with a server that answers 503).
+    apply(kubectl, namespace_doc(attacker, "evil", plugins=[IMAGE]))
+    obj = ready(kubectl, attacker, "evil")
+    fp = "0123456789abcdef"
+    patch_status(
+        kubectl,
+        attacker,
+        "evil",
+        {
+            "operation": operation(
+                fp,
+                f"{attacker}_evil",
+                "confirm",
+                obj["metadata"]["generation"],
+                [("recreateCollection", None, "Pending")],
+                outcome(fp),
+            )
+        },
+    )
+
+    # Aim at the victim's collection: drop-and-recreate, approved.
+    hostile = namespace_doc(
+        attacker, "evil", plugins=[IMAGE], strategy="Recreate", confirm=True, collectionName=theirs
+    )
+    apply(kubectl, hostile)
+    obj = stalled(kubectl, attacker, "evil", "CollectionNameNotAllowed")
+    assert "spec.collectionName" in reason_of(obj)[1]
+    live = qdrant.observe(theirs)
+    assert live is not None and live.points_count == 25 and live.names == ["text_v1"]
+    assert live.metadata[OWNER] == f"{victim}/catalog"
+
+    # Inside its own prefix, a collection another resource owns: refused all the same.
+    hostile["spec"]["collectionName"] = shared
+    apply(kubectl, hostile)
+    stalled(kubectl, attacker, "evil", "CollectionOwnedElsewhere")
+    live = qdrant.observe(shared)
+    assert live is not None and live.points_count == 25 and live.names == ["text_v1"]
+    assert live.metadata[OWNER] == f"{attacker}/keeper"
+
+
+# --- 2. a withdrawn approval halts a recorded operation -----------------------------------
+
+
+def test_withdrawn_approval_halts_the_recorded_operation(
+    kubectl: KubectlFn, qdrant: ClientGateway, victim: str
+) -> None:
+    doc = namespace_doc(victim, "shrink", plugins=[TEXT, KEYWORDS])
+    apply(kubectl, doc)
+    ready(kubectl, victim, "shrink")
+    collection = f"{victim}_shrink"
+    seed(
+        qdrant,
+        collection,
+        30,
+        text_v1=[1.0] * 8,
+        kw_v1=qm.SparseVector(indices=[1, 2], values=[1.0, 2.0]),
+    )
+    doc["spec"]["plugins"] = [TEXT]
+    apply(kubectl, doc)
+    obj = awaiting(kubectl, victim, "shrink")
+    fp = obj["status"]["plan"]["fingerprint"]
+
+    # confirm: true was set, the intent recorded, and the first step hit an outage; the
+    # user then withdrew the approval (confirm is false in the spec).
+    patch_status(
+        kubectl,
+        victim,
+        "shrink",
+        {
+            "operation": operation(
+                fp,
+                collection,
+                "confirm",
+                obj["metadata"]["generation"],
+                [("removeVector", "kw_v1", "Pending")],
+                outcome(fp, vectorsRemoved=["kw_v1"], vectorsTotal=["text_v1"]),
+            )
+        },
+    )
+    obj = until(
+        kubectl,
+        victim,
+        "shrink",
+        lambda o: (
+            condition(o, "Stalled").get("reason") == "OperationHalted"
+            or "operation" not in o.get("status", {})
+        ),
+        60,
+        "the recorded operation to be halted (or run)",
+    )
+    live = qdrant.observe(collection)
+    assert live is not None and sorted(live.names) == ["kw_v1", "text_v1"], (
+        "the withdrawn approval was ignored: kw_v1 was removed"
+    )
+    assert condition(obj, "Stalled").get("status") == "True", obj["status"]
+    message = condition(obj, "Stalled")["message"]
+    assert "removeVector kw_v1" in message and fp in message
+    assert obj["status"]["operation"]["planFingerprint"] == fp
+    assert points(qdrant, collection) == 30
+
+    # Approving again lets it finish; the report is the recorded one.
+    doc["spec"]["confirm"] = True
+    apply(kubectl, doc)
+    obj = until(
+        kubectl,
+        victim,
+        "shrink",
+        lambda o: "operation" not in o["status"] and condition(o, "Ready").get("status") == "True",
+        60,
+        "the operation to finish once approved again",
+    )
+    assert obj["status"]["lastReconfigure"]["vectorsRemoved"] == ["kw_v1"]
+    live = qdrant.observe(collection)
+    assert live is not None and live.names == ["text_v1"]
+
+
+# --- 3. a Secret never reaches a URL the admin did not allow --------------------------------
+
+
+def test_secret_never_reaches_a_url_the_admin_did_not_allow(
+    kubectl: KubectlFn, allowed_ports: list[int], attacker: str
+) -> None:
+    token = f"sa-token-{uuid.uuid4().hex}"
+    # A Secret the tenant may not be able to read itself, without the operator's label.
+    apply(kubectl, secret_doc(attacker, "app-token", {"token": token.encode()}, labelled=False))
+    ref = {"name": "app-token", "key": "token"}
+
+    with Listener(free_loopback_port()) as outside, Listener(allowed_ports[0]) as allowed:
+        # Any URL: refused before any connection (no exfiltration, no SSRF).
+        apply(
+            kubectl,
+            namespace_doc(
+                attacker,
+                "exfil",
+                plugins=[TEXT],
+                qdrant={"url": outside.url, "apiKeySecretRef": ref},
+            ),
+        )
+        obj = stalled(kubectl, attacker, "exfil", "QdrantUrlNotAllowed")
+        assert "spec.qdrant.url" in reason_of(obj)[1]
+
+        # An allowed URL, but a Secret without the label: not read, not sent.
+        apply(
+            kubectl,
+            namespace_doc(
+                attacker,
+                "exfil",
+                plugins=[TEXT],
+                qdrant={"url": allowed.url, "apiKeySecretRef": ref},
+            ),
+        )
+        obj = stalled(kubectl, attacker, "exfil", "SecretNotAllowed")
+        assert "spec.qdrant.apiKeySecretRef" in reason_of(obj)[1]
+
+        # Without a Secret, the URL alone reaches nothing outside the allowlist either.
+        apply(
+            kubectl,
+            namespace_doc(attacker, "ssrf", plugins=[TEXT], qdrant={"url": outside.url + "/admin"}),
+        )
+        stalled(kubectl, attacker, "ssrf", "QdrantUrlNotAllowed")
+
+        assert outside.received == [], [r.text() for r in outside.received]
+        assert token not in allowed.everything()
+        assert all(k.lower() != "api-key" for r in allowed.received for k, _ in r.headers)
+        assert token not in everything_shown(kubectl, attacker, "exfil")
+
+
+# --- 4. the API key never leaks through errors ----------------------------------------------
+
+
+def test_api_key_never_leaks_through_errors(
+    kubectl: KubectlFn,
+    allowed_ports: list[int],
+    attacker: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret_part = f"k3y-{uuid.uuid4().hex}"
+    bad_key = f"{secret_part}\nX-Injected: {secret_part}"
+    echoed = f"echo-{uuid.uuid4().hex}"
+
+    def echo(received: Received) -> tuple[int, dict[str, Any]]:
+        key = dict((k.lower(), v) for k, v in received.headers).get("api-key", "")
+        return 400, {"status": {"error": f"Wrong input: bad api-key {key!r} for this server"}}
+
+    with Listener(allowed_ports[1]) as server, Listener(allowed_ports[2], respond=echo) as echoer:
+        apply(
+            kubectl,
+            secret_doc(attacker, "newline", {"apiKey": bad_key.encode()}),
+            secret_doc(attacker, "echoed", {"apiKey": echoed.encode()}),
+            namespace_doc(
+                attacker,
+                "leaky",
+                plugins=[TEXT],
+                deletionPolicy="Delete",
+                qdrant={
+                    "url": server.url,
+                    "apiKeySecretRef": {"name": "newline", "key": "apiKey"},
+                },
+            ),
+            namespace_doc(
+                attacker,
+                "echo",
+                plugins=[TEXT],
+                deletionPolicy="Delete",
+                qdrant={
+                    "url": echoer.url,
+                    "apiKeySecretRef": {"name": "echoed", "key": "apiKey"},
+                },
+            ),
+        )
+        obj = stalled(kubectl, attacker, "leaky", "SecretInvalid")
+        assert "spec.qdrant.apiKeySecretRef.key" in reason_of(obj)[1]
+        # The echoing server received the (valid) key: it is allowed. Its answer is not shown.
+        until(
+            kubectl,
+            attacker,
+            "echo",
+            lambda o: (
+                condition(o, "Stalled").get("status") == "True"
+                or condition(o, "Reconciling").get("status") == "True"
+            ),
+            60,
+            "echo to report the server's refusal",
+        )
+        assert any(echoed in r.text() for r in echoer.received)
+
+        kubectl("delete", "vns", "leaky", "echo", "-n", attacker, "--timeout=90s")
+        shown = everything_shown(kubectl, attacker, "leaky") + everything_shown(
+            kubectl, attacker, "echo"
+        )
+        for value in (secret_part, echoed):
+            assert value not in shown
+            assert value not in caplog.text
+            assert value not in server.everything()
+        assert caplog.records, "the operator's logs were captured"
+
+
+# --- 5. collectionName and adopt stay inside the tenant ---------------------------------------
+
+
+def test_collection_names_and_adoption_stay_inside_the_tenant(
+    kubectl: KubectlFn,
+    qdrant: ClientGateway,
+    victim: str,
+    attacker: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Squatting: the attacker names the victim's future collection first.
+    theirs = f"{victim}_catalog"
+    apply(kubectl, namespace_doc(attacker, "squat", plugins=[TEXT], collectionName=theirs))
+    obj = stalled(kubectl, attacker, "squat", "CollectionNameNotAllowed")
+    assert "spec.collectionName" in reason_of(obj)[1]
+    assert qdrant.observe(theirs) is None
+    apply(kubectl, namespace_doc(victim, "catalog", plugins=[TEXT]))
+    ready(kubectl, victim, "catalog")
+    victim_uid = vns(kubectl, victim, "catalog")["metadata"]["uid"]
+    live = qdrant.observe(theirs)
+    assert live is not None and live.metadata[OWNER] == f"{victim}/catalog"
+    assert live.metadata[OWNER_UID] == victim_uid
+
+    # The stamped owner UID is checked: the stamp of an earlier resource of the same name
+    # (a release that never ran) is not this resource's.
+    qdrant.set_metadata(theirs, {OWNER_UID: "uid-of-an-earlier-catalog"})
+    text_only(qdrant, theirs, 5)
+    apply(kubectl, namespace_doc(victim, "catalog", plugins=[TEXT, IMAGE]))
+    obj = stalled(kubectl, victim, "catalog", "AdoptionRequired")
+    assert "spec.adopt" in reason_of(obj)[1]
+    live = qdrant.observe(theirs)
+    assert live is not None and live.names == ["text_v1"]
+    apply(kubectl, namespace_doc(victim, "catalog", plugins=[TEXT, IMAGE], adopt=True))
+    ready(kubectl, victim, "catalog")
+    live = qdrant.observe(theirs)
+    assert live is not None and sorted(live.names) == ["image_v1", "text_v1"]
+    assert live.metadata[OWNER_UID] == victim_uid and live.points_count == 5
+
+    # Retained data, with an admin who allows any collection name: another namespace can
+    # neither adopt it nor drop it through its own Delete policy.
+    monkeypatch.setenv("VECTORSCHEMA_COLLECTION_NAMES", "Any")
+    kubectl("delete", "vns", "catalog", "-n", victim, "--timeout=60s")
+    live = qdrant.observe(theirs)
+    assert live is not None and live.points_count == 5
+    assert OWNER not in live.metadata
+    assert live.metadata.get(RETAINED_BY) == f"{victim}/catalog"
+    apply(
+        kubectl,
+        namespace_doc(
+            attacker,
+            "grab",
+            plugins=[TEXT, IMAGE],
+            collectionName=theirs,
+            adopt=True,
+            deletionPolicy="Delete",
+        ),
+    )
+    obj = stalled(kubectl, attacker, "grab", "CollectionRetainedElsewhere")
+    assert "spec.collectionName" in reason_of(obj)[1]
+    kubectl("delete", "vns", "grab", "-n", attacker, "--timeout=60s")
+    live = qdrant.observe(theirs)
+    assert live is not None and live.points_count == 5
+    assert live.metadata.get(RETAINED_BY) == f"{victim}/catalog"
+
+    # The same namespace may take it back, when it asks to.
+    apply(
+        kubectl,
+        namespace_doc(victim, "again", plugins=[TEXT, IMAGE], collectionName=theirs, adopt=True),
+    )
+    ready(kubectl, victim, "again")
+    live = qdrant.observe(theirs)
+    assert live is not None and live.points_count == 5
+    assert live.metadata[OWNER] == f"{victim}/again" and RETAINED_BY not in live.metadata
+
+
+# --- 6. approvals are spent once --------------------------------------------------------------
+
+
+def test_approvals_are_spent_once(kubectl: KubectlFn, qdrant: ClientGateway, victim: str) -> None:
+    doc = namespace_doc(victim, "replay", plugins=[TEXT, KEYWORDS])
+    apply(kubectl, doc)
+    ready(kubectl, victim, "replay")
+    collection = f"{victim}_replay"
+    kw = qdrant.observe(collection)
+    assert kw is not None
+    kw_def = kw.by_name["kw_v1"]
+    doc["spec"]["plugins"] = [TEXT]
+    apply(kubectl, doc)
+    fp = awaiting(kubectl, victim, "replay")["status"]["plan"]["fingerprint"]
+    doc["spec"]["confirmPlan"] = fp
+    apply(kubectl, doc)
+    obj = until(
+        kubectl,
+        victim,
+        "replay",
+        lambda o: o["status"].get("lastReconfigure", {}).get("planFingerprint") == fp,
+        60,
+        "the approved removal",
+    )
+    applied_at = obj["status"]["lastReconfigure"]["time"]
+
+    # Someone re-adds kw_v1 by hand and fills it: the same plan (same fingerprint) again.
+    qdrant.create_vector(collection, kw_def)
+    seed(
+        qdrant,
+        collection,
+        20,
+        text_v1=[1.0] * 8,
+        kw_v1=qm.SparseVector(indices=[3], values=[1.0]),
+    )
+    obj = until(
+        kubectl,
+        victim,
+        "replay",
+        lambda o: (
+            condition(o, "Ready").get("reason") == "AwaitingConfirmation"
+            or o["status"]["lastReconfigure"]["time"] != applied_at
+        ),
+        60,
+        "the recurring plan to wait (or run)",
+    )
+    live = qdrant.observe(collection)
+    assert live is not None and sorted(live.names) == ["kw_v1", "text_v1"], (
+        "the spent confirmPlan approved the same plan again: kw_v1, filled by hand, was deleted"
+    )
+    assert obj["status"]["plan"]["fingerprint"] == fp  # the very same plan came back
+    assert fp in obj["status"]["appliedPlans"], obj["status"]
+    message = condition(obj, "Ready")["message"]
+    assert "spent" in message and CONFIRM in message
+
+    # A fresh act approves it again: the annotation, consumed before acting.
+    kubectl("annotate", "vns", "replay", "-n", victim, f"{CONFIRM}={fp}")
+    obj = until(
+        kubectl,
+        victim,
+        "replay",
+        lambda o: (
+            condition(o, "Ready").get("status") == "True"
+            and CONFIRM not in o["metadata"].get("annotations", {})
+            and o["status"].get("vectors") == ["text_v1"]
+        ),
+        60,
+        "the re-approved removal",
+    )
+    assert obj["status"]["appliedPlans"].count(fp) == 1
+
+
+# --- 7. an interrupted multi-step plan tells the truth --------------------------------------
+
+
+def test_interrupted_multi_step_plan_resumes_and_reports_the_truth(
+    kubectl: KubectlFn, qdrant: ClientGateway, victim: str
+) -> None:
+    doc = namespace_doc(victim, "multi", plugins=[TEXT, IMAGE, KEYWORDS])
+    apply(kubectl, doc)
+    ready(kubectl, victim, "multi")
+    collection = f"{victim}_multi"
+    seed(qdrant, collection, 12, text_v1=[1.0] * 8, image_v1=[1.0] * 4)
+
+    # Remove text_v1 and replace image_v1: two destructive steps.
+    doc["spec"]["plugins"] = [IMAGE_V2, KEYWORDS]
+    apply(kubectl, doc)
+    obj = awaiting(kubectl, victim, "multi")
+    plan = obj["status"]["plan"]
+    fp = plan["fingerprint"]
+    steps = [(a["action"], a.get("vector")) for a in plan["actions"]]
+    assert steps == [("removeVector", "text_v1"), ("replaceVector", "image_v1")], steps
+
+    # It was approved by confirmPlan and crashed right after its first step.
+    qdrant.delete_vector(collection, "text_v1")
+    patch_status(
+        kubectl,
+        victim,
+        "multi",
+        {
+            "operation": operation(
+                fp,
+                collection,
+                "confirmPlan",
+                obj["metadata"]["generation"],
+                [("removeVector", "text_v1", "Done"), ("replaceVector", "image_v1", "Pending")],
+                outcome(
+                    fp,
+                    previousPointsCount=12,
+                    vectorsRemoved=["text_v1"],
+                    vectorsReplaced=["image_v1"],
+                    vectorsTotal=["image_v1", "kw_v1"],
+                ),
+            )
+        },
+    )
+    # The approval is not in the spec (yet): halted, and status says what is done.
+    obj = until(
+        kubectl,
+        victim,
+        "multi",
+        lambda o: (
+            condition(o, "Stalled").get("reason") == "OperationHalted"
+            or (
+                condition(o, "Ready").get("reason") == "AwaitingConfirmation"
+                and o["status"].get("plan", {}).get("fingerprint") != fp
+            )
+        ),
+        60,
+        "the interrupted operation to be reported",
+    )
+    message = condition(obj, "Stalled").get("message", "")
+    assert condition(obj, "Stalled").get("reason") == "OperationHalted", obj["status"]
+    assert "done: removeVector text_v1" in message, message
+    assert "remaining: replaceVector image_v1" in message, message
+    steps_state = [(s["action"], s["state"]) for s in obj["status"]["operation"]["steps"]]
+    assert steps_state == [("removeVector", "Done"), ("replaceVector", "Pending")]
+
+    # The pinned approval arrives: only the remaining step runs; the report has both.
+    doc["spec"]["confirmPlan"] = fp
+    apply(kubectl, doc)
+    obj = ready(kubectl, victim, "multi")
+    last = obj["status"]["lastReconfigure"]
+    assert last["planFingerprint"] == fp
+    assert last["vectorsRemoved"] == ["text_v1"] and last["vectorsReplaced"] == ["image_v1"]
+    assert "operation" not in obj["status"]
+    live = qdrant.observe(collection)
+    assert live is not None and sorted(live.names) == ["image_v1", "kw_v1"]
+    assert live.by_name["image_v1"].size == 6
+
+
+# --- 8. input that passes the CRD cannot wedge the operator -------------------------------
+
+
+def test_bad_connection_input_is_a_status_and_deletion_is_bounded(
+    kubectl: KubectlFn, allowed_ports: list[int], attacker: str
+) -> None:
+    # Refused by the API server (CEL isURL()).
+    for url in ("https://a b", "http://[::1"):
+        refused = kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps(
+                namespace_doc(attacker, "badurl", plugins=[TEXT], qdrant={"url": url})
+            ),
+            check=False,
+        )
+        assert refused.returncode != 0, f"{url!r} was accepted"
+        assert "spec.qdrant.url" in refused.stderr, refused.stderr
+
+    allowed = f"http://127.0.0.1:{allowed_ports[3]}"
+    apply(
+        kubectl,
+        secret_doc(attacker, "binary", {"apiKey": b"\xff\xfe\x00key"}),
+        secret_doc(attacker, "unicode", {"apiKey": "ключ-доступа".encode()}),
+    )
+    cases = {
+        "port": ({"url": "http://127.0.0.1:99999"}, "InvalidConnection", "spec.qdrant.url"),
+        "idn": ({"url": "http://bücher.example:6333"}, "InvalidConnection", "spec.qdrant.url"),
+        "binary": (
+            {"url": allowed, "apiKeySecretRef": {"name": "binary", "key": "apiKey"}},
+            "SecretInvalid",
+            "spec.qdrant.apiKeySecretRef.key",
+        ),
+        "unicode": (
+            {"url": allowed, "apiKeySecretRef": {"name": "unicode", "key": "apiKey"}},
+            "SecretInvalid",
+            "spec.qdrant.apiKeySecretRef.key",
+        ),
+    }
+    for name, (conn, _, _) in cases.items():
+        apply(
+            kubectl,
+            namespace_doc(attacker, name, plugins=[TEXT], deletionPolicy="Delete", qdrant=conn),
+        )
+    for name, (_, reason, field) in cases.items():
+        obj = stalled(kubectl, attacker, name, reason)
+        assert field in reason_of(obj)[1], reason_of(obj)
+        assert "ключ" not in reason_of(obj)[1]
+
+    # Deleting them is bounded: the finalizer comes off.
+    started = time.monotonic()
+    kubectl("delete", "vns", *cases, "-n", attacker, "--timeout=90s")
+    assert time.monotonic() - started < 90
+
+
+# --- 9. one pass per resource at a time -----------------------------------------------------
+
+
+class Pause:
+    """Hold the operator's first call of `method` on `collection` until released.
+
+    The hook sits on the shared gateway instance the operator uses (the embedded Qdrant),
+    records every write to that collection in order, and lets later calls through.
+    """
+
+    WRITES = ("create_collection", "delete_collection", "create_vector", "delete_vector")
+
+    def __init__(self, qdrant: ClientGateway, collection: str, method: str) -> None:
+        self.qdrant, self.collection, self.method = qdrant, collection, method
+        self.reached, self.go = threading.Event(), threading.Event()
+        self.writes: list[str] = []
+        self._paused = False
+        self._lock = threading.Lock()
+
+    def _wrap(self, name: str) -> Callable[..., Any]:
+        original = getattr(self.qdrant, name)
+
+        def hooked(collection: str, *args: Any, **kwargs: Any) -> Any:
+            if collection == self.collection:
+                with self._lock:
+                    first = name == self.method and not self._paused
+                    self._paused = self._paused or first
+                if first:
+                    self.reached.set()
+                    self.go.wait(90)
+                result = original(collection, *args, **kwargs)
+                self.writes.append(name)
+                return result
+            return original(collection, *args, **kwargs)
+
+        return hooked
+
+    def __enter__(self) -> Pause:
+        for name in (*self.WRITES, "set_metadata"):
+            setattr(self.qdrant, name, self._wrap(name))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.go.set()
+        for name in (*self.WRITES, "set_metadata"):
+            self.qdrant.__dict__.pop(name, None)
+
+
+def test_a_second_pass_waits_for_the_pass_in_flight(
+    kubectl: KubectlFn, qdrant: ClientGateway, victim: str
+) -> None:
+    """Two passes of one resource (a task and a thread, as two replicas in a handover):
+    while one is in the middle of a recorded recreate, the other does not run it again."""
+    doc = namespace_doc(victim, "handover", plugins=[TEXT], strategy="Recreate")
+    apply(kubectl, doc)
+    ready(kubectl, victim, "handover")
+    collection = f"{victim}_handover"
+    text_only(qdrant, collection, 10)
+    doc["spec"]["plugins"] = [TEXT, IMAGE]
+    apply(kubectl, doc)
+    fp = awaiting(kubectl, victim, "handover")["status"]["plan"]["fingerprint"]
+
+    with Pause(qdrant, collection, "delete_collection") as pause:
+        doc["spec"]["confirmPlan"] = fp
+        apply(kubectl, doc)
+        assert pause.reached.wait(60), "the operator never started the recreate"
+        # The operator's pass is now inside the recreate. A second pass for the same
+        # resource, on another thread:
+        second = threading.Thread(
+            target=handlers.reconcile_once, args=(victim, "handover", {}), daemon=True
+        )
+        second.start()
+        second.join(timeout=10)
+        ran_beside = not second.is_alive()
+        if ran_beside:
+            # It finished the recreate itself; data arrives in the new collection...
+            seed(qdrant, collection, 5, text_v1=[1.0] * 8, image_v1=[1.0] * 4)
+        pause.go.set()
+        second.join(timeout=60)
+        assert not second.is_alive()
+        ready(kubectl, victim, "handover")
+        if ran_beside:
+            # ...and the first pass, resumed, drops it with a second recreate.
+            assert points(qdrant, collection) == 5, "the recorded recreate ran twice"
+        assert not ran_beside, "a second pass ran while the first was in flight"
+        assert pause.writes.count("delete_collection") == 1, pause.writes
+
+
+def test_release_waits_for_the_pass_in_flight_and_nothing_is_written_after(
+    kubectl: KubectlFn, qdrant: ClientGateway, victim: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    doc = namespace_doc(victim, "late", plugins=[TEXT])
+    apply(kubectl, doc)
+    ready(kubectl, victim, "late")
+    collection = f"{victim}_late"
+
+    def gone() -> bool:
+        got = kubectl("get", "vns", "late", "-n", victim, "--ignore-not-found", "-o", "name")
+        return not got.stdout.strip()
+
+    with Pause(qdrant, collection, "create_vector") as pause:
+        doc["spec"]["plugins"] = [TEXT, IMAGE]
+        apply(kubectl, doc)
+        assert pause.reached.wait(60), "the operator never started adding image_v1"
+        kubectl("delete", "vns", "late", "-n", victim, "--wait=false")
+        deadline = time.monotonic() + 60
+        while not gone() and "waits for the pass in flight" not in caplog.text:
+            assert time.monotonic() < deadline, "the deletion neither waited nor finished"
+            time.sleep(0.2)
+        released_early = gone()
+        pause.go.set()
+        until_gone = time.monotonic() + 60
+        while not gone():
+            assert time.monotonic() < until_gone, "the resource was never released"
+            time.sleep(0.2)
+    assert not released_early, "the finaliser released the collection beside a pass in flight"
+    # The release (Retain: the owner stamp goes) is the last write to the collection.
+    assert pause.writes[-1] == "set_metadata", pause.writes
+    live = qdrant.observe(collection)
+    assert live is not None and OWNER not in live.metadata
