@@ -1,0 +1,308 @@
+"""Tenancy policy: what a tenant's Namespace may name, as pure functions.
+
+The platform admin sets the policy (operator environment, Helm values map to it); a
+tenant's resource never can. With no configuration at all the defaults are safe:
+
+- `VECTORSCHEMA_ALLOWED_QDRANT_URLS`: comma-separated origins (`scheme://host[:port]`) a
+  `spec.qdrant.url` may name; `*` allows any. Default: only the origin of the operator's
+  own `QDRANT_URL` (none when the operator runs the embedded Qdrant).
+- `VECTORSCHEMA_SECRET_LABEL` (`key=value`, default `vectorschema.dev/qdrant-credentials=true`):
+  only Secrets with this label may be referenced by `spec.qdrant.apiKeySecretRef`.
+- `VECTORSCHEMA_COLLECTION_NAMES`: `Prefixed` (default; a non-default `spec.collectionName`
+  starts with `<kubernetes namespace>_`) or `Any`.
+
+A URL is parsed here once, strictly (ASCII, no whitespace, no user info, query or
+fragment, a DNS name or IP literal, a port in range), and the client is built from the
+parsed parts, so what was checked is exactly what is connected to. Qdrant's default port
+(6333, what qdrant-client uses when a URL names none) is made explicit before comparing.
+
+Also here: API-key validation and scrubbing of known secret values from any text that may
+reach a status, a log line or an Event. Imports nothing from the rest of vectorschema.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+ALLOWED_URLS_ENV = "VECTORSCHEMA_ALLOWED_QDRANT_URLS"
+SECRET_LABEL_ENV = "VECTORSCHEMA_SECRET_LABEL"
+COLLECTION_NAMES_ENV = "VECTORSCHEMA_COLLECTION_NAMES"
+DEFAULT_SECRET_LABEL = ("vectorschema.dev/qdrant-credentials", "true")
+#: The port qdrant-client connects to when a URL names none.
+QDRANT_DEFAULT_PORT = 6333
+ANY_URL = "*"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)*/?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+class CollectionNames(StrEnum):
+    PREFIXED = "Prefixed"
+    ANY = "Any"
+
+
+class InvalidUrl(ValueError):
+    """A URL that cannot be a Qdrant server address; the message says why (no secrets)."""
+
+
+@dataclass(frozen=True)
+class QdrantUrl:
+    """A parsed, validated Qdrant URL: what the client is built from."""
+
+    scheme: str
+    host: str  # lowercase; an IPv6 literal without brackets
+    port: int
+    prefix: str = ""  # "" or "/a/b"
+
+    @property
+    def origin(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.origin + self.prefix
+
+    @property
+    def https(self) -> bool:
+        return self.scheme == "https"
+
+
+def parse_url(raw: str) -> QdrantUrl:
+    """Parse `raw` strictly; raises InvalidUrl (the message quotes only safe parts)."""
+    if not raw.isascii():
+        raise InvalidUrl("the URL must be ASCII (write an internationalised host as punycode)")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
+        raise InvalidUrl("the URL must not contain whitespace or control characters")
+    match = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)(\?[^#]*)?(#.*)?", raw)
+    if match is None:
+        raise InvalidUrl("expected scheme://host[:port][/prefix]")
+    scheme, authority, path, query, fragment = match.groups()
+    scheme = scheme.lower()
+    if scheme not in ("http", "https"):
+        raise InvalidUrl(f"scheme {scheme!r} is not http or https")
+    if query is not None or fragment is not None:
+        raise InvalidUrl("a query or fragment is not allowed")
+    if "@" in authority:
+        raise InvalidUrl("user info (user:password@) is not allowed; use apiKeySecretRef")
+    host, port = _split_host_port(authority)
+    if not _PATH.fullmatch(path):
+        raise InvalidUrl("the path prefix may hold only letters, digits and . _ ~ -")
+    return QdrantUrl(scheme, host, port, path.rstrip("/"))
+
+
+def _split_host_port(authority: str) -> tuple[str, int]:
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end < 0:
+            raise InvalidUrl("an IPv6 host needs a closing ']'")
+        literal, rest = authority[1:end], authority[end + 1 :]
+        try:
+            host = ipaddress.IPv6Address(literal).compressed
+        except ValueError:
+            raise InvalidUrl("the IPv6 host is not a valid address") from None
+    else:
+        literal, sep, port_part = authority.partition(":")
+        rest = sep + port_part
+        host = literal.lower().rstrip(".")
+        if not host:
+            raise InvalidUrl("the URL has no host")
+        if not _valid_hostname(host):
+            raise InvalidUrl("the host is not a valid DNS name or IP address")
+    if not rest:
+        return host, QDRANT_DEFAULT_PORT
+    if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6:
+        raise InvalidUrl("the port must be a number from 1 to 65535")
+    port = int(rest[1:])
+    if not 1 <= port <= 65535:
+        raise InvalidUrl("the port must be a number from 1 to 65535")
+    return host, port
+
+
+def _valid_hostname(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+        return True
+    except ValueError:
+        pass
+    if len(host) > 253:
+        return False
+    labels = host.split(".")
+    if all(label.isdigit() for label in labels):
+        return False  # looks like IPv4 but is not one
+    return all(_DNS_LABEL.fullmatch(label) for label in labels)
+
+
+# --- the admin's policy -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The admin's tenancy policy (see the module docstring)."""
+
+    allowed_origins: frozenset[str] = frozenset()
+    any_url: bool = False
+    secret_label: tuple[str, str] = DEFAULT_SECRET_LABEL
+    collection_names: CollectionNames = CollectionNames.PREFIXED
+    #: Configuration problems found while reading the policy (logged by the caller).
+    problems: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Policy:
+        problems: list[str] = []
+        origins: set[str] = set()
+        any_url = False
+        raw_urls = env.get(ALLOWED_URLS_ENV)
+        if raw_urls is None:
+            default = env.get("QDRANT_URL") or ""
+            entries = [default] if default else []
+        else:
+            entries = [e.strip() for e in raw_urls.split(",") if e.strip()]
+        for entry in entries:
+            if entry == ANY_URL:
+                any_url = True
+                continue
+            try:
+                origins.add(parse_url(entry).origin)
+            except InvalidUrl as exc:
+                problems.append(f"{ALLOWED_URLS_ENV}: entry ignored: {exc}")
+
+        label = DEFAULT_SECRET_LABEL
+        raw_label = env.get(SECRET_LABEL_ENV)
+        if raw_label:
+            key, sep, value = raw_label.strip().partition("=")
+            if sep and _LABEL_KEY.fullmatch(key) and _LABEL_VALUE.fullmatch(value):
+                label = (key, value)
+            else:
+                problems.append(
+                    f"{SECRET_LABEL_ENV}={raw_label!r} is not key=value; using "
+                    f"{DEFAULT_SECRET_LABEL[0]}={DEFAULT_SECRET_LABEL[1]}"
+                )
+
+        names = CollectionNames.PREFIXED
+        raw_names = env.get(COLLECTION_NAMES_ENV)
+        if raw_names:
+            try:
+                names = CollectionNames(raw_names.strip())
+            except ValueError:
+                problems.append(f"{COLLECTION_NAMES_ENV}={raw_names!r} is not Prefixed or Any")
+        return cls(frozenset(origins), any_url, label, names, tuple(problems))
+
+    @property
+    def label_selector(self) -> str:
+        return f"{self.secret_label[0]}={self.secret_label[1]}"
+
+    def url_allowed(self, url: QdrantUrl) -> bool:
+        return self.any_url or url.origin in self.allowed_origins
+
+    def secret_allowed(self, labels: Mapping[str, str] | None) -> bool:
+        key, value = self.secret_label
+        return (labels or {}).get(key) == value
+
+    def collection_allowed(self, kube_namespace: str, collection: str, default: str) -> bool:
+        """Whether a Namespace in `kube_namespace` may use `collection` by name."""
+        if self.collection_names is CollectionNames.ANY or collection == default:
+            return True
+        return collection.startswith(f"{kube_namespace}_")
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+class InvalidKey(ValueError):
+    """An API key that cannot be sent; the message never contains the key."""
+
+
+def api_key_from_secret(raw: bytes) -> str:
+    """The API key in a Secret's value: printable ASCII, no whitespace inside.
+
+    Surrounding whitespace (a trailing newline from `echo`) is dropped. Raises InvalidKey.
+    """
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidKey("the value is not ASCII text") from None
+    key = text.strip()
+    if not key:
+        raise InvalidKey("the value is empty")
+    if any(not 0x21 <= ord(c) <= 0x7E for c in key):
+        raise InvalidKey(
+            "the value holds whitespace or control characters (an API key is one line of "
+            "printable ASCII)"
+        )
+    return key
+
+
+# --- scrubbing --------------------------------------------------------------------------------
+
+REDACTED = "<redacted>"
+#: How many secret values the process remembers for scrubbing (most recent kept).
+MAX_SECRETS = 1024
+
+
+def secret_forms(value: str | bytes) -> set[str]:
+    """The ways a secret value may show up in text: itself, its lines, its repr and
+    escaped forms, its base64 (fragments shorter than 4 characters are not kept)."""
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    text = raw.decode("utf-8", "replace")
+    forms = {text, text.strip(), repr(text)[1:-1], repr(raw)[2:-1]}
+    forms.add(base64.b64encode(raw).decode())
+    forms.update(line.strip() for line in re.split(r"[\r\n\x00]+", text))
+    return {f for f in forms if len(f) >= 4}
+
+
+class Scrubber:
+    """Known secret values, and text with every one of them replaced. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, None] = {}  # insertion-ordered set
+        self._pattern: re.Pattern[str] | None = None
+
+    def remember(self, value: str | bytes | None) -> None:
+        if not value:
+            return
+        with self._lock:
+            for form in secret_forms(value):
+                self._values.pop(form, None)
+                self._values[form] = None
+            while len(self._values) > MAX_SECRETS:
+                del self._values[next(iter(self._values))]
+            forms = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(f) for f in forms))
+
+    def scrub(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None or not text:
+            return text
+        return pattern.sub(REDACTED, text)
+
+    def scrub_all(self, texts: Iterable[str]) -> list[str]:
+        return [self.scrub(t) for t in texts]
+
+
+#: The process's scrubber: every API key the operator reads is remembered here.
+SCRUBBER = Scrubber()
+
+
+# --- approvals ----------------------------------------------------------------------------------
+
+#: How many applied fingerprints status.appliedPlans keeps.
+APPLIED_PLANS_KEPT = 16
+
+
+def remember_applied(fingerprint: str, applied: Iterable[str]) -> list[str]:
+    """status.appliedPlans after applying `fingerprint`: newest first, each once, bounded."""
+    rest = [fp for fp in applied if fp != fingerprint]
+    return [fingerprint, *rest][:APPLIED_PLANS_KEPT]
