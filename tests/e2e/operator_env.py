@@ -26,6 +26,7 @@ import kopf
 import pytest
 import yaml
 
+from vectorschema.controller.locks import ResourceLocks
 from vectorschema.k8s.wakeups import Wakeups
 from vectorschema.qdrant.client import ClientGateway
 from vectorschema.qdrant.pool import connect
@@ -169,6 +170,12 @@ def _remember_memo(memo: kopf.Memo, **_: Any) -> None:
 def wakeups() -> Wakeups:
     """The wake-up state of the operator running in this process (kept in its memo)."""
     state: Wakeups = _memos[-1].wakeups
+    return state
+
+
+def locks() -> ResourceLocks:
+    """The per-resource locks of the operator running in this process (in its memo)."""
+    state: ResourceLocks = _memos[-1].locks
     return state
 
 

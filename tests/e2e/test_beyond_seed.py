@@ -246,9 +246,9 @@ def test_a_retained_collection_is_adopted_only_when_asked(
         namespace,
         "first",
         plugins=[TEXT],
-        collectionName="kept_" + namespace.replace("-", "_"),
+        collectionName=f"{namespace}_kept",
     )
-    collection = "kept_" + namespace.replace("-", "_")
+    collection = f"{namespace}_kept"
     seed_text_only(qdrant, collection, 12)
     kubectl("delete", "vns", "first", "-n", namespace, "--timeout=60s")
 
@@ -439,8 +439,9 @@ def test_recorded_intent_is_finished_after_a_crash(
 
     The intent (`status.operation`) is written, guarded by resourceVersion, just before
     the first destructive Qdrant call. Here it is written the same way (through /status),
-    with the collection already dropped as if the crash came mid-recreate; the operator
-    must re-create the collection without asking again and report the recorded outcome.
+    with the collection already dropped as if the crash came mid-recreate; while the spec
+    still approves the plan (here its pinned confirmPlan), the operator re-creates the
+    collection without asking again and reports the recorded outcome.
     """
     doc = make(kubectl, wait_for, namespace, "crashed", plugins=[TEXT], strategy="Recreate")
     collection = f"{namespace}_crashed"
@@ -464,7 +465,11 @@ def test_recorded_intent_is_finished_after_a_crash(
     intent = {
         "planFingerprint": plan["fingerprint"],
         "started": "2026-01-01T00:00:00Z",
-        "actions": plan["actions"],
+        "collection": collection,
+        "connection": "embedded",
+        "approvedBy": "confirmPlan",
+        "generation": vns(kubectl, namespace, "crashed")["metadata"]["generation"],
+        "steps": [{"action": "recreateCollection", "state": "Pending"}],
         "result": outcome,
     }
     qdrant.delete_collection(collection)  # the crash came after the drop
@@ -479,6 +484,8 @@ def test_recorded_intent_is_finished_after_a_crash(
         "-p",
         json.dumps({"status": {"operation": intent}}),
     )
+    doc["spec"]["confirmPlan"] = plan["fingerprint"]  # the approval the operation recorded
+    apply(kubectl, doc)
     obj = until(
         kubectl,
         namespace,

@@ -11,8 +11,8 @@ the CRDs.
   `kubectl apply -k manifests/` installs everything.
 - RBAC: the Deployment's own command runs twice (two replicas, kopf peering) with the
   ServiceAccount's token, and serves Namespace resources: list/watch, status patches,
-  Events, Secrets, finalizers, peering keep-alives, failover. Nothing beyond that is
-  granted.
+  Events, labelled Secrets (list/watch only: no `get`), finalizers, peering keep-alives,
+  failover. Nothing beyond that is granted.
 - `tools/run.py`: on a reachable cluster (`--once`), with its own control plane (stopped
   by SIGINT or SIGTERM, no process left behind), and its one-line failures.
 - The documented uninstall order: Namespace resources first (while the operator runs),
@@ -303,7 +303,7 @@ GRANTED = [
     ("list", "plugins.vectorschema.dev"),
     ("watch", "plugins.vectorschema.dev"),
     ("patch", "plugins.vectorschema.dev", "--subresource=status"),
-    ("get", "secrets", "-n", TENANT),
+    ("list", "secrets", "-A"),
     ("watch", "secrets", "-A"),
     ("create", "events", "-n", TENANT),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
@@ -323,6 +323,7 @@ DENIED = [
     ("get", "plugins.vectorschema.dev"),
     ("patch", "plugins.vectorschema.dev"),
     ("delete", "plugins.vectorschema.dev"),
+    ("get", "secrets", "-n", TENANT),
     ("create", "secrets", "-n", TENANT),
     ("patch", "secrets", "-n", TENANT),
     ("delete", "secrets", "-n", TENANT),
@@ -348,7 +349,7 @@ DENIED = [
 class Replica:
     """One replica of the Deployment: its container command, run here."""
 
-    def __init__(self, index: int, kubeconfig: Path, tmp: Path) -> None:
+    def __init__(self, index: int, kubeconfig: Path, tmp: Path, allowed_url: str) -> None:
         container = deployment_container()
         command, args = container["command"], container["args"]
         assert command == ["/bin/sh", "-c"] and len(args) == 1, command
@@ -382,6 +383,8 @@ class Replica:
             QDRANT_PATH=str(tmp / f"qdrant-{index}"),  # a local store is one process's
             VECTORSCHEMA_RESYNC_SECONDS="2",
             VECTORSCHEMA_DELETE_RETRIES="1",
+            # the admin allows the tenant's own (absent) Qdrant
+            VECTORSCHEMA_ALLOWED_QDRANT_URLS=allowed_url,
             PYTHONUNBUFFERED="1",
         )
         self.log = tmp / f"replica-{index}.log"
@@ -424,7 +427,10 @@ spec:
 ---
 apiVersion: v1
 kind: Secret
-metadata: {{name: remote-qdrant, namespace: {TENANT}}}
+metadata:
+  name: remote-qdrant
+  namespace: {TENANT}
+  labels: {{vectorschema.dev/qdrant-credentials: "true"}}
 stringData: {{api-key: not-a-real-key}}
 ---
 # Named plugin + inline vectors, embedded Qdrant.
@@ -505,7 +511,9 @@ def test_rbac_suffices_for_two_peered_replicas_and_grants_nothing_more(
     # Until the operator creates its own ClusterKopfPeering at startup (issue 11, phase 2),
     # the admin does: the base holds no custom resource.
     kc("apply", "-f", "-", input=PEERING_DOC)
-    replicas = [Replica(i, sa_config, tmp_path) for i in range(2)]
+    remote_port = free_port()
+    allowed = f"http://127.0.0.1:{remote_port}"
+    replicas = [Replica(i, sa_config, tmp_path, allowed) for i in range(2)]
     try:
 
         def peers() -> dict[str, Any] | None:
@@ -526,7 +534,7 @@ def test_rbac_suffices_for_two_peered_replicas_and_grants_nothing_more(
         active, standby = sorted(replicas, key=lambda r: r.priority or 0, reverse=True)
         assert active.healthz() == 200 and standby.healthz() == 200
 
-        kc("apply", "-f", "-", input=TENANT_DOCS.replace("{port}", str(free_port())))
+        kc("apply", "-f", "-", input=TENANT_DOCS.replace("{port}", str(remote_port)))
         search = wait_for(ready(kc, "search"), timeout=60, message="search Ready")
         assert sorted(search["status"]["vectors"]) == ["image_v1", "text_v1"]
         assert search["metadata"]["finalizers"] == ["vectorschema.dev/collection"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -44,14 +45,19 @@ from tests.e2e.operator_env import (
     condition,
     events,
     free_loopback_port,
+    locks,
     namespace_doc,
     secret_doc,
     until,
     vns,
 )
+from tests.seams import client_of
 
-from vectorschema import handlers
-from vectorschema.gateway import ClientGateway
+from vectorschema.controller.passes import run_pass
+from vectorschema.core.policy import Policy
+from vectorschema.k8s import kube
+from vectorschema.k8s.connection import connection_id, connectors
+from vectorschema.qdrant.client import ClientGateway
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -150,7 +156,7 @@ def awaiting(kubectl: KubectlFn, ns: str, name: str) -> dict[str, Any]:
 
 def seed(qdrant: ClientGateway, collection: str, count: int, **vectors: Any) -> None:
     """`count` points; each keyword argument is a vector name -> a value or a factory."""
-    with qdrant.raw() as client:
+    with client_of(qdrant) as client:
         client.upsert(
             collection,
             points=[
@@ -845,11 +851,21 @@ def test_a_second_pass_waits_for_the_pass_in_flight(
         doc["spec"]["confirmPlan"] = fp
         apply(kubectl, doc)
         assert pause.reached.wait(60), "the operator never started the recreate"
+
         # The operator's pass is now inside the recreate. A second pass for the same
         # resource, on another thread:
-        second = threading.Thread(
-            target=handlers.reconcile_once, args=(victim, "handover", {}), daemon=True
-        )
+        def second_pass() -> None:
+            run_pass(
+                kube.Namespaces(),
+                victim,
+                "handover",
+                {},
+                connectors({}, Policy.from_env(os.environ)),
+                locks=locks(),
+                connection_of=connection_id,
+            )
+
+        second = threading.Thread(target=second_pass, daemon=True)
         second.start()
         second.join(timeout=10)
         ran_beside = not second.is_alive()

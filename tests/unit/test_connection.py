@@ -13,6 +13,7 @@ from vectorschema.api import EventReason, Reason
 from vectorschema.controller.errors import (
     FAILURES,
     RETRY_DELAY,
+    ConnectionRefused,
     ConnectorError,
     Phase,
     classify,
@@ -20,11 +21,15 @@ from vectorschema.controller.errors import (
 from vectorschema.controller.finalize import Finalized
 from vectorschema.controller.results import Event
 from vectorschema.core.planning import PluginConflict, PluginNotFound
+from vectorschema.core.policy import SCRUBBER, Policy
 from vectorschema.k8s import kube
 from vectorschema.k8s.connection import (
     ConnectionUnavailable,
+    LabelledSecrets,
     cli_target,
+    connection_id,
     namespace_target,
+    open_target,
     operator_target,
 )
 from vectorschema.k8s.release import release
@@ -45,9 +50,13 @@ def secrets(**values: str) -> Any:
         try:
             return values[f"{namespace}/{name}/{key}"]
         except KeyError:
-            raise kube.SecretMissing(f"Secret {namespace}/{name} not found") from None
+            raise ConnectionUnavailable(f"Secret {namespace}/{name} not found") from None
 
     return read
+
+
+def never_read(namespace: str, name: str, key: str) -> str:
+    raise AssertionError(f"Secret {namespace}/{name} was read")
 
 
 # --- the policy ------------------------------------------------------------------------
@@ -76,7 +85,10 @@ def test_namespace_url_and_secret() -> None:
         kube_namespace="team-a",
     )
     read = secrets(**{"team-a/s/k": "s3cr3t"})
-    assert namespace_target(resource, read, {}) == Target(url="https://q:6333", api_key="s3cr3t")
+    allowed = {"VECTORSCHEMA_ALLOWED_QDRANT_URLS": "https://Q:6333"}
+    assert namespace_target(resource, read, allowed) == Target(
+        url="https://q:6333", api_key="s3cr3t"
+    )
 
 
 def test_namespace_secret_with_the_operator_url() -> None:
@@ -86,7 +98,7 @@ def test_namespace_secret_with_the_operator_url() -> None:
     read = secrets(**{"team-a/s/k": "s3cr3t"})
     target = namespace_target(resource, read, {"QDRANT_URL": URL})
     assert target == Target(url=URL, api_key="s3cr3t")
-    with pytest.raises(ConnectionUnavailable, match=r"neither spec\.qdrant\.url nor QDRANT_URL"):
+    with pytest.raises(ConnectionRefused, match=r"neither spec\.qdrant\.url nor QDRANT_URL"):
         namespace_target(resource, read, {})
 
 
@@ -96,7 +108,7 @@ def test_missing_secret_is_a_connection_failure() -> None:
         kube_namespace="team-a",
     )
     with pytest.raises(ConnectionUnavailable, match="Secret team-a/s not found"):
-        namespace_target(resource, secrets(), {})
+        namespace_target(resource, secrets(), {"VECTORSCHEMA_ALLOWED_QDRANT_URLS": URL})
 
 
 @pytest.mark.parametrize(
@@ -207,3 +219,116 @@ def test_release_of_an_invalid_spec_leaves_the_collection() -> None:
     )
     assert event.reason == EventReason.RELEASED_UNCLEAN
     assert event.message.startswith("invalid spec, collection left as it is: ")
+
+
+# --- the admin's policy at the connection (issue 8) ---------------------------------------
+
+ALLOW = {"VECTORSCHEMA_ALLOWED_QDRANT_URLS": URL}
+
+
+def with_url(url: str, **ref: str) -> Any:
+    qdrant: dict[str, Any] = {"url": url}
+    if ref:
+        qdrant["apiKeySecretRef"] = ref
+    return namespace(SPEC | {"qdrant": qdrant}, kube_namespace="team-a")
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://elsewhere.example:6333", Reason.QDRANT_URL_NOT_ALLOWED),
+        ("http://qdrant.example:6334", Reason.QDRANT_URL_NOT_ALLOWED),
+        ("http://127.0.0.1:99999", Reason.INVALID_CONNECTION),
+        ("http://bücher.example", Reason.INVALID_CONNECTION),
+        ("http://user:pw@qdrant.example:6333", Reason.INVALID_CONNECTION),
+    ],
+)
+def test_a_url_off_the_allowlist_is_refused_before_the_secret_is_read(
+    url: str, reason: Reason
+) -> None:
+    with pytest.raises(ConnectionRefused) as refused:
+        namespace_target(with_url(url, name="s", key="k"), never_read, ALLOW)
+    assert refused.value.reason is reason
+    assert "spec.qdrant.url" in str(refused.value)
+
+
+def test_the_default_allowlist_is_the_operators_own_qdrant() -> None:
+    ok = namespace_target(with_url("http://QDRANT.example"), never_read, {"QDRANT_URL": URL})
+    assert ok == Target(url=URL)
+    with pytest.raises(ConnectionRefused):  # embedded operator: no URL is allowed
+        namespace_target(with_url(URL), never_read, {})
+
+
+def labelled(data: dict[str, bytes], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    import base64
+
+    return {
+        "labels": {"vectorschema.dev/qdrant-credentials": "true"} if labels is None else labels,
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
+
+
+def test_only_labelled_secrets_are_read_and_only_valid_keys_are_used() -> None:
+    store = LabelledSecrets(
+        {
+            ("team-a", "good"): labelled({"k": b"  abc-123\n"}),
+            ("team-a", "newline"): labelled({"k": b"abc\nX-Evil: 1"}),
+            ("team-a", "other-label"): labelled({"k": b"abc"}, {"app": "x"}),
+        },
+        Policy(),
+        exists=lambda ns, name: name == "unlabelled",
+    )
+    assert store.read("team-a", "good", "k") == "abc-123"
+    with pytest.raises(ConnectionUnavailable, match="has no key 'missing'"):
+        store.read("team-a", "good", "missing")
+    with pytest.raises(ConnectionUnavailable, match="Secret team-a/gone not found"):
+        store.read("team-a", "gone", "k")
+    for name in ("unlabelled", "other-label"):
+        with pytest.raises(ConnectionRefused) as refused:
+            store.read("team-a", name, "k")
+        assert refused.value.reason is Reason.SECRET_NOT_ALLOWED
+        assert "spec.qdrant.apiKeySecretRef" in str(refused.value)
+    with pytest.raises(ConnectionRefused) as refused:
+        store.read("team-a", "newline", "k")
+    assert refused.value.reason is Reason.SECRET_INVALID
+    assert "spec.qdrant.apiKeySecretRef.key" in str(refused.value)
+    assert "abc" not in str(refused.value).replace("key 'k'", "")
+    # both values are known to the scrubber now
+    assert SCRUBBER.scrub("x abc-123 y") == "x <redacted> y"
+    assert "X-Evil" not in SCRUBBER.scrub("abc\nX-Evil: 1")
+
+
+def test_a_client_that_cannot_be_built_is_a_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vectorschema.k8s import connection
+
+    def broken(target: Target) -> Any:
+        raise UnicodeError("label too long")
+
+    monkeypatch.setattr(connection, "connect_to", broken)
+    with pytest.raises(ConnectionRefused) as refused:
+        open_target(Target(url=URL))
+    assert refused.value.reason is Reason.INVALID_CONNECTION
+
+
+def test_an_operation_records_its_connection() -> None:
+    assert connection_id(namespace(SPEC), {}) == "embedded"
+    assert connection_id(namespace(SPEC), {"QDRANT_URL": URL}) == URL
+    assert connection_id(with_url("http://Qdrant.example:6333/"), {}) == URL
+
+
+def test_refusals_are_stalled_without_retry_and_release_lets_go_at_once() -> None:
+    refused = ConnectionRefused(Reason.SECRET_NOT_ALLOWED, "spec.qdrant.apiKeySecretRef: no")
+    failure = classify(refused, Phase.OBSERVE)
+    assert failure is not None and failure.stalled and failure.reason is Reason.SECRET_NOT_ALLOWED
+    kwargs: Any = {"retries": 5, "delay": 2.0, "connector_for": lambda r: None}
+    event = release(body(), 0, release_collection=fails(refused), **kwargs)
+    assert (event.type, event.reason) == ("Warning", EventReason.RELEASED_UNCLEAN)
+    assert "spec.qdrant.apiKeySecretRef: no" in event.message
+
+
+def test_release_scrubs_what_it_shows() -> None:
+    SCRUBBER.remember("sekrit-in-an-error")
+    kwargs: Any = {"retries": 1, "delay": 2.0, "connector_for": lambda r: None}
+    error = QdrantUnavailable("bad header b'sekrit-in-an-error'")
+    event = release(body(), 0, release_collection=fails(error), **kwargs)
+    assert "sekrit-in-an-error" not in event.message and "<redacted>" in event.message

@@ -31,9 +31,12 @@ from vectorschema.api import (
     Strategy,
 )
 from vectorschema.api.reasons import EventReason, Reason
+from vectorschema.api.status import StepState
 from vectorschema.controller.errors import RETRY_DELAY
 from vectorschema.controller.reconcile import reconcile
 from vectorschema.controller.results import Result
+from vectorschema.controller.status_writer import Conflict
+from vectorschema.core.policy import Policy
 from vectorschema.core.schema import Capabilities, CollectionSettings, ObservedCollection, VectorDef
 from vectorschema.k8s.connection import ConnectionUnavailable
 from vectorschema.qdrant.client import ClientGateway
@@ -186,13 +189,29 @@ class Harness:
         self.connect = Connect(self.gateway)
         self.intents = Intents(self.log)
 
+    def consume(self) -> None:
+        self.log.append("consume_annotation")
+        if self.consume_error is not None:
+            raise self.consume_error
+
+    consume_error: Exception | None = None
+
     def run(
         self,
         resource: NamespaceResource,
         plugins: Mapping[str, PluginSpec] = PLUGINS,
         now: datetime = NOW,
+        policy: Policy | None = None,
     ) -> Result:
-        return reconcile(resource, plugins, self.connect, now=now, write_intent=self.intents)
+        return reconcile(
+            resource,
+            plugins,
+            self.connect,
+            now=now,
+            write_intent=self.intents,
+            policy=policy,
+            consume_annotation=self.consume,
+        )
 
 
 def run(
@@ -540,9 +559,17 @@ def test_confirm_plan_applies_after_recording_the_intent(qdrant: ClientGateway) 
     assert is_ready(result.status)
     assert harness.log.index("write_intent") < harness.log.index("delete_vector")
     assert harness.gateway.writes == ["delete_vector"]
-    (intent,) = harness.intents.written
-    assert intent.operation is not None
+    intent, step_done = harness.intents.written
+    assert intent.operation is not None and step_done.operation is not None
     assert intent.operation.plan_fingerprint == fingerprint
+    assert intent.operation.approved_by == "confirmPlan"
+    assert intent.operation.collection == COLLECTION
+    assert intent.operation.connection == "embedded"
+    assert [(s.action, s.vector, s.state) for s in intent.operation.steps] == [
+        (ActionKind.REMOVE_VECTOR, "image_v", StepState.PENDING)
+    ]
+    assert [s.state for s in step_done.operation.steps] == [StepState.DONE]
+    assert result.status.applied_plans == [fingerprint]
     assert condition(intent, "Reconciling") == (ConditionStatus.TRUE, Reason.APPLYING)
     assert result.status.operation is None and result.status.plan is None
     observed = live(qdrant)
@@ -578,7 +605,7 @@ def test_stale_confirm_plan_blocks_even_with_confirm(qdrant: ClientGateway) -> N
     assert live(qdrant) == before
 
 
-def test_annotation_approves_once_and_asks_for_its_removal(qdrant: ClientGateway) -> None:
+def test_annotation_is_consumed_before_anything_runs(qdrant: ClientGateway) -> None:
     resource = with_image_points(qdrant)
     pending, _ = run(qdrant, next_pass(resource, None, DROP_IMAGE))
     assert pending.status.plan is not None
@@ -590,9 +617,31 @@ def test_annotation_approves_once_and_asks_for_its_removal(qdrant: ClientGateway
     )
 
     assert is_ready(result.status)
-    assert result.remove_annotation
-    assert harness.log.index("write_intent") < harness.log.index("delete_vector")
+    assert not result.remove_annotation  # already gone
+    first = [c for c in harness.log if c in WRITES or c in ("write_intent", "consume_annotation")]
+    assert first[:3] == ["consume_annotation", "write_intent", "delete_vector"]
     assert live(qdrant).names == ["text_v"]
+
+
+def test_annotation_that_cannot_be_consumed_approves_nothing(qdrant: ClientGateway) -> None:
+    resource = with_image_points(qdrant)
+    before = live(qdrant)
+    pending, _ = run(qdrant, next_pass(resource, None, DROP_IMAGE))
+    assert pending.status.plan is not None
+    approved = next_pass(
+        resource,
+        pending,
+        DROP_IMAGE,
+        annotations={CONFIRM_ANNOTATION: pending.status.plan.fingerprint},
+    )
+    harness = Harness(qdrant)
+    harness.consume_error = Conflict("changed since it was read")
+
+    with pytest.raises(Conflict):
+        harness.run(approved)
+
+    assert harness.gateway.writes == [] and harness.intents.written == []
+    assert live(qdrant) == before
 
 
 def test_stale_annotation_approves_nothing_and_says_so(qdrant: ClientGateway) -> None:
@@ -648,7 +697,7 @@ def test_the_seed_example_waits_then_recreates_when_confirmed(qdrant: ClientGate
 
     assert is_ready(result.status)
     writes = [c for c in harness.log if c in WRITES or c == "write_intent"]
-    assert writes == ["write_intent", "delete_collection", "create_collection"]
+    assert writes == ["write_intent", "delete_collection", "create_collection", "write_intent"]
     report = result.status.last_reconfigure
     assert report is not None
     assert report.status == "reconfigured"
@@ -689,7 +738,7 @@ def crash_during(
     with pytest.raises(Crash):
         harness.run(resource)
 
-    (intent,) = harness.intents.written
+    intent = harness.intents.written[-1]
     assert intent.operation is not None
     return resource, intent
 
@@ -706,7 +755,10 @@ def test_crash_after_delete_collection_resumes_and_reports_the_recorded_operatio
 
     assert is_ready(result.status)
     assert harness.gateway.writes == ["create_collection"]
-    assert harness.intents.written == []
+    claim, done = harness.intents.written  # the claim, then the step done
+    assert claim.operation is not None and claim.operation.claims == 1
+    assert done.operation is not None and done.operation.done == [True]
+    assert harness.log.index("write_intent") < harness.log.index("create_collection")
     assert result.status.operation is None
     report = result.status.last_reconfigure
     assert report == intent.operation.result
@@ -820,7 +872,8 @@ def test_collection_name_change_is_not_taken_for_drift(qdrant: ClientGateway) ->
     result, harness = run(qdrant, resource)
 
     assert is_ready(result.status)
-    assert harness.gateway.writes == ["create_vector"]
+    assert harness.gateway.writes == ["set_metadata", "create_vector"]  # the UID is stamped
+    assert live(qdrant).metadata[OWNER_UID_METADATA_KEY] == resource.metadata.uid
 
 
 def test_collection_name_change_through_a_stalled_pass_is_not_taken_for_drift(

@@ -67,8 +67,26 @@ class Store:
         meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
         return str(meta["resourceVersion"])
 
-    def set_annotation(self, namespace: str, name: str, key: str, value: str | None) -> None:
+    def set_annotation(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str | None,
+        resource_version: str | None = None,
+    ) -> str:
+        assert self.obj is not None
+        meta = self.obj["metadata"]
+        if resource_version and resource_version != meta["resourceVersion"]:
+            raise Conflict(f"{namespace}/{name} changed")
         self.annotations.append((key, value))
+        annotations = meta.setdefault("annotations", {})
+        if value is None:
+            annotations.pop(key, None)
+        else:
+            annotations[key] = value
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        return str(meta["resourceVersion"])
 
 
 def namespace_obj(spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
@@ -185,8 +203,10 @@ def test_pass_consumes_the_annotation_that_approved_it(qdrant: ClientGateway) ->
     fingerprint = pending.status.plan.fingerprint
     store.obj["metadata"]["annotations"] = {CONFIRM_ANNOTATION: fingerprint}
     applied = run_pass(store, NS, NAME, {}, connect_to(qdrant), now=LATER)
-    assert applied is not None and applied.remove_annotation
+    assert applied is not None and not applied.remove_annotation  # consumed before acting
     assert store.annotations == [(CONFIRM_ANNOTATION, None)]
+    assert store.obj["metadata"]["annotations"] == {}
+    assert store.obj["status"]["appliedPlans"] == [fingerprint]
 
 
 def test_pass_whose_intent_write_conflicts_is_retried_soon(qdrant: ClientGateway) -> None:

@@ -28,6 +28,10 @@ FINALIZER = f"{GROUP}/collection"
 # Keys stamped into the Qdrant collection's metadata.
 OWNER_METADATA_KEY = f"{GROUP}/owner"
 OWNER_UID_METADATA_KEY = f"{GROUP}/owner-uid"
+# Keys that replace the owner stamps when a resource goes with deletionPolicy Retain: the
+# collection stays its Kubernetes namespace's (only that namespace may adopt it).
+RETAINED_BY_METADATA_KEY = f"{GROUP}/retained-by"
+RETAINED_UID_METADATA_KEY = f"{GROUP}/retained-uid"
 
 # A Qdrant vector name or collection name we accept: letters, digits, '_', '-', '.'.
 VECTOR_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"

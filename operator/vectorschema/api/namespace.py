@@ -9,12 +9,13 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from vectorschema.api.base import (
     LIST_MAP_BY_ID,
     LIST_MAP_BY_NAME,
     CamelModel,
+    cel_rule,
     require_unique,
 )
 from vectorschema.api.constants import (
@@ -89,13 +90,37 @@ class SecretKeyRef(CamelModel):
 class QdrantConnection(CamelModel):
     """Per-namespace Qdrant connection; unset means the operator's default."""
 
+    # The API server's first check of the URL; the operator parses it strictly and asks
+    # the admin's allowlist (core.policy) before any connection.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.url) || isURL(self.url)",
+                    "url must be a valid absolute URL",
+                    ".url",
+                    "FieldValueInvalid",
+                )
+            ]
+        }
+    )
+
     url: Annotated[
         str | None,
-        Field(pattern=r"^https?://", max_length=2048, description="Qdrant server URL."),
+        Field(
+            pattern=r"^https?://",
+            max_length=2048,
+            description="Qdrant server URL; must be on the operator's allowlist "
+            "(VECTORSCHEMA_ALLOWED_QDRANT_URLS, by default only the operator's own Qdrant).",
+        ),
     ] = None
     api_key_secret_ref: Annotated[
         SecretKeyRef | None,
-        Field(description="API key from a Secret in the same Kubernetes namespace."),
+        Field(
+            description="API key from a Secret in the same Kubernetes namespace; the Secret "
+            "must carry the operator's label (VECTORSCHEMA_SECRET_LABEL, by default "
+            "vectorschema.dev/qdrant-credentials=true)."
+        ),
     ] = None
 
 

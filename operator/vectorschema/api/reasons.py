@@ -32,6 +32,14 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     APPLY_FAILED = "ApplyFailed"
     QDRANT_REJECTED = "QdrantRejected"
+    # tenancy: refused by the admin's policy or the ownership rules (issue 8)
+    QDRANT_URL_NOT_ALLOWED = "QdrantUrlNotAllowed"
+    SECRET_NOT_ALLOWED = "SecretNotAllowed"
+    SECRET_INVALID = "SecretInvalid"
+    INVALID_CONNECTION = "InvalidConnection"
+    COLLECTION_NAME_NOT_ALLOWED = "CollectionNameNotAllowed"
+    COLLECTION_RETAINED_ELSEWHERE = "CollectionRetainedElsewhere"
+    OPERATION_HALTED = "OperationHalted"
 
     # Plugin conditions
     VALID = "Valid"

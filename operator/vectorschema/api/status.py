@@ -98,19 +98,71 @@ class LastReconfigure(CamelModel):
     time: Annotated[str | None, Field(description="When it finished (RFC 3339, UTC).")] = None
 
 
-class Operation(CamelModel):
-    """Intent recorded before a destructive step, so a crash mid-way resumes and finishes.
+class StepState(StrEnum):
+    PENDING = "Pending"
+    DONE = "Done"
 
-    `result` is the `lastReconfigure` the operation will report once done, prepared before
-    the first write (it needs the points count from before the change).
+
+class OperationStep(CamelModel):
+    """One step of a recorded operation, and whether it is done."""
+
+    action: Annotated[ActionKind, Field(description="The step's action (see plan.actions).")]
+    vector: Annotated[str | None, Field(description="The vector it acts on, if one.")] = None
+    state: Annotated[StepState, Field(description="Pending or Done.")] = StepState.PENDING
+
+
+class Operation(CamelModel):
+    """A plan that needed approval, recorded before its first destructive step and updated
+    after each step, so a crash or an outage mid-way resumes the remaining steps, and only
+    while the same approval, collection, connection and ownership still hold.
+
+    `result` is the `lastReconfigure` the operation will report once every step is done,
+    prepared before the first write (it needs the points count from before the change).
     """
+
+    model_config = ConfigDict(frozen=False)
 
     plan_fingerprint: Annotated[str, Field(description="Fingerprint of the plan being applied.")]
     started: Annotated[str, Field(description="When it started (RFC 3339, UTC).")]
-    actions: Annotated[list[PlannedAction], Field(description="The steps being applied.")]
+    collection: Annotated[str, Field(description="The Qdrant collection it changes.")]
+    connection: Annotated[
+        str, Field(description="The Qdrant it talks to: the server URL, or 'embedded'.")
+    ]
+    approved_by: Annotated[
+        Literal["confirm", "confirmPlan", "annotation"],
+        Field(description="What approved it: confirm, confirmPlan or annotation."),
+    ]
+    generation: Annotated[
+        int | None, Field(description="The metadata.generation that approved it.")
+    ] = None
+    steps: Annotated[
+        list[OperationStep], Field(description="The plan's steps, in order, with their state.")
+    ]
+    desired_fingerprint: Annotated[
+        str | None,
+        Field(
+            description="Fingerprint of the desired schema it was approved for: a changed "
+            "spec closes the operation instead of resuming it."
+        ),
+    ] = None
+    claims: Annotated[
+        int, Field(description="How many passes took the operation up (each claim is a write).")
+    ] = 0
     result: Annotated[
         LastReconfigure, Field(description="The lastReconfigure to report once done.")
     ]
+
+    @property
+    def done(self) -> list[bool]:
+        return [s.state is StepState.DONE for s in self.steps]
+
+    @property
+    def step_pairs(self) -> list[tuple[str, str | None]]:
+        return [(s.action.value, s.vector) for s in self.steps]
+
+
+#: How many applied fingerprints status.appliedPlans keeps.
+APPLIED_PLANS_KEPT = 16
 
 
 class NamespaceStatus(HasConditions, CamelModel):
@@ -150,6 +202,15 @@ class NamespaceStatus(HasConditions, CamelModel):
     operation: Annotated[
         Operation | None,
         Field(description="A destructive step in progress; a restarted operator finishes it."),
+    ] = None
+    applied_plans: Annotated[
+        list[str] | None,
+        Field(
+            max_length=APPLIED_PLANS_KEPT,
+            description="Fingerprints of the applied plans that needed approval, newest "
+            "first: spec.confirmPlan never approves one of them again (an approval is spent "
+            "once; the vectorschema.dev/confirm annotation approves afresh).",
+        ),
     ] = None
 
     def set_live(self, points_count: int | None, vectors: list[str] | None) -> None:

@@ -26,6 +26,21 @@ class ConnectorError(Exception):
     subclass `ConnectionUnavailable`; the table below maps it."""
 
 
+class ConnectionRefused(ConnectorError):
+    """The namespace's connection is refused, before any connection is made: by the
+    admin's policy (URL not allowed, Secret without the label) or because its input can
+    never work (an invalid URL or API key). Stalled with `reason`; retrying without a
+    change cannot help, so a deletion lets the resource go at once."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Halted(Exception):
+    """A recorded operation cannot go on as approved (see `reconcile`): Stalled."""
+
+
 class Phase(Enum):
     OBSERVE = "observe"  # resolving plugins, connecting, reading the collection
     APPLY = "apply"  # planning is done: counting, recording intent, executing, re-reading
@@ -67,6 +82,10 @@ FAILURES: tuple[Row, ...] = (
 
 def classify(exc: BaseException, phase: Phase) -> Failure | None:
     """The failure `exc` is in `phase`; None for anything unexpected (it propagates)."""
+    if isinstance(exc, ConnectionRefused):
+        return Failure(exc.reason, True, None, clear_plan=True)
+    if isinstance(exc, Halted):
+        return Failure(Reason.OPERATION_HALTED, True, None, clear_plan=True)
     for row in FAILURES:
         if isinstance(exc, row.error) and row.phase in (None, phase):
             return row.failure

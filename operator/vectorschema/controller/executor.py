@@ -28,12 +28,13 @@ from vectorschema.qdrant.protocol import QdrantGateway
 def execute(plan: Plan, gateway: QdrantGateway, owner_metadata: Mapping[str, Any]) -> None:
     """Perform every action of `plan`; raises the gateway's errors unchanged."""
     for action in plan.actions:
-        _perform(plan.collection, action, gateway, owner_metadata)
+        perform(plan.collection, action, gateway, owner_metadata)
 
 
-def _perform(
+def perform(
     collection: str, action: Action, gateway: QdrantGateway, owner_metadata: Mapping[str, Any]
 ) -> None:
+    """Perform one action (one step of a plan); raises the gateway's errors unchanged."""
     match action:
         case CreateCollection(vectors=vectors, settings=settings):
             gateway.create_collection(collection, vectors, settings, owner_metadata)

@@ -1,8 +1,9 @@
 """Releasing a Namespace's collection when the resource is deleted.
 
-`Delete` drops the collection, `Retain` removes the owner stamps; a collection owned by
-another resource, or not there at all, is left alone. kopf-free: the kopf layer retries a
-bounded number of times and then lets the resource go.
+`Delete` drops the collection, `Retain` replaces the owner stamps by the retained-by
+stamps (so only this Kubernetes namespace may adopt it later); a collection not stamped as
+this resource's (name and UID), or not there at all, is left alone. kopf-free: the kopf
+layer retries a bounded number of times and then lets the resource go.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from vectorschema.api import DeletionPolicy, EventReason, NamespaceResource
 from vectorschema.controller.reconcile import Connector
 from vectorschema.controller.results import Event
-from vectorschema.core.ownership import RELEASE_METADATA, owns
+from vectorschema.core.ownership import owns, release_metadata
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def finalize(resource: NamespaceResource, connect: Connector) -> Finalized:
             EventReason.DELETED,
             f"deleted collection {collection} ({observed.points_count} points)",
         )
-    gateway.set_metadata(collection, RELEASE_METADATA)
+    gateway.set_metadata(collection, release_metadata(resource))
     return _normal(
         EventReason.RETAINED,
         f"retained collection {collection} ({observed.points_count} points); ownership released",

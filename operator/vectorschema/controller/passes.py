@@ -24,7 +24,8 @@ from vectorschema.api import (
     PluginSpec,
     describe,
 )
-from vectorschema.controller.reconcile import Connector, invalid_spec, reconcile
+from vectorschema.controller.locks import ResourceLocks
+from vectorschema.controller.reconcile import EMBEDDED, Connector, invalid_spec, reconcile
 from vectorschema.controller.results import Result
 from vectorschema.controller.status_writer import (
     Conflict,
@@ -33,6 +34,7 @@ from vectorschema.controller.status_writer import (
     StatusWriter,
     parse_status,
 )
+from vectorschema.core.policy import Policy
 
 log = logging.getLogger("vectorschema")
 
@@ -48,15 +50,42 @@ def run_pass(
     connector_for: Callable[[NamespaceResource], Connector],
     *,
     now: datetime | None = None,
+    locks: ResourceLocks | None = None,
+    policy: Policy | None = None,
+    connection_of: Callable[[NamespaceResource], str] = lambda _: EMBEDDED,
 ) -> Result | None:
-    """Read the object fresh, reconcile it, write what changed. None when it is gone."""
+    """Read the object fresh, reconcile it, write what changed. None when it is gone.
+
+    With `locks`, the whole pass holds the resource's lock: one pass per resource at a
+    time, across tasks, threads and the finaliser; a pass that waited for the finaliser
+    finds the resource released and writes nothing.
+    """
+    if locks is None:
+        return _run_pass(store, namespace, name, plugins, connector_for, now, policy, connection_of)
+    with locks.hold((namespace, name)):
+        return _run_pass(
+            store, namespace, name, plugins, connector_for, now, policy, connection_of, locks
+        )
+
+
+def _run_pass(
+    store: NamespaceStore,
+    namespace: str,
+    name: str,
+    plugins: Mapping[str, PluginSpec],
+    connector_for: Callable[[NamespaceResource], Connector],
+    now: datetime | None,
+    policy: Policy | None,
+    connection_of: Callable[[NamespaceResource], str],
+    locks: ResourceLocks | None = None,
+) -> Result | None:
     try:
         body = store.get(namespace, name)
     except NotFound:
         return None
     now = now or datetime.now(UTC)
     meta = body.get("metadata", {})
-    if meta.get("deletionTimestamp"):
+    if meta.get("deletionTimestamp") or (locks is not None and locks.released(meta.get("uid"))):
         return None
     writer = StatusWriter(store, namespace, name, body)
     old = parse_status(body)
@@ -70,10 +99,18 @@ def run_pass(
         resource = resource.model_copy(update={"status": parse_status(body)})
         try:
             result = reconcile(
-                resource, plugins, connector_for(resource), now=now, write_intent=writer.intent
+                resource,
+                plugins,
+                connector_for(resource),
+                now=now,
+                write_intent=writer.intent,
+                policy=policy,
+                connection=connection_of(resource),
+                consume_annotation=lambda: writer.remove_annotation(CONFIRM_ANNOTATION),
             )
-        except Conflict:
-            # The object changed while this pass planned: nothing destructive ran.
+        except (Conflict, NotFound):
+            # The object changed (or went) while this pass worked: whatever ran was
+            # recorded step by step; the next pass starts from a fresh read.
             return Result(status=NamespaceStatus(), retry_after=CONFLICT_RETRY)
     writer.final(result.status)
     ready = ready_change(old, result.status)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from vectorschema.api import NamespaceStatus
+from vectorschema.core.policy import SCRUBBER
 
 
 class NotFound(Exception):
@@ -37,8 +38,16 @@ class NamespaceStore(Protocol):
         new resourceVersion."""
         ...
 
-    def set_annotation(self, namespace: str, name: str, key: str, value: str | None) -> None:
-        """Set (or, with None, remove) one annotation."""
+    def set_annotation(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str | None,
+        resource_version: str | None = None,
+    ) -> str:
+        """Set (or, with None, remove) one annotation, onto that version (if given);
+        raises Conflict. Returns the new resourceVersion."""
         ...
 
 
@@ -47,6 +56,17 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
     patch: dict[str, Any] = {k: None for k in old if k not in new}
     patch.update(new)
     return patch
+
+
+def scrubbed(value: Any) -> Any:
+    """`value` with every known secret value scrubbed from every string in it."""
+    if isinstance(value, str):
+        return SCRUBBER.scrub(value)
+    if isinstance(value, Mapping):
+        return {k: scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrubbed(v) for v in value]
+    return value
 
 
 def parse_status(body: Mapping[str, Any]) -> NamespaceStatus:
@@ -76,10 +96,16 @@ class StatusWriter:
         self.version: str | None = body.get("metadata", {}).get("resourceVersion")
 
     def intent(self, status: NamespaceStatus) -> None:
-        self._write(status.to_wire())
+        """Write `status` onto the version last read or written; raises Conflict."""
+        self._write(scrubbed(status.to_wire()))
+
+    def remove_annotation(self, key: str) -> None:
+        """Remove one annotation, onto the version last read or written (the one-shot
+        approval is consumed before acting: if this fails, nothing runs)."""
+        self.version = self.store.set_annotation(self.namespace, self.name, key, None, self.version)
 
     def final(self, status: NamespaceStatus, attempts: int = 3) -> None:
-        new = status.to_wire()
+        new = scrubbed(status.to_wire())
         for attempt in range(attempts):
             try:
                 self._write(new)

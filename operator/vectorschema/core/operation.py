@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vectorschema.api import LastReconfigure
+
 Step = tuple[str, str | None]
 
 #: action in the fresh plan -> the recorded actions it may continue.
@@ -87,3 +89,39 @@ def progress(recorded: Sequence[Step], states_done: Sequence[bool]) -> str:
     done = [s for s, d in zip(recorded, states_done, strict=True) if d]
     remaining = [s for s, d in zip(recorded, states_done, strict=True) if not d]
     return f"done: {describe_steps(done)}; remaining: {describe_steps(remaining)}"
+
+
+def partial_report(
+    result: LastReconfigure,
+    recorded: Sequence[Step],
+    states_done: Sequence[bool],
+    live_vectors: Sequence[str] | None,
+    *,
+    fingerprint: str,
+    time: str,
+) -> LastReconfigure:
+    """What an interrupted operation really did: `result` (prepared for the whole plan)
+    cut down to the steps that are done."""
+    done = [s for s, d in zip(recorded, states_done, strict=True) if d]
+    remaining = [s for s, d in zip(recorded, states_done, strict=True) if not d]
+    kinds = {kind for kind, _ in done}
+    whole = bool(kinds & {"createCollection", "recreateCollection"})
+
+    def kept(names: Sequence[str], kind: str) -> list[str]:
+        if whole:
+            return list(names)
+        return [n for n in names if (kind, n) in done]
+
+    return result.model_copy(
+        update={
+            "vectors_added": kept(result.vectors_added, "addVector"),
+            "vectors_removed": kept(result.vectors_removed, "removeVector"),
+            "vectors_replaced": kept(result.vectors_replaced, "replaceVector"),
+            "vectors_total": list(live_vectors or []),
+            "points_deleted": result.points_deleted if whole else 0,
+            "collections_to_reprocess": result.collections_to_reprocess if done else [],
+            "message": f"Plan {fingerprint} was interrupted: {describe_steps(done)} done, "
+            f"{describe_steps(remaining)} not done.",
+            "time": time,
+        }
+    )

@@ -17,7 +17,7 @@ parsed parts, so what was checked is exactly what is connected to. Qdrant's defa
 (6333, what qdrant-client uses when a URL names none) is made explicit before comparing.
 
 Also here: API-key validation and scrubbing of known secret values from any text that may
-reach a status, a log line or an Event. Imports nothing from the rest of vectorschema.
+reach a status, a log line or an Event.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+
+from vectorschema.api.status import APPLIED_PLANS_KEPT
 
 ALLOWED_URLS_ENV = "VECTORSCHEMA_ALLOWED_QDRANT_URLS"
 SECRET_LABEL_ENV = "VECTORSCHEMA_SECRET_LABEL"
@@ -297,9 +299,6 @@ SCRUBBER = Scrubber()
 
 
 # --- approvals ----------------------------------------------------------------------------------
-
-#: How many applied fingerprints status.appliedPlans keeps.
-APPLIED_PLANS_KEPT = 16
 
 
 def remember_applied(fingerprint: str, applied: Iterable[str]) -> list[str]:

@@ -47,6 +47,7 @@ from vectorschema.api import (
 from vectorschema.controller.preview import preview
 from vectorschema.controller.reconcile import Connector
 from vectorschema.core.admission import check_spec, plan_warnings, unknown_plan_warning
+from vectorschema.core.policy import SCRUBBER
 from vectorschema.k8s import kube
 from vectorschema.k8s.settings import WebhookSettings
 
@@ -98,7 +99,7 @@ def evaluate(
             resource, checked.desired, connector_for(resource)(), last_applied=last_applied
         )
     except Exception as exc:  # Qdrant down, a Secret missing: the reconcile will say it
-        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        detail = SCRUBBER.scrub(" ".join(str(exc).split()))[:300] or type(exc).__name__
         warnings.append(unknown_plan_warning(f"cannot read the collection: {detail}"))
         return Answer(None, warnings)
     if seen.refusal is not None:
@@ -145,7 +146,7 @@ async def review(
         return Answer(None, [unknown_plan_warning(why)])
     except Exception as exc:  # an error here must not refuse the request (kopf would)
         log.exception("admission review of %s failed", resource.owner_id)
-        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        detail = SCRUBBER.scrub(" ".join(str(exc).split()))[:300] or type(exc).__name__
         return Answer(None, [unknown_plan_warning(f"the webhook failed: {detail}")])
 
 

@@ -8,15 +8,18 @@ that reconciles it (`controller.passes.run_pass`) whenever something it depends 
 changes, and on a jittered interval to catch drift in Qdrant:
 - its own spec or annotations changed (`on.event` for Namespaces wakes the loop),
 - a Plugin it lists changed (a kopf index maps plugin names to Namespaces),
-- the Secret holding its Qdrant API key changed (an index maps Secrets to Namespaces),
+- the Secret holding its Qdrant API key changed (an index maps Secrets to Namespaces; only
+  Secrets with the admin's label are watched, and API keys are read from that watch),
 - the resync interval passed (`VECTORSCHEMA_RESYNC_SECONDS`, default 60, +-10% jitter).
 Sharded (`VECTORSCHEMA_SHARD_INDEX`/`_COUNT`), the Namespace handlers see only this
 shard's objects (filters delegating to `core.sharding`), the finalizer is the shard's, and
 nothing acts while another shard layout holds the layout lease (`k8s.sharding.Gate`).
-One loop per resource means reconciles of one resource never overlap. Status changes
-written by the loop do not wake it (only generation and annotations do), and a status is
-written only when it differs, so a resync of an unchanged world writes nothing. The
-per-operator state (`wakeups.Wakeups`) lives in kopf's `memo`.
+One loop per resource, and a per-resource lock (`controller.locks`, in kopf's `memo`)
+held by every pass and by the finaliser, mean reconciles of one resource never overlap,
+not even with a pass a cancelled daemon left running in its thread. Status changes written
+by the loop do not wake it (only generation and annotations do), and a status is written
+only when it differs, so a resync of an unchanged world writes nothing. The per-operator
+state (`wakeups.Wakeups`, the locks) lives in kopf's `memo`.
 
 With `VECTORSCHEMA_WEBHOOK_PORT` set, the operator also serves a validating admission
 webhook for Namespace creates and updates (`admission.review`): it refuses what the
@@ -32,13 +35,15 @@ from typing import Any
 import kopf
 
 from vectorschema.api import GROUP, NAMESPACE_PLURAL, PLUGIN_PLURAL, VERSION, NamespaceStatus
+from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.passes import run_pass, valid_plugins
 from vectorschema.controller.plugin_status import plugin_status_patch
 from vectorschema.controller.results import Event, Result
 from vectorschema.core import sharding as shards
 from vectorschema.k8s import admission, kube, sharding, wakeups
 from vectorschema.k8s import settings as config
-from vectorschema.k8s.connection import connector_for
+from vectorschema.k8s.connection import connection_id, connectors
+from vectorschema.k8s.events import post_event
 from vectorschema.k8s.release import release as release_collection
 
 Key = wakeups.Key
@@ -54,6 +59,7 @@ def configure(
     webhook = config.webhook_settings()
     ca = config.configure_kopf(settings, webhook)
     memo.wakeups = wakeups.Wakeups()
+    memo.locks = ResourceLocks()
     memo.webhook = webhook
     if ca is not None:
         name = admission.register(webhook, ca)
@@ -118,6 +124,7 @@ async def plan_at_admission(
     old: kopf.Body | None,
     warnings: list[str],
     memo: kopf.Memo,
+    labelled_secrets: kopf.Index[Key, dict[str, Any]],
     **_: Any,
 ) -> None:
     """Tell kubectl the plan (warnings); refuse what the cross-object checks forbid."""
@@ -125,7 +132,7 @@ async def plan_at_admission(
         dict(body),
         dict(old) if old is not None else None,
         lambda: valid_plugins(kube.list_plugin_specs()),
-        connector_for,
+        connectors(labelled_secrets, config.policy()),
         plan_seconds=memo.webhook.plan_seconds,
     )
     warnings.extend(answer.warnings)
@@ -144,6 +151,15 @@ def namespaces_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) -
     """(namespace, Secret name) -> the Namespace resources whose API key it holds."""
     ref = (spec.get("qdrant") or {}).get("apiKeySecretRef") or {}
     return {(namespace, ref["name"]): (namespace, name)} if "name" in ref else {}
+
+
+@kopf.index(*config.SECRETS)  # type: ignore[arg-type]
+def labelled_secrets(
+    namespace: str, name: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Key, dict[str, Any]]:
+    """(namespace, Secret name) -> its labels and data: the Secrets the operator may read
+    (the watch is label-selected, see `settings.configure_kopf`)."""
+    return {(namespace, name): {"labels": dict(labels), "data": dict(body.get("data") or {})}}
 
 
 @kopf.on.event(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
@@ -207,6 +223,7 @@ async def control_loop(
     stopped: kopf.DaemonStopped,
     memo: kopf.Memo,
     plugin_specs: kopf.Index[str, dict[str, Any]],
+    labelled_secrets: kopf.Index[Key, dict[str, Any]],
     **_: Any,
 ) -> None:
     """Reconcile this Namespace now, on every wake-up, and on the resync interval."""
@@ -217,12 +234,20 @@ async def control_loop(
         while not await gate.wait_active(1.0):  # another shard layout still acts
             if stopped:
                 return Result(status=NamespaceStatus(), retry_after=1.0)
-        plugins = valid_plugins(plugin_specs)
-        store = kube.LiveNamespaces(body)
-        return await asyncio.to_thread(run_pass, store, namespace, name, plugins, connector_for)
+        return await asyncio.to_thread(
+            run_pass,
+            kube.LiveNamespaces(body),
+            namespace,
+            name,
+            valid_plugins(plugin_specs),
+            connectors(labelled_secrets, config.policy()),
+            locks=memo.locks,
+            policy=config.policy(),
+            connection_of=connection_id,
+        )
 
     def post(event: Event) -> None:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        post_event(body, event)
 
     await wakeups.control_loop(
         (namespace, name),
@@ -235,8 +260,14 @@ async def control_loop(
     )
 
 
-@kopf.on.delete(GROUP, VERSION, NAMESPACE_PLURAL, when=_released_here)
-async def release(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.delete(GROUP, VERSION, NAMESPACE_PLURAL, when=_released_here)  # type: ignore[arg-type]
+async def release(
+    body: kopf.Body,
+    retry: int,
+    memo: kopf.Memo,
+    labelled_secrets: kopf.Index[Key, dict[str, Any]],
+    **_: Any,
+) -> None:
     """Apply the deletion policy; never hold the resource forever."""
     gate: sharding.Gate = memo.gate
     while not await gate.wait_active(5.0):  # another shard layout still acts: not a retry
@@ -247,6 +278,7 @@ async def release(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> Non
         retry,
         retries=config.delete_retries(),
         delay=config.delete_retry_delay(),
-        connector_for=connector_for,
+        connector_for=connectors(labelled_secrets, config.policy()),
+        locks=memo.locks,
     )
-    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    post_event(body, event)

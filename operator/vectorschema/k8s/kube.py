@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,8 @@ __all__ = [
     "patch_namespace_status",
     "patch_plugin_status",
     "read_or_create_secret",
-    "read_secret_key",
+    "secret_exists",
+    "secret_value",
     "set_annotation",
 ]
 
@@ -106,16 +108,30 @@ def list_plugin_specs() -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def set_annotation(namespace: str, name: str, key: str, value: str | None) -> None:
-    """Set (or, with None, remove) one annotation of a Namespace resource."""
-    _custom().patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        NAMESPACE_PLURAL,
-        name,
-        {"metadata": {"annotations": {key: value}}},
-    )
+def set_annotation(
+    namespace: str,
+    name: str,
+    key: str,
+    value: str | None,
+    resource_version: str | None = None,
+) -> str:
+    """Set (or, with None, remove) one annotation of a Namespace resource; with
+    `resource_version`, only onto that version (else Conflict). Returns the new version."""
+    metadata: dict[str, Any] = {"annotations": {key: value}}
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    try:
+        obj = _custom().patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, NAMESPACE_PLURAL, name, {"metadata": metadata}
+        )
+    except ApiException as exc:
+        if exc.status == 409:
+            raise Conflict(f"{namespace}/{name} changed since it was read") from None
+        if exc.status == 404:
+            raise NotFound(f"Namespace {namespace}/{name} not found") from None
+        raise
+    version: str = obj["metadata"]["resourceVersion"]
+    return version
 
 
 class Namespaces:
@@ -129,8 +145,15 @@ class Namespaces:
     ) -> str:
         return patch_namespace_status(namespace, name, patch, resource_version)
 
-    def set_annotation(self, namespace: str, name: str, key: str, value: str | None) -> None:
-        set_annotation(namespace, name, key, value)
+    def set_annotation(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str | None,
+        resource_version: str | None = None,
+    ) -> str:
+        return set_annotation(namespace, name, key, value, resource_version)
 
 
 class LiveNamespaces(Namespaces):
@@ -166,19 +189,32 @@ class SecretMissing(LookupError):
     """The Secret or its key is not there. The message never carries the value."""
 
 
-def read_secret_key(namespace: str, name: str, key: str) -> str:
+#: Ask the API server for metadata only: no Secret value is ever transferred.
+_METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+def secret_exists(namespace: str, name: str) -> bool:
+    """Whether the Secret exists, asked for its metadata only (a `list` with a field
+    selector: the operator's RBAC has no `get` on Secrets, and no value is transferred)."""
+    response: Any = kubernetes.client.CoreV1Api().list_namespaced_secret(
+        namespace,
+        field_selector=f"metadata.name={name}",
+        _headers={"Accept": _METADATA_ONLY},
+        _preload_content=False,
+    )
+    found: dict[str, Any] = json.loads(response.data)
+    return bool(found.get("items"))
+
+
+def secret_value(data: Mapping[str, str] | None, key: str) -> bytes | None:
+    """The decoded value of `key` in a Secret's `data` (base64), None if absent."""
+    raw = (data or {}).get(key)
+    if raw is None:
+        return None
     try:
-        secret = kubernetes.client.CoreV1Api().read_namespaced_secret(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise SecretMissing(f"Secret {namespace}/{name} not found") from None
-        raise SecretMissing(
-            f"Secret {namespace}/{name} cannot be read (HTTP {exc.status})"
-        ) from None
-    data = secret.data or {}
-    if key not in data:
-        raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r}")
-    return base64.b64decode(data[key]).decode().strip()
+        return base64.b64decode(raw, validate=True)
+    except ValueError:
+        return None
 
 
 def apply_validating_webhook(body: dict[str, Any]) -> None:

@@ -1,9 +1,15 @@
 """Releasing a Namespace's collection on deletion, without ever holding the resource
-forever: Qdrant unreachable or the Secret gone is retried a bounded number of times, then
-the resource goes with a Warning Event saying what may be left behind."""
+forever: Qdrant unreachable or the Secret gone is retried a bounded number of times, a
+connection that can never work (refused by the admin's policy, invalid) is not retried,
+and then the resource goes with a Warning Event saying what may be left behind.
+
+The release holds the resource's lock (`controller.locks`): it waits for a pass still in
+flight (a cancelled daemon does not stop its thread), and once it is done, no pass of the
+resource writes anything."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,11 +17,18 @@ import kopf
 from pydantic import ValidationError
 
 from vectorschema.api import EventReason, NamespaceResource, describe
-from vectorschema.controller.errors import ConnectorError
+from vectorschema.controller.errors import ConnectionRefused, ConnectorError
 from vectorschema.controller.finalize import Finalized, finalize
+from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.reconcile import Connector
 from vectorschema.controller.results import Event
+from vectorschema.core.policy import SCRUBBER
 from vectorschema.qdrant.errors import GatewayError
+
+log = logging.getLogger("vectorschema")
+
+#: How long the release waits for a pass in flight before it retries (seconds).
+LOCK_WAIT = 120.0
 
 
 def release(
@@ -26,8 +39,58 @@ def release(
     delay: float,
     connector_for: Callable[[NamespaceResource], Connector],
     release_collection: Callable[[NamespaceResource, Connector], Finalized] = finalize,
+    locks: ResourceLocks | None = None,
+    lock_wait: float = LOCK_WAIT,
 ) -> Event:
     """The Event to post once released; raises `kopf.TemporaryError` to be retried."""
+    meta = body.get("metadata", {})
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    if locks is None:
+        return _release(body, retry, retries, delay, connector_for, release_collection)
+    with locks.hold(key, timeout=0) as free:
+        if free:
+            return _released(
+                locks, meta, body, retry, retries, delay, connector_for, release_collection
+            )
+    log.info("%s/%s: deletion waits for the pass in flight", *key)
+    with locks.hold(key, timeout=lock_wait) as held:
+        if held:
+            return _released(
+                locks, meta, body, retry, retries, delay, connector_for, release_collection
+            )
+    if retry + 1 < retries:
+        raise kopf.TemporaryError("a reconcile pass is still in flight", delay=delay)
+    return Event(
+        "Warning",
+        EventReason.RELEASED_UNCLEAN,
+        f"released after {retry + 1} attempts while a reconcile pass was still in flight; "
+        "the collection was not cleaned up",
+    )
+
+
+def _released(
+    locks: ResourceLocks,
+    meta: Mapping[str, Any],
+    body: Mapping[str, Any],
+    retry: int,
+    retries: int,
+    delay: float,
+    connector_for: Callable[[NamespaceResource], Connector],
+    release_collection: Callable[[NamespaceResource, Connector], Finalized],
+) -> Event:
+    event = _release(body, retry, retries, delay, connector_for, release_collection)
+    locks.mark_released(meta.get("uid"))  # only once nothing is retried
+    return event
+
+
+def _release(
+    body: Mapping[str, Any],
+    retry: int,
+    retries: int,
+    delay: float,
+    connector_for: Callable[[NamespaceResource], Connector],
+    release_collection: Callable[[NamespaceResource, Connector], Finalized],
+) -> Event:
     try:
         resource = NamespaceResource.model_validate(
             {"metadata": dict(body.get("metadata", {})), "spec": dict(body.get("spec") or {})}
@@ -41,12 +104,14 @@ def release(
     try:
         done = release_collection(resource, connector_for(resource))
     except (ConnectorError, GatewayError) as exc:
-        if retry + 1 < retries:
-            raise kopf.TemporaryError(str(exc), delay=delay) from None
+        message = SCRUBBER.scrub(str(exc))
+        if not isinstance(exc, ConnectionRefused) and retry + 1 < retries:
+            raise kopf.TemporaryError(message, delay=delay) from None
+        attempts = f"after {retry + 1} attempts " if not isinstance(exc, ConnectionRefused) else ""
         return Event(
             "Warning",
             EventReason.RELEASED_UNCLEAN,
-            f"released after {retry + 1} attempts without cleaning up collection "
-            f"{resource.collection_name} ({resource.spec.deletion_policy.value}): {exc}",
+            f"released {attempts}without cleaning up collection "
+            f"{resource.collection_name} ({resource.spec.deletion_policy.value}): {message}",
         )
     return done.event

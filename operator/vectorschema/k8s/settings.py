@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 
 from vectorschema.api import FINALIZER, GROUP
+from vectorschema.core.policy import SCRUBBER, Policy
 from vectorschema.k8s import kube
 from vectorschema.k8s.certs import (
     CA_FILE,
@@ -26,6 +27,11 @@ from vectorschema.k8s.certs import (
 
 #: The keys of a certificate Secret, in `make_serving_cert`'s and `write_cert`'s order.
 CERT_KEYS = (CA_FILE, CERT_FILE, KEY_FILE)
+
+log = logging.getLogger("vectorschema")
+
+#: The Secrets resource, as kopf selects it (its watch is label-selected).
+SECRETS = ("", "v1", "secrets")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -45,6 +51,11 @@ def delete_retries() -> int:
 
 def delete_retry_delay() -> float:
     return _env_float("VECTORSCHEMA_DELETE_RETRY_DELAY", 10.0)
+
+
+def policy() -> Policy:
+    """The admin's tenancy policy, from the environment (read on every pass)."""
+    return Policy.from_env(os.environ)
 
 
 # --- the admission webhook ----------------------------------------------------------------
@@ -167,6 +178,13 @@ def configure_kopf(settings: kopf.OperatorSettings, webhook: WebhookSettings) ->
     # managed mode, which hard-codes timeoutSeconds: 30 (ours is a few seconds).
     settings.admission.server, ca = admission_server(webhook)
     settings.admission.managed = None
+    current = policy()
+    for problem in current.problems:
+        log.error("tenancy policy: %s", problem)
+    # Watch (and so read) only the Secrets labelled for the operator, server-side.
+    settings.watching.label_selectors[SECRETS] = current.label_selector
+    SCRUBBER.remember(os.environ.get("QDRANT_API_KEY"))
+    install_log_scrubbing()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -185,3 +203,31 @@ def quiet_watchers(record: logging.LogRecord) -> bool:
     control loops, which log what they change."""
     message = record.getMessage()
     return not (message.startswith("Handler '") and "_event' succeeded" in message)
+
+
+_factory_installed = False
+
+
+def install_log_scrubbing() -> None:
+    """Scrub every known secret value from every log record of the process (kopf's and
+    the libraries' included), when the record is made: messages, arguments and
+    tracebacks. kopf posts its own log lines as Events, so those are scrubbed too."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    _factory_installed = True
+    previous = logging.getLogRecordFactory()
+    formatter = logging.Formatter()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it to the handler to report
+            return record
+        record.msg, record.args = SCRUBBER.scrub(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = SCRUBBER.scrub(formatter.formatException(record.exc_info))
+        return record
+
+    logging.setLogRecordFactory(factory)
