@@ -211,7 +211,7 @@ def test_collection_owned_elsewhere(
     kubectl: KubectlFn, wait_for: Any, qdrant: ClientGateway, namespace: str
 ) -> None:
     vec = {"name": "v", "size": 4, "distance": "Cosine"}
-    shared = f"shared_{namespace}".replace("-", "_")
+    shared = f"{namespace}_shared"  # within the tenant prefix (the admin's default rule)
     apply(
         kubectl,
         namespace_doc(
