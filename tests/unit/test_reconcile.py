@@ -23,10 +23,15 @@ from vectorschema.api import (
     CONFIRM_ANNOTATION,
     OWNER_METADATA_KEY,
     OWNER_UID_METADATA_KEY,
+    RETAINED_BY_METADATA_KEY,
+    RETAINED_UID_METADATA_KEY,
     ActionKind,
     ConditionStatus,
+    LastReconfigure,
     NamespaceResource,
     NamespaceStatus,
+    Operation,
+    OperationStep,
     PluginSpec,
     Strategy,
 )
@@ -950,3 +955,324 @@ def test_rejected_write_stalls_with_apply_failed(qdrant: ClientGateway) -> None:
 
     assert condition(result.status, "Stalled") == (ConditionStatus.TRUE, Reason.APPLY_FAILED)
     assert ("Warning", Reason.APPLY_FAILED) in [(e.type, e.reason) for e in result.events]
+
+
+# --- tenancy and approval integrity (issue 8) -------------------------------------------
+
+THREE = {**BASE, "plugins": [{"name": "text"}, {"name": "image"}, {"name": "sparse"}]}
+IMAGE_5 = inline("image", dense("image_v", 5))
+
+
+def recorded(
+    fingerprint: str,
+    steps: Sequence[tuple[ActionKind, str | None, StepState]],
+    *,
+    approved_by: str = "confirmPlan",
+    collection: str = COLLECTION,
+    connection: str = "embedded",
+    generation: int = 2,
+    result: LastReconfigure | None = None,
+) -> Operation:
+    """An operation record as a pass writes it before its first step."""
+    return Operation(
+        plan_fingerprint=fingerprint,
+        started="2026-01-01T00:00:00Z",
+        collection=collection,
+        connection=connection,
+        approved_by=approved_by,  # type: ignore[arg-type]
+        generation=generation,
+        steps=[OperationStep(action=a, vector=v, state=s) for a, v, s in steps],
+        result=result
+        or LastReconfigure(
+            status="reconfigured",
+            previous_points_count=30,
+            vectors_added=[],
+            vectors_total=["image_v"],
+            collections_to_reprocess=[],
+            message="the whole plan's report",
+            vectors_removed=["text_v"],
+            vectors_replaced=["image_v"],
+            plan_fingerprint=fingerprint,
+        ),
+    )
+
+
+def with_operation(
+    resource: NamespaceResource, operation: Operation, spec: Mapping[str, Any]
+) -> NamespaceResource:
+    status = (resource.status or NamespaceStatus()).model_copy(update={"operation": operation})
+    return next_pass(resource, Result(status=status), spec)
+
+
+class Restamping(Recording):
+    """Someone else stamps the collection right after the first vector is deleted."""
+
+    def delete_vector(self, collection: str, vector: str) -> None:
+        super().delete_vector(collection, vector)
+        self.inner.set_metadata(collection, {OWNER_METADATA_KEY: "team-b/thief"})
+
+
+def test_a_name_outside_the_tenant_prefix_is_refused_before_connecting(
+    qdrant: ClientGateway,
+) -> None:
+    harness = Harness(qdrant)
+    result = harness.run(namespace({**BASE, "collectionName": "team-b_catalog"}))
+    assert condition(result.status, "Stalled") == (
+        ConditionStatus.TRUE,
+        Reason.COLLECTION_NAME_NOT_ALLOWED,
+    )
+    stalled = result.status.condition("Stalled")
+    assert stalled is not None and "spec.collectionName" in stalled.message
+    assert harness.connect.calls == 0 and harness.log == []
+    anything = harness.run(
+        namespace({**BASE, "collectionName": "team-b_catalog"}),
+        policy=Policy.from_env({"VECTORSCHEMA_COLLECTION_NAMES": "Any"}),
+    )
+    assert is_ready(anything.status)
+
+
+def test_ownership_is_checked_with_an_operation_recorded(qdrant: ClientGateway) -> None:
+    resource = create_ready(qdrant, BASE)
+    qdrant.set_metadata(COLLECTION, {OWNER_METADATA_KEY: "team-a/other"})
+    op = recorded("0123456789abcdef", [(ActionKind.RECREATE_COLLECTION, None, StepState.PENDING)])
+    attack = with_operation(
+        resource, op, {**BASE, "strategy": "Recreate", "confirm": True, "confirmPlan": None}
+    )
+    harness = Harness(qdrant)
+    result = harness.run(attack)
+    assert condition(result.status, "Stalled")[1] == Reason.COLLECTION_OWNED_ELSEWHERE
+    assert harness.gateway.writes == [] and harness.intents.written == []
+
+
+def test_every_destructive_step_rereads_ownership(qdrant: ClientGateway) -> None:
+    resource = create_ready(qdrant, THREE)
+    harness = Harness(qdrant)
+    harness.gateway = Restamping(qdrant, harness.log)
+    harness.connect = Connect(harness.gateway)
+    result = harness.run(
+        next_pass(resource, None, {**BASE, "plugins": [{"name": "text"}], "confirm": True})
+    )
+    assert harness.gateway.writes == ["delete_vector"]  # the second removal never ran
+    assert condition(result.status, "Stalled")[1] == Reason.OPERATION_HALTED
+    op = result.status.operation
+    assert op is not None and op.done == [True, False]
+    stalled = result.status.condition("Stalled")
+    assert stalled is not None and "team-b/thief" in stalled.message
+    assert "done: removeVector image_v; remaining: removeVector sparse_v" in stalled.message
+    report = result.status.last_reconfigure
+    assert report is not None and report.vectors_removed == ["image_v"]
+    assert "interrupted" in report.message
+    assert sorted(live(qdrant).names) == ["sparse_v", "text_v"]
+
+
+def test_a_withdrawn_approval_stops_the_next_step(qdrant: ClientGateway) -> None:
+    """The write that records a step done is guarded by the version the pass read: if the
+    object changed (the approval was withdrawn), it fails and nothing further runs."""
+    resource = create_ready(qdrant, THREE)
+    harness = Harness(qdrant)
+    writes = 0
+
+    def intents(status: NamespaceStatus) -> None:
+        nonlocal writes
+        writes += 1
+        harness.log.append("write_intent")
+        if writes == 2:
+            raise Conflict("the spec changed")
+
+    harness.intents = intents  # type: ignore[assignment]
+    with pytest.raises(Conflict):
+        harness.run(
+            next_pass(resource, None, {**BASE, "plugins": [{"name": "text"}], "confirm": True})
+        )
+    assert harness.gateway.writes == ["delete_vector"]
+    assert sorted(live(qdrant).names) == ["sparse_v", "text_v"]
+
+
+def test_a_stale_claim_resumes_nothing(qdrant: ClientGateway) -> None:
+    resource = create_ready(qdrant, BASE)
+    op = recorded(
+        "0123456789abcdef",
+        [(ActionKind.REMOVE_VECTOR, "image_v", StepState.PENDING)],
+        approved_by="confirm",
+    )
+    harness = Harness(qdrant)
+
+    def stale(status: NamespaceStatus) -> None:
+        raise Conflict("another replica wrote since this pass read")
+
+    harness.intents = stale  # type: ignore[assignment]
+    with pytest.raises(Conflict):
+        harness.run(with_operation(resource, op, {**DROP_IMAGE, "confirm": True}))
+    assert harness.gateway.writes == []
+    assert sorted(live(qdrant).names) == ["image_v", "text_v"]
+
+
+@pytest.mark.parametrize(
+    ("approved_by", "spec"),
+    [
+        ("confirm", {}),
+        ("confirm", {"confirm": True, "confirmPlan": "fedcba9876543210"}),
+        ("confirmPlan", {"confirm": True}),
+        ("annotation", {"confirm": False}),  # the spec changed: a new generation
+    ],
+)
+def test_a_recorded_operation_halts_without_its_approval_and_tells_the_truth(
+    qdrant: ClientGateway, approved_by: str, spec: dict[str, Any]
+) -> None:
+    resource = create_ready(qdrant, {**BASE, "plugins": [{"name": "text"}, IMAGE_5]})
+    qdrant.delete_vector(COLLECTION, "text_v")  # its first step ran
+    op = recorded(
+        "0123456789abcdef",
+        [
+            (ActionKind.REMOVE_VECTOR, "text_v", StepState.DONE),
+            (ActionKind.REPLACE_VECTOR, "image_v", StepState.PENDING),
+        ],
+        approved_by=approved_by,
+        generation=1,
+    )
+    harness = Harness(qdrant)
+    result = harness.run(
+        with_operation(resource, op, {**BASE, "plugins": [{"name": "image"}], **spec})
+    )
+    assert harness.gateway.writes == [] and harness.intents.written == []
+    assert condition(result.status, "Stalled")[1] == Reason.OPERATION_HALTED
+    stalled = result.status.condition("Stalled")
+    assert stalled is not None
+    assert "done: removeVector text_v; remaining: replaceVector image_v" in stalled.message
+    assert result.status.operation == op  # kept
+    report = result.status.last_reconfigure
+    assert report is not None
+    assert report.vectors_removed == ["text_v"] and report.vectors_replaced == []
+    assert report.vectors_total == ["image_v"]
+    assert [e.reason for e in result.events] == [Reason.OPERATION_HALTED]
+    again = harness.run(
+        next_pass(
+            with_operation(resource, op, {**BASE, "plugins": [{"name": "image"}], **spec}), result
+        )
+    )
+    assert again.events == []  # said once
+
+
+def test_an_approved_operation_resumes_only_its_remaining_steps(qdrant: ClientGateway) -> None:
+    resource = create_ready(qdrant, {**BASE, "plugins": [{"name": "text"}, IMAGE_5]})
+    qdrant.delete_vector(COLLECTION, "text_v")
+    op = recorded(
+        "0123456789abcdef",
+        [
+            (ActionKind.REMOVE_VECTOR, "text_v", StepState.DONE),
+            (ActionKind.REPLACE_VECTOR, "image_v", StepState.PENDING),
+        ],
+    )
+    harness = Harness(qdrant)
+    result = harness.run(
+        with_operation(
+            resource,
+            op,
+            {**BASE, "plugins": [{"name": "image"}], "confirmPlan": op.plan_fingerprint},
+        )
+    )
+    assert is_ready(result.status)
+    assert harness.gateway.writes == ["delete_vector", "create_vector"]  # the replace only
+    assert harness.log.index("write_intent") < harness.log.index("delete_vector")
+    claim = harness.intents.written[0].operation
+    assert claim is not None and claim.claims == 1
+    assert result.status.last_reconfigure == op.result
+    assert result.status.applied_plans == [op.plan_fingerprint]
+    assert live(qdrant).by_name["image_v"].size == 3
+
+
+def test_an_operation_whose_plan_changed_is_closed_with_what_really_ran(
+    qdrant: ClientGateway,
+) -> None:
+    """The world moved on: the remaining plan is not the recorded one. The old report
+    ("replaced image_v") must not be shown: only the step that ran is."""
+    resource = create_ready(qdrant, {**BASE, "plugins": [{"name": "text"}, IMAGE_5]})
+    qdrant.delete_vector(COLLECTION, "text_v")
+    op = recorded(
+        "0123456789abcdef",
+        [
+            (ActionKind.REMOVE_VECTOR, "text_v", StepState.DONE),
+            (ActionKind.REPLACE_VECTOR, "image_v", StepState.PENDING),
+        ],
+        approved_by="confirm",
+    )
+    harness = Harness(qdrant)
+    keep_image = {**BASE, "plugins": [IMAGE_5], "confirm": True}
+    result = harness.run(with_operation(resource, op, keep_image))
+    assert is_ready(result.status)
+    assert result.status.operation is None
+    assert harness.gateway.writes == []
+    report = result.status.last_reconfigure
+    assert report is not None
+    assert report.vectors_removed == ["text_v"] and report.vectors_replaced == []
+    assert "replaceVector image_v not done" in report.message
+
+
+def test_a_spent_confirm_plan_does_not_approve_the_same_plan_again(
+    qdrant: ClientGateway,
+) -> None:
+    resource = with_image_points(qdrant)
+    pending, _ = run(qdrant, next_pass(resource, None, DROP_IMAGE))
+    assert pending.status.plan is not None
+    fp = pending.status.plan.fingerprint
+    spec = {**DROP_IMAGE, "confirmPlan": fp}
+    applied, _ = run(qdrant, next_pass(resource, pending, spec))
+    assert applied.status.applied_plans == [fp]
+    qdrant.create_vector(COLLECTION, VectorDef("image_v", I.type, 3, I.distance))  # by hand
+
+    result, harness = run(qdrant, next_pass(resource, applied, spec))
+
+    assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
+    assert result.status.plan is not None and result.status.plan.fingerprint == fp
+    ready = result.status.condition("Ready")
+    assert ready is not None and "was spent" in ready.message
+    assert harness.gateway.writes == []
+    # confirm: true stays a standing approval
+    standing, _ = run(qdrant, next_pass(resource, applied, {**DROP_IMAGE, "confirm": True}))
+    assert is_ready(standing.status)
+
+
+def test_a_stamp_of_an_earlier_resource_of_the_same_name_needs_adopt(
+    qdrant: ClientGateway,
+) -> None:
+    resource = create_ready(qdrant, BASE)
+    qdrant.set_metadata(COLLECTION, {OWNER_UID_METADATA_KEY: "uid-of-an-earlier-one"})
+    result, harness = run(qdrant, next_pass(resource, None, THREE))
+    assert condition(result.status, "Stalled")[1] == Reason.ADOPTION_REQUIRED
+    assert harness.gateway.writes == []
+    adopted, harness = run(qdrant, next_pass(resource, None, {**THREE, "adopt": True}))
+    assert is_ready(adopted.status)
+    assert harness.gateway.writes == ["set_metadata", "create_vector"]
+    assert live(qdrant).metadata[OWNER_UID_METADATA_KEY] == resource.metadata.uid
+
+
+def test_a_retained_collection_stays_with_its_namespace(qdrant: ClientGateway) -> None:
+    create_ready(qdrant, BASE)
+    qdrant.set_metadata(
+        COLLECTION,
+        {
+            OWNER_METADATA_KEY: None,
+            OWNER_UID_METADATA_KEY: None,
+            RETAINED_BY_METADATA_KEY: OWNER,
+            RETAINED_UID_METADATA_KEY: "uid-1",
+        },
+    )
+    anyname = Policy.from_env({"VECTORSCHEMA_COLLECTION_NAMES": "Any"})
+    thief = namespace(
+        {**BASE, "collectionName": COLLECTION, "adopt": True}, kube_namespace="team-b"
+    )
+    harness = Harness(qdrant)
+    result = harness.run(thief, policy=anyname)
+    assert condition(result.status, "Stalled")[1] == Reason.COLLECTION_RETAINED_ELSEWHERE
+    assert harness.gateway.writes == []
+    same_ns = namespace({**BASE, "collectionName": COLLECTION}, name="again")
+    assert condition(Harness(qdrant).run(same_ns).status, "Stalled")[1] == (
+        Reason.ADOPTION_REQUIRED
+    )
+    adopted = Harness(qdrant).run(
+        namespace({**BASE, "collectionName": COLLECTION, "adopt": True}, name="again")
+    )
+    assert is_ready(adopted.status)
+    metadata = live(qdrant).metadata
+    assert metadata[OWNER_METADATA_KEY] == "team-a/again"
+    assert RETAINED_BY_METADATA_KEY not in metadata

@@ -5,9 +5,12 @@ an in-memory object store: no cluster, no kopf."""
 from __future__ import annotations
 
 import copy
+import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import kopf
 import pytest
 from conftest import dense, inline, wire
 
@@ -15,18 +18,23 @@ from vectorschema.api import (
     CONFIRM_ANNOTATION,
     ConditionStatus,
     ConditionType,
+    EventReason,
     NamespaceStatus,
     Reason,
 )
+from vectorschema.controller.finalize import Finalized
+from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.passes import CONFLICT_RETRY, ready_change, run_pass, valid_plugins
 from vectorschema.controller.plugin_status import plugin_status, plugin_status_patch
 from vectorschema.controller.reconcile import Connector
+from vectorschema.controller.results import Event
 from vectorschema.controller.status_writer import (
     Conflict,
     NotFound,
     StatusWriter,
     merge_patch,
 )
+from vectorschema.k8s.release import release
 from vectorschema.qdrant.client import ClientGateway
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -306,3 +314,136 @@ def test_plugin_status_keeps_only_the_ready_condition() -> None:
         plugin_obj(GOOD, first | {"conditions": [*first["conditions"], stray]}), LATER
     )
     assert [c["type"] for c in status["conditions"]] == ["Ready"]
+
+
+# --- one pass per resource at a time (issue 8) ------------------------------------------
+
+
+class Blocking:
+    """A connector that holds the pass inside it until released (a pass in flight)."""
+
+    def __init__(self, qdrant: ClientGateway) -> None:
+        self.qdrant = qdrant
+        self.entered = threading.Event()
+        self.go = threading.Event()
+        self.calls = 0
+
+    def __call__(self, resource: Any) -> Connector:
+        def connect() -> ClientGateway:
+            self.calls += 1
+            self.entered.set()
+            assert self.go.wait(30)
+            return self.qdrant
+
+        return connect
+
+
+def test_a_second_pass_waits_for_the_one_in_flight(qdrant: ClientGateway) -> None:
+    store = Store(namespace_obj(SPEC))
+    locks = ResourceLocks()
+    first, second = Blocking(qdrant), Blocking(qdrant)
+    second.go.set()
+    a = threading.Thread(
+        target=run_pass, args=(store, NS, NAME, {}, first), kwargs={"locks": locks}
+    )
+    b = threading.Thread(
+        target=run_pass, args=(store, NS, NAME, {}, second), kwargs={"locks": locks}
+    )
+    a.start()
+    assert first.entered.wait(30)
+    b.start()
+    b.join(timeout=1.0)
+    assert b.is_alive() and second.calls == 0  # waiting for the lock, not running
+    first.go.set()
+    a.join(30)
+    b.join(30)
+    assert not a.is_alive() and not b.is_alive()
+    assert second.calls == 1  # it ran after the first, from a fresh read
+
+
+def test_release_waits_for_the_pass_in_flight_and_nothing_runs_after(
+    qdrant: ClientGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    store = Store(namespace_obj(SPEC))
+    locks = ResourceLocks()
+    in_flight = Blocking(qdrant)
+    a = threading.Thread(
+        target=run_pass, args=(store, NS, NAME, {}, in_flight), kwargs={"locks": locks}
+    )
+    a.start()
+    assert in_flight.entered.wait(30)
+    released: list[Event] = []
+    order: list[str] = []
+
+    def finalize(resource: Any, connect: Any) -> Finalized:
+        order.append("finalize")
+        return Finalized(Event("Normal", EventReason.RETAINED, "released"))
+
+    body = store.get(NS, NAME)
+    r = threading.Thread(
+        target=lambda: released.append(
+            release(
+                body,
+                0,
+                retries=3,
+                delay=1.0,
+                connector_for=lambda res: lambda: qdrant,
+                release_collection=finalize,
+                locks=locks,
+            )
+        )
+    )
+    r.start()
+    r.join(timeout=1.0)
+    assert r.is_alive() and order == []
+    assert "deletion waits for the pass in flight" in caplog.text
+    in_flight.go.set()
+    a.join(30)
+    order.append("pass done")  # the pass ended before the finaliser ran
+    r.join(30)
+    assert released and released[0].message == "released"
+    assert locks.released("u-1")
+    patches = len(store.patches)
+    late = Blocking(qdrant)
+    late.go.set()
+    assert run_pass(store, NS, NAME, {}, late, locks=locks) is None  # after release: nothing
+    assert late.calls == 0 and len(store.patches) == patches
+
+
+def test_release_gives_up_waiting_boundedly() -> None:
+    locks = ResourceLocks()
+    body = namespace_obj(SPEC)
+    kwargs: Any = {
+        "retries": 2,
+        "delay": 1.0,
+        "connector_for": lambda r: None,
+        "release_collection": lambda r, c: None,
+        "locks": locks,
+        "lock_wait": 0.05,
+    }
+    with locks.hold((NS, NAME)):
+        with pytest.raises(kopf.TemporaryError):
+            run_in_thread(lambda: release(body, 0, **kwargs))
+        event = run_in_thread(lambda: release(body, 1, **kwargs))
+    assert event.reason == EventReason.RELEASED_UNCLEAN
+    assert not locks.released("u-1")
+
+
+def run_in_thread(fn: Any) -> Any:
+    """Run `fn` in another thread (the lock is not re-entrant across threads)."""
+    out: list[Any] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(30)
+    if errors:
+        raise errors[0]
+    return out[0]

@@ -296,16 +296,15 @@ class Pass:
             capabilities=capabilities,
             last_applied=None,
         )
+        recorded_desired = operation.desired_fingerprint
+        current_desired = self._desired_fingerprint(desired, capabilities)
         fit = continuation(
             operation.step_pairs,
             operation.done,
             [(a.kind.value, a.name or None) for a in plan.actions],
+            same_desired=recorded_desired == current_desired,
         )
-        recorded_desired = operation.desired_fingerprint
-        if fit is None or (
-            recorded_desired is not None
-            and recorded_desired != self._desired_fingerprint(desired, capabilities)
-        ):
+        if fit is None or recorded_desired not in (None, current_desired):
             # The spec or the collection changed since it started: what ran is reported
             # as it is, and what is left is a new plan that needs its own approval.
             if any(operation.done):

@@ -51,9 +51,18 @@ class Continuation:
 
 
 def continuation(
-    recorded: Sequence[Step], states_done: Sequence[bool], plan: Sequence[Step]
+    recorded: Sequence[Step],
+    states_done: Sequence[bool],
+    plan: Sequence[Step],
+    *,
+    same_desired: bool = True,
 ) -> Continuation | None:
-    """Map `plan` onto the recorded steps not yet done; None when it does not fit."""
+    """Map `plan` onto the recorded steps not yet done; None when it does not fit.
+
+    A pending step the plan has nothing for is done: the live collection already shows
+    it. That is only known when the desired schema is the one the operation was approved
+    for (`same_desired`); otherwise only a removal can be seen done (the vector is gone).
+    """
     pending = [i for i, d in enumerate(states_done) if not d]
     used: set[int] = set()
     mapping: list[int] = []
@@ -75,6 +84,8 @@ def continuation(
     if mapping != sorted(mapping):
         return None  # the steps would run in another order than approved
     newly_done = tuple(i for i in pending if i not in used)
+    if not same_desired and any(recorded[i][0] != "removeVector" for i in newly_done):
+        return None
     return Continuation(tuple(mapping), newly_done)
 
 
