@@ -115,6 +115,9 @@ class Recording:
         self._enter("capabilities")
         return self.inner.capabilities()
 
+    def check(self, vectors: Sequence[VectorDef]) -> None:
+        self.inner.check(vectors)
+
     def observe(self, collection: str) -> ObservedCollection | None:
         self._enter("observe")
         return self.inner.observe(collection)
@@ -1276,3 +1279,23 @@ def test_a_retained_collection_stays_with_its_namespace(qdrant: ClientGateway) -
     metadata = live(qdrant).metadata
     assert metadata[OWNER_METADATA_KEY] == "team-a/again"
     assert RETAINED_BY_METADATA_KEY not in metadata
+
+
+def test_vector_settings_qdrant_cannot_take_are_refused_before_any_write(
+    qdrant: ClientGateway,
+) -> None:
+    """A sparse vector with `hnsw.m` passes the CRD; under Recreate its plan would drop the
+    collection and then fail to create it. It is refused before the first write."""
+    resource = create_ready(qdrant, RECREATE_BASE)
+    bad = inline("bad", sparse("kw", hnsw={"m": 16}))
+    result, harness = run(
+        qdrant,
+        next_pass(
+            resource, None, {**RECREATE_BASE, "plugins": [{"name": "text"}, bad], "confirm": True}
+        ),
+    )
+    assert condition(result.status, "Stalled")[1] == Reason.INVALID_SPEC
+    stalled = result.status.condition("Stalled")
+    assert stalled is not None and "sparse vectors have no HNSW graph" in stalled.message
+    assert harness.gateway.writes == [] and harness.intents.written == []
+    assert live(qdrant).names == ["text_v"]

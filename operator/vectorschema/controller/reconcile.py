@@ -57,6 +57,7 @@ from vectorschema.core.planning import fingerprint, make_plan, resolve_desired
 from vectorschema.core.policy import SCRUBBER, Policy, remember_applied
 from vectorschema.core.report import points_at_risk, report
 from vectorschema.core.schema import Capabilities, DesiredSchema, ObservedCollection
+from vectorschema.qdrant.errors import QdrantRejected
 from vectorschema.qdrant.protocol import QdrantGateway
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,13 @@ class Pass:
         if refusal is not None:
             status.plan = None
             self._stalled(refusal.reason, refusal.message)
+            return
+
+        try:
+            gateway.check(desired.vectors)  # no plan starts that would fail half-way
+        except QdrantRejected as exc:
+            status.plan = None
+            self._stalled(Reason.INVALID_SPEC, f"spec.plugins: {exc}")
             return
 
         operation = self.old.operation

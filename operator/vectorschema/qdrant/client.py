@@ -328,6 +328,9 @@ class ClientGateway:
             collection=collection,
         )
 
+    def check(self, vectors: Sequence[VectorDef]) -> None:
+        convert.check_vectors(vectors)
+
     def set_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
         """Merge `metadata` into the collection's; a `None` value deletes that key."""
         update = {k: v for k, v in metadata.items() if k != local.LOCAL_DATATYPES_METADATA_KEY}

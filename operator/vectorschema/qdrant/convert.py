@@ -9,7 +9,7 @@ collection plans to nothing. No I/O: unit tests cover both directions.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qdrant_client import models as qm
@@ -115,6 +115,17 @@ def sparse_params(v: VectorDef) -> qm.SparseVectorParams:
     return qm.SparseVectorParams(
         modifier=modifier(v.modifier), index=sparse_index(v, with_datatype=True)
     )
+
+
+def check_vectors(vectors: Sequence[VectorDef]) -> None:
+    """Convert every vector as a write would, before any write: raises QdrantRejected for
+    settings Qdrant cannot take (say `hnsw.m` on a sparse vector), so a plan that would
+    fail half-way is refused before its first step."""
+    for v in vectors:
+        if v.type is VectorType.SPARSE:
+            sparse_params(v)
+        else:
+            vector_params(v)
 
 
 def vector_name_config(v: VectorDef) -> qm.VectorNameConfig:
