@@ -275,14 +275,17 @@ class Scrubber:
     def remember(self, value: str | bytes | None) -> None:
         if not value:
             return
+        forms = secret_forms(value)
         with self._lock:
-            for form in secret_forms(value):
+            if forms <= self._values.keys():
+                return  # known already (every pass reads the same key again)
+            for form in forms:
                 self._values.pop(form, None)
                 self._values[form] = None
             while len(self._values) > MAX_SECRETS:
                 del self._values[next(iter(self._values))]
-            forms = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(f) for f in forms))
+            longest_first = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(f) for f in longest_first))
 
     def scrub(self, text: str) -> str:
         pattern = self._pattern
