@@ -17,8 +17,9 @@ is read again. A recorded operation resumes only while the object still approves
 the same collection and connection; otherwise it halts (`OperationHalted`) and status
 says which steps are done and which remain.
 
-One `Pass` object per call holds what every step needs (the resource, the gateway, the
-status being built, the Events, the time); failures are mapped by `errors.classify`.
+One `Pass` object per call holds what every step needs (the resource, its gateway,
+connected on first use, the status being built, the Events, the time); failures are
+mapped by `errors.classify`.
 """
 
 from __future__ import annotations
@@ -103,12 +104,13 @@ def reconcile(
     """
     return Pass(
         resource,
+        connect,
         now=now,
         write_intent=write_intent,
         policy=policy or Policy(),
         connection=connection,
         consume_annotation=consume_annotation,
-    ).run(plugins, connect)
+    ).run(plugins)
 
 
 class Pass:
@@ -117,6 +119,7 @@ class Pass:
     def __init__(
         self,
         resource: NamespaceResource,
+        connect: Connector,
         *,
         now: datetime,
         write_intent: IntentWriter,
@@ -127,6 +130,8 @@ class Pass:
         self.resource = resource
         self.now = now
         self.write_intent = write_intent
+        self._connect = connect
+        self._gateway: QdrantGateway | None = None
         self.policy = policy or Policy()
         self.connection = connection
         self.consume_annotation = consume_annotation
@@ -138,7 +143,14 @@ class Pass:
 
     # -- the pass -------------------------------------------------------------------------
 
-    def run(self, plugins: Mapping[str, PluginSpec], connect: Connector) -> Result:
+    @property
+    def gateway(self) -> QdrantGateway:
+        """The namespace's Qdrant, connected on first use (after the plugins resolve)."""
+        if self._gateway is None:
+            self._gateway = self._connect()
+        return self._gateway
+
+    def run(self, plugins: Mapping[str, PluginSpec]) -> Result:
         if self.status.collection != self.collection:
             # a new collection: the old baseline means nothing
             self.status.set_live(None, None)
@@ -148,11 +160,10 @@ class Pass:
             if not self._collection_name_allowed():
                 return self.result
             desired = resolve_desired(self.resource.spec, plugins)
-            gateway = connect()
-            capabilities = gateway.capabilities()
-            observed = gateway.observe(self.collection)
+            capabilities = self.gateway.capabilities()
+            observed = self.gateway.observe(self.collection)
             phase = Phase.APPLY
-            self._plan_and_apply(gateway, desired, capabilities, observed)
+            self._plan_and_apply(desired, capabilities, observed)
         except Halted as exc:
             operation = self.status.operation
             if operation is None:
@@ -183,7 +194,6 @@ class Pass:
 
     def _plan_and_apply(
         self,
-        gateway: QdrantGateway,
         desired: DesiredSchema,
         capabilities: Capabilities,
         observed: ObservedCollection | None,
@@ -197,16 +207,14 @@ class Pass:
             return
 
         try:
-            gateway.check(desired.vectors)  # no plan starts that would fail half-way
+            self.gateway.check(desired.vectors)  # no plan starts that would fail half-way
         except QdrantRejected as exc:
             status.plan = None
             self._stalled(Reason.INVALID_SPEC, f"spec.plugins: {exc}")
             return
 
         operation = self.old.operation
-        if operation is not None and self._continue(
-            gateway, desired, capabilities, observed, operation
-        ):
+        if operation is not None and self._continue(desired, capabilities, observed, operation):
             return
 
         plan = make_plan(
@@ -218,12 +226,12 @@ class Pass:
             last_applied=status.vectors,
         )
         if plan.empty:
-            self._stamp_adopted(gateway, observed)
+            self._stamp_adopted(observed)
             if status.last_reconfigure is None:
                 status.last_reconfigure = report(
                     plan, desired, observed, spec, time=timestamp(self.now)
                 )
-            self._finish(gateway, observed, order=desired.names, touched=False)
+            self._finish(observed, order=desired.names, touched=False)
             return
 
         verdict = approval(plan, spec, self.annotation, status.applied_plans)
@@ -234,7 +242,7 @@ class Pass:
                     f"annotation {CONFIRM_ANNOTATION}={self.annotation} does not match the "
                     f"pending plan {plan.fingerprint}"
                 )
-            self._await_confirmation(gateway, plan, observed, detail, desired.names)
+            self._await_confirmation(plan, observed, detail, desired.names)
             self._awaiting(status_message(plan, status, detail))
             return
 
@@ -261,21 +269,20 @@ class Pass:
             )
             self.write_intent(status)
         if not plan.recreates:  # a recreate stamps the new collection itself
-            self._stamp_adopted(gateway, observed)
-        self._run_steps(gateway, plan.actions, range(len(plan.actions)))
+            self._stamp_adopted(observed)
+        self._run_steps(plan.actions, range(len(plan.actions)))
         status.operation = None
         status.last_reconfigure = outcome
         if approved:
             status.applied_plans = remember_applied(plan.fingerprint, status.applied_plans or [])
         created = EventReason.COLLECTION_CREATED if observed is None else EventReason.RECONFIGURED
         self.result.events.append(Event("Normal", created, outcome.message))
-        self._finish(gateway, None, order=desired.names)
+        self._finish(None, order=desired.names)
 
     # -- recorded operations --------------------------------------------------------------
 
     def _continue(
         self,
-        gateway: QdrantGateway,
         desired: DesiredSchema,
         capabilities: Capabilities,
         observed: ObservedCollection | None,
@@ -351,8 +358,8 @@ class Pass:
         )
         self.write_intent(status)
         if not (plan.recreates or plan.creates):
-            self._stamp_adopted(gateway, observed)
-        self._run_steps(gateway, plan.actions, fit.steps)
+            self._stamp_adopted(observed)
+        self._run_steps(plan.actions, fit.steps)
         status.operation = None
         status.last_reconfigure = operation.result
         status.applied_plans = remember_applied(fp, status.applied_plans or [])
@@ -364,7 +371,7 @@ class Pass:
                 f"{operation.result.message}",
             )
         )
-        self._finish(gateway, None, order=desired.names)
+        self._finish(None, order=desired.names)
         return True
 
     def _halt(self, operation: Operation, why: str, observed: ObservedCollection | None) -> None:
@@ -410,9 +417,7 @@ class Pass:
 
     # -- steps ----------------------------------------------------------------------------
 
-    def _run_steps(
-        self, gateway: QdrantGateway, actions: Sequence[Action], indices: Sequence[int]
-    ) -> None:
+    def _run_steps(self, actions: Sequence[Action], indices: Sequence[int]) -> None:
         """Perform `actions` in order; with an operation recorded, re-read ownership before
         each destructive step and record each step done (a resourceVersion-guarded write:
         if the object changed, e.g. the approval was withdrawn, nothing further runs)."""
@@ -421,28 +426,27 @@ class Pass:
             if operation is not None and (
                 action.destructive or isinstance(action, CreateCollection)
             ):
-                self._guard(gateway)
-            perform(self.collection, action, gateway, owner_metadata(self.resource))
+                self._guard()
+            perform(self.collection, action, self.gateway, owner_metadata(self.resource))
             if operation is not None:
                 self._mark_done(operation, index)
                 self.write_intent(self.status)
 
-    def _guard(self, gateway: QdrantGateway) -> None:
+    def _guard(self) -> None:
         """Ownership, read again right before a destructive step."""
-        live = gateway.observe(self.collection)
+        live = self.gateway.observe(self.collection)
         refusal = ownership_refusal(self.resource, live)
         if refusal is not None:
             raise Halted(refusal.message)
 
-    def _stamp_adopted(self, gateway: QdrantGateway, observed: ObservedCollection | None) -> None:
+    def _stamp_adopted(self, observed: ObservedCollection | None) -> None:
         """Stamp an adopted collection as ours (unstamped, retained by this namespace, or
         stamped by an earlier resource of this name), before changing it."""
         if observed is not None and needs_stamp(self.resource, observed):
-            gateway.set_metadata(observed.name, adoption_metadata(self.resource))
+            self.gateway.set_metadata(observed.name, adoption_metadata(self.resource))
 
     def _await_confirmation(
         self,
-        gateway: QdrantGateway,
         plan: Plan,
         observed: ObservedCollection | None,
         detail: str,
@@ -450,7 +454,7 @@ class Pass:
     ) -> None:
         """Put the pending plan in status (with what it puts at risk); tell once per plan."""
         status = self.status
-        at_risk = points_at_risk(plan, observed, gateway.count_with_vector)
+        at_risk = points_at_risk(plan, observed, self.gateway.count_with_vector)
         changed = status.plan is None or status.plan.fingerprint != plan.fingerprint
         status.plan = plan.to_status(at_risk)
         if observed is not None:
@@ -464,7 +468,6 @@ class Pass:
 
     def _finish(
         self,
-        gateway: QdrantGateway,
         observed: ObservedCollection | None,
         *,
         order: Sequence[str],
@@ -472,7 +475,9 @@ class Pass:
     ) -> None:
         """Status after a successful pass; re-observes only when Qdrant was written."""
         live = (
-            observed if not touched and observed is not None else gateway.observe(self.collection)
+            observed
+            if not touched and observed is not None
+            else self.gateway.observe(self.collection)
         )
         self.status.plan = None
         if live is not None:
