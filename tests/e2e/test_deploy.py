@@ -349,7 +349,9 @@ DENIED = [
 class Replica:
     """One replica of the Deployment: its container command, run here."""
 
-    def __init__(self, index: int, kubeconfig: Path, tmp: Path, allowed_url: str) -> None:
+    def __init__(
+        self, index: int, kubeconfig: Path, tmp: Path, allowed_url: str | None = None
+    ) -> None:
         container = deployment_container()
         command, args = container["command"], container["args"]
         assert command == ["/bin/sh", "-c"] and len(args) == 1, command
@@ -383,8 +385,8 @@ class Replica:
             QDRANT_PATH=str(tmp / f"qdrant-{index}"),  # a local store is one process's
             VECTORSCHEMA_RESYNC_SECONDS="2",
             VECTORSCHEMA_DELETE_RETRIES="1",
-            # the admin allows the tenant's own (absent) Qdrant
-            VECTORSCHEMA_ALLOWED_QDRANT_URLS=allowed_url,
+            # the admin allows the tenant's own (absent) Qdrant, if there is one
+            **({"VECTORSCHEMA_ALLOWED_QDRANT_URLS": allowed_url} if allowed_url else {}),
             PYTHONUNBUFFERED="1",
         )
         self.log = tmp / f"replica-{index}.log"
