@@ -135,12 +135,16 @@ def test_install_upgrade_uninstall(
     sa = f"system:serviceaccount:{ns}:{full}"
     for verb, resource, where in [
         ("patch", "namespaces.vectorschema.dev/status", namespace),
-        ("get", "secrets", namespace),
+        ("list", "secrets", namespace),
+        ("watch", "secrets", namespace),
     ]:
         res = kubectl("auth", "can-i", verb, resource, "-n", where, "--as", sa, check=False)
         assert res.stdout.strip() == "yes", (verb, resource, res.stdout, res.stderr)
-    other = kubectl("auth", "can-i", "get", "secrets", "-n", "default", "--as", sa, check=False)
-    assert other.stdout.strip() == "no"
+    # Secrets: list/watch (label-selected by the operator) in the watched namespace only,
+    # and never `get` (issue 8).
+    for verb, where in [("list", "default"), ("get", namespace)]:
+        other = kubectl("auth", "can-i", verb, "secrets", "-n", where, "--as", sa, check=False)
+        assert other.stdout.strip() == "no", (verb, where)
 
     # upgrade: sharded in two, JSON logs, three replicas each; the values given at install
     # are kept (--reuse-values).
