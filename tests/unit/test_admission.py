@@ -30,6 +30,7 @@ from vectorschema.core.admission import (
     unknown_plan_warning,
 )
 from vectorschema.core.planning import make_plan, resolve_desired
+from vectorschema.core.policy import Policy
 from vectorschema.core.schema import CollectionSettings, ObservedCollection, vector_def_from_spec
 from vectorschema.k8s import admission
 from vectorschema.k8s.certs import serving_cert
@@ -43,6 +44,8 @@ TEXT_768 = dense("text", 8)
 PLUGINS = {"text": plugin(TEXT), "image": plugin(IMAGE), "text-big": plugin(TEXT_768)}
 KUBE_NS, NAME = "team-a", "tenant"
 COLLECTION = f"{KUBE_NS}_{NAME}"
+#: The admin's policy with no configuration: no other Qdrant URL, prefixed collection names.
+POLICY = Policy.from_env({})
 OWNER = f"{KUBE_NS}/{NAME}"
 
 
@@ -235,7 +238,9 @@ def review(
     plan_seconds: float = 5.0,
 ) -> admission.Answer:
     return asyncio.run(
-        admission.review(new, old, lambda: plugins, connector_for, plan_seconds=plan_seconds)
+        admission.review(
+            new, old, lambda: plugins, connector_for, policy=POLICY, plan_seconds=plan_seconds
+        )
     )
 
 
@@ -340,11 +345,54 @@ def test_a_failure_of_the_webhook_never_refuses_the_request() -> None:
 
     answer = asyncio.run(
         admission.review(
-            body({"plugins": ["text"]}), None, unreadable, no_connection, plan_seconds=5
+            body({"plugins": ["text"]}),
+            None,
+            unreadable,
+            no_connection,
+            policy=POLICY,
+            plan_seconds=5,
         )
     )
     assert answer == admission.Answer(
         None, [unknown_plan_warning("the webhook failed: the API server said 503")]
+    )
+
+
+def test_a_qdrant_url_off_the_allowlist_is_refused_before_anything_is_read() -> None:
+    doc = body({"plugins": ["text"], "qdrant": {"url": "http://evil.example:6333"}})
+    answer = review(doc, None, no_connection)
+    assert answer.refusal is not None
+    assert answer.refusal.startswith(
+        "spec.qdrant.url: http://evil.example:6333 is not on the operator's allowlist"
+    )
+
+
+def test_a_collection_name_without_the_namespace_prefix_is_refused() -> None:
+    doc = body({"plugins": ["text"], "collectionName": "team-b_theirs"})
+    answer = review(doc, None, no_connection)
+    assert answer.refusal is not None
+    assert answer.refusal.startswith(
+        "spec.collectionName: 'team-b_theirs' must start with 'team-a_'"
+    )
+    assert (
+        review(
+            body({"plugins": ["text", "later"], "collectionName": "team-a_x"}), None, no_connection
+        ).refusal
+        is None
+    )
+
+
+def test_a_spent_confirm_plan_is_said_to_wait(qdrant: ClientGateway) -> None:
+    seed(qdrant, TEXT, IMAGE, points=2)
+    old = body({"plugins": ["text", "image"]})
+    probe = review(body({"plugins": ["image"]}), old, connects_to(qdrant))
+    fp = probe.warnings[0].split()[2]
+    old["status"] = {"appliedPlans": [fp]}
+    answer = review(body({"plugins": ["image"], "confirmPlan": fp}), old, connects_to(qdrant))
+    (warning,) = answer.warnings
+    assert warning.endswith(
+        f"it will wait for approval: the approval spec.confirmPlan: {fp} was spent: that plan "
+        f"was applied before; approve it again with the annotation vectorschema.dev/confirm={fp}"
     )
 
 

@@ -180,16 +180,11 @@ class Pass:
         """The admin's rule for `spec.collectionName`, checked before any connection."""
         resource = self.resource
         default = default_collection_name(resource.kube_namespace, resource.metadata.name)
-        if self.policy.collection_allowed(resource.kube_namespace, self.collection, default):
+        refusal = self.policy.collection_refusal(resource.kube_namespace, self.collection, default)
+        if refusal is None:
             return True
         self.status.plan = None
-        self._stalled(
-            Reason.COLLECTION_NAME_NOT_ALLOWED,
-            f"spec.collectionName: {self.collection!r} must start with "
-            f"'{resource.kube_namespace}_' (the collections of Kubernetes namespace "
-            f"{resource.kube_namespace!r} carry its prefix; the platform admin sets this "
-            "rule), or leave it unset for the default name",
-        )
+        self._stalled(Reason.COLLECTION_NAME_NOT_ALLOWED, refusal)
         return False
 
     def _plan_and_apply(

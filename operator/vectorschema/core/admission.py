@@ -144,6 +144,7 @@ def plan_warnings(
     carrying: Mapping[str, int],
     at_risk: int,
     annotation: str | None = None,
+    applied: Sequence[str] = (),
 ) -> list[str]:
     """What kubectl prints about `plan`: nothing for an empty plan; otherwise one line
     stating it (and, for a destructive one, whether it waits for approval), plus one
@@ -154,10 +155,12 @@ def plan_warnings(
     what = "; ".join(describe_actions(plan, carrying, at_risk))
     out: list[str] = []
     if needs_approval(plan, spec.strategy):
-        verdict = approval(plan, spec, annotation)
+        verdict = approval(plan, spec, annotation, applied)
         kind = "is destructive" if plan.destructive else "needs approval"
         why = f" ({plan.reason})" if plan.drift or plan.recreates else ""
-        if not verdict.approved:
+        if not verdict.approved and spec.confirm_plan == fp:  # a spent approval
+            then = f"it will wait for approval: {verdict.message}"
+        elif not verdict.approved:
             then = f"it will wait for approval: set spec.confirmPlan: {fp}"
         elif verdict.by is ApprovedBy.CONFIRM_PLAN:
             then = "spec.confirmPlan approves it: the operator will apply it"

@@ -218,6 +218,17 @@ class Policy:
             return True
         return collection.startswith(f"{kube_namespace}_")
 
+    def collection_refusal(self, kube_namespace: str, collection: str, default: str) -> str | None:
+        """Why a Namespace in `kube_namespace` may not use `collection` (None: it may);
+        what the reconcile stalls with and the admission webhook refuses with."""
+        if self.collection_allowed(kube_namespace, collection, default):
+            return None
+        return (
+            f"spec.collectionName: {collection!r} must start with '{kube_namespace}_' (the "
+            f"collections of Kubernetes namespace {kube_namespace!r} carry its prefix; the "
+            "platform admin sets this rule), or leave it unset for the default name"
+        )
+
 
 # --- API keys -------------------------------------------------------------------------------
 

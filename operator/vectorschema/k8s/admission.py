@@ -5,7 +5,8 @@ The kopf handler (`handlers.plan_at_admission`) hands the request here. `review(
 1. skips what is not a spec change (kopf's own metadata patches, finaliser removal, a
    deletion in progress): those are always allowed, without reading Qdrant;
 2. runs the cross-object checks (`core.admission.check_spec`) against the Plugins read
-   from the API server: a refusal names its field;
+   from the API server, and what the admin's tenancy policy forbids (`policy_refusals`):
+   a refusal names its field;
 3. plans against the live collection: the Namespace's own connection
    (`connection.connector_for`), the same read-only `controller.preview.preview` that
    `vectorschema plan` runs. Steps 2 and 3 run in a small thread pool of their own, for
@@ -42,13 +43,16 @@ from vectorschema.api import (
     VERSION,
     NamespaceResource,
     PluginSpec,
+    default_collection_name,
     describe,
 )
+from vectorschema.controller.errors import ConnectionRefused
 from vectorschema.controller.preview import preview
 from vectorschema.controller.reconcile import Connector
 from vectorschema.core.admission import check_spec, plan_warnings, unknown_plan_warning
-from vectorschema.core.policy import SCRUBBER
+from vectorschema.core.policy import SCRUBBER, Policy
 from vectorschema.k8s import kube
+from vectorschema.k8s.connection import checked_url
 from vectorschema.k8s.settings import WebhookSettings
 
 log = logging.getLogger("vectorschema")
@@ -80,20 +84,42 @@ def spec_changed(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
     return old is None or (old.get("spec") or {}) != (new.get("spec") or {})
 
 
+def policy_refusals(resource: NamespaceResource, policy: Policy) -> list[str]:
+    """What the admin's tenancy policy forbids in the spec itself, before anything is
+    read: a `spec.qdrant.url` that does not parse or is not on the allowlist, a
+    `spec.collectionName` without the Kubernetes namespace's prefix. (A collection owned
+    elsewhere, retained by another namespace or not adopted is refused by the preview.)"""
+    out: list[str] = []
+    conn = resource.spec.qdrant
+    if conn is not None and conn.url is not None:
+        try:
+            checked_url(conn.url, policy)
+        except ConnectionRefused as exc:
+            out.append(str(exc))
+    default = default_collection_name(resource.kube_namespace, resource.metadata.name)
+    refusal = policy.collection_refusal(resource.kube_namespace, resource.collection_name, default)
+    if refusal is not None:
+        out.append(refusal)
+    return out
+
+
 def evaluate(
     resource: NamespaceResource,
     old: Mapping[str, Any] | None,
     read_plugins: PluginReader,
     connector_for: Callable[[NamespaceResource], Connector],
+    policy: Policy,
 ) -> Answer:
     """The answer for a parsed Namespace (blocking: run in a reader thread)."""
+    refused = policy_refusals(resource, policy)
     checked = check_spec(resource.spec, read_plugins())
     warnings = list(checked.warnings)
-    if checked.refusals:
-        return Answer("; ".join(checked.refusals), warnings)
+    if refused or checked.refusals:
+        return Answer("; ".join([*refused, *checked.refusals]), warnings)
     if checked.desired is None:
         return Answer(None, warnings)
-    last_applied = ((old or {}).get("status") or {}).get("vectors")
+    status = (old or {}).get("status") or {}
+    last_applied = status.get("vectors")
     try:
         seen = preview(
             resource, checked.desired, connector_for(resource)(), last_applied=last_applied
@@ -114,6 +140,7 @@ def evaluate(
         carrying=seen.carrying,
         at_risk=seen.at_risk,
         annotation=resource.metadata.annotations.get(CONFIRM_ANNOTATION),
+        applied=status.get("appliedPlans") or (),
     )
     return Answer(None, warnings)
 
@@ -124,6 +151,7 @@ async def review(
     read_plugins: PluginReader,
     connector_for: Callable[[NamespaceResource], Connector],
     *,
+    policy: Policy,
     plan_seconds: float,
 ) -> Answer:
     """What to answer the API server about this Namespace create or update, within
@@ -138,7 +166,9 @@ async def review(
     except ValidationError as exc:
         return Answer(describe(exc))
     loop = asyncio.get_running_loop()
-    work = loop.run_in_executor(_readers, evaluate, resource, old, read_plugins, connector_for)
+    work = loop.run_in_executor(
+        _readers, evaluate, resource, old, read_plugins, connector_for, policy
+    )
     try:
         return await asyncio.wait_for(work, plan_seconds)
     except TimeoutError:

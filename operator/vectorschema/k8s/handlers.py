@@ -133,6 +133,7 @@ async def plan_at_admission(
         dict(old) if old is not None else None,
         lambda: valid_plugins(kube.list_plugin_specs()),
         connectors(labelled_secrets, config.policy()),
+        policy=config.policy(),
         plan_seconds=memo.webhook.plan_seconds,
     )
     warnings.extend(answer.warnings)
