@@ -361,6 +361,26 @@ def test_a_collection_fed_by_an_unlisted_plugin_is_refused(
     )
 
 
+def test_what_the_tenancy_policy_forbids_is_refused(
+    plane: ControlPlane, operator: Operator
+) -> None:
+    k8s = Cluster(plane)
+    url = namespace("remote", plugins=["text"], qdrant={"url": "http://qdrant.elsewhere:6333"})
+    result = k8s.apply(url, "--dry-run=server")
+    assert result.returncode == 1
+    assert (
+        "denied the request: spec.qdrant.url: http://qdrant.elsewhere:6333 is not on the "
+        "operator's allowlist" in result.stderr
+    ), result.stderr
+    name = namespace("theirs", plugins=["text"], collectionName="tenant-other_products")
+    result = k8s.apply(name, "--dry-run=server")
+    assert result.returncode == 1
+    assert (
+        "denied the request: spec.collectionName: 'tenant-other_products' must start with "
+        "'tenant-acme_'" in result.stderr
+    ), result.stderr
+
+
 def test_a_missing_plugin_is_only_a_warning(plane: ControlPlane, operator: Operator) -> None:
     k8s = Cluster(plane)
     result = k8s.apply(namespace("later", plugins=["text", "arrives-later"]), "--dry-run=server")
