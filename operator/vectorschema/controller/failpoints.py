@@ -1,9 +1,12 @@
-"""Failpoints: let a test kill the operator at an exact step, as a crash would.
+"""Failpoints: let a test kill the operator at an exact step, as a crash would, or count
+the Qdrant calls each process makes.
 
 `VECTORSCHEMA_FAILPOINT=exit-after:<gateway call>` (e.g. `exit-after:delete_collection`)
 makes the process exit at once, without cleanup, right after that Qdrant call succeeds.
 The crash-recovery e2e test uses it to prove that an interrupted destructive plan is
-finished on restart. Unset (always, in production), it costs one dictionary lookup.
+finished on restart. `VECTORSCHEMA_FAILPOINT=trace` writes one line per Qdrant call that
+changes a collection (`TRACE_LINE`), so a test can tell which of two replicas acted.
+Unset (always, in production), it costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -13,11 +16,20 @@ import sys
 
 ENV = "VECTORSCHEMA_FAILPOINT"
 EXIT_CODE = 70
+TRACE = "trace"
+#: Written to stderr by `after` under `trace`, followed by the step's name.
+TRACE_LINE = "vectorschema: failpoint trace: done "
 
 
 def after(step: str) -> None:
-    """Exit the process here if the failpoint names `step`."""
-    if os.environ.get(ENV) == f"exit-after:{step}":
+    """Exit the process here if the failpoint names `step`; under `trace`, say it ran."""
+    value = os.environ.get(ENV)
+    if value is None:
+        return
+    if value == TRACE:
+        sys.stderr.write(f"{TRACE_LINE}{step}\n")
+        sys.stderr.flush()
+    elif value == f"exit-after:{step}":
         sys.stderr.write(f"vectorschema: failpoint {ENV}=exit-after:{step} hit: exiting\n")
         sys.stderr.flush()
         os._exit(EXIT_CODE)
