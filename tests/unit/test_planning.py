@@ -656,6 +656,41 @@ def test_collection_deleted_by_hand_is_created_again_without_approval() -> None:
     assert not needs_approval(plan, RECREATE)
 
 
+def test_own_change_with_a_lost_status_write_is_not_drift() -> None:
+    """The operator added IMAGE, then its status write was lost (status still lists TEXT
+    only); the spec moved on to add a sparse vector: the plan adds it without approval."""
+    plan = plan_of(
+        desired_of(TEXT, IMAGE, sparse("s")),
+        observed_of(TEXT, IMAGE),
+        last_applied=[TEXT_VECTOR],
+    )
+
+    assert steps(plan) == [(ADD, "s")]
+    assert not plan.drift
+    assert not needs_approval(plan, AUTO)
+
+
+def test_own_removal_with_a_lost_status_write_is_not_drift() -> None:
+    plan = plan_of(
+        desired_of(TEXT, sparse("s")), observed_of(TEXT), last_applied=[TEXT_VECTOR, IMAGE_VECTOR]
+    )
+
+    assert steps(plan) == [(ADD, "s")]
+    assert not plan.drift
+
+
+def test_vector_added_by_hand_with_another_definition_is_drift() -> None:
+    plan = plan_of(
+        desired_of(TEXT, IMAGE),
+        observed_of(TEXT, dense(IMAGE_VECTOR, 3, "Dot")),
+        RECREATE,
+        last_applied=[TEXT_VECTOR],
+    )
+
+    assert plan.drift
+    assert f"added {IMAGE_VECTOR}" in plan.reason
+
+
 def test_hand_change_that_matches_the_spec_is_no_plan() -> None:
     plan = plan_of(desired_of(TEXT, IMAGE), observed_of(TEXT, IMAGE), last_applied=[TEXT_VECTOR])
 

@@ -147,12 +147,23 @@ def make_plan(
     the live names differ from them, someone changed the collection by hand: the plan
     that reverts it is marked `drift` and waits for approval like a destructive one. A
     collection deleted by hand is simply created again (nothing is left to lose).
+
+    Only a difference the plan would revert counts: a vector gone that the spec still
+    wants, or a vector there that the spec does not want as it is. A difference the spec
+    agrees with is not reverted; it is also what the operator's own change leaves behind
+    when its final status write was lost (a conflict storm, an API outage), which must
+    not wait for a person.
     """
     plan = _make_plan(collection, desired, observed, strategy=strategy, capabilities=capabilities)
     if plan.empty or observed is None or last_applied is None:
         return plan
-    gone = [n for n in last_applied if n not in observed.names]
-    extra = [n for n in observed.names if n not in last_applied]
+    want, have = desired.by_name, observed.by_name
+    gone = [n for n in last_applied if n not in have and n in want]
+    extra = [
+        n
+        for n in observed.names
+        if n not in last_applied and (n not in want or want[n].structure != have[n].structure)
+    ]
     if not gone and not extra:
         return plan
     what = []
