@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install controlplane helm cluster cluster-down crds lint lint-manifests test test-unit test-e2e run bench clean
+.PHONY: help install controlplane helm cluster cluster-down crds lint lint-manifests test test-unit test-e2e soak run bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,12 @@ test-e2e: install controlplane ## End-to-end tests on the real local control pla
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 test: install controlplane lint test-unit test-e2e ## Everything CI runs: set-up, lint, unit and e2e tests
+
+SOAK_MINUTES ?= 30
+soak: install controlplane ## The long reliability suite (longer outages, more rounds and edits); stops after SOAK_MINUTES
+	VECTORSCHEMA_SOAK=1 timeout --signal=INT --kill-after=60 $$(( $(SOAK_MINUTES) * 60 )) \
+		$(BIN)/pytest tests/e2e/test_reliability_outages.py tests/e2e/test_reliability_edits.py \
+		tests/e2e/test_reliability_inputs.py -s $(PYTEST_ARGS)
 
 run: install controlplane ## The main job: control plane (if no cluster), CRDs, samples, operator; Ctrl-C stops
 	$(BIN)/python tools/run.py
