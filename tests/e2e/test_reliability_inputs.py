@@ -7,8 +7,11 @@ so it must report ``Stalled`` with ``reason`` and name ``field`` in the message)
 optionally ``setup`` (objects applied first), ``target: base`` (an edit of a Namespace that
 is Ready and holds points), ``generate``/``patch`` (large lists built at run time so the
 files stay small) and ``command: create`` (objects too big for kubectl's client-side apply
-annotation). ``KNS`` and ``SUFFIX`` in a file are this run's Kubernetes namespace and a
-unique suffix.
+annotation). ``condition: Reconciling`` marks an operator-side refusal that is retried
+rather than Stalled (a missing Secret key may be added). ``expect: awaiting`` is a bad edit
+whose plan is destructive: it waits for approval. ``expect: accepted`` is input issue 10
+listed as suspect that is valid; its ``why`` says so. ``KNS`` and ``SUFFIX`` in a file are
+this run's Kubernetes namespace and a unique suffix.
 
 Qdrant untouched means: no collection appears for a bad object, and the base collection
 keeps its vectors, points and ownership metadata, checked after each case and once more
@@ -214,12 +217,18 @@ def assert_refused(case: Case, result: Any) -> None:
             assert text in err, f"{case.stem}: {text!r} not in:\n{err[:2000]}"
 
 
-def stalled_with(kubectl: KubectlFn, name: str, reason: str) -> Any:
+def stalled_with(kubectl: KubectlFn, name: str, reason: str, type_: str = "Stalled") -> Any:
+    """The object once condition ``type_`` is True with ``reason`` at its generation."""
+
     def check() -> dict[str, Any] | None:
         obj = vns(kubectl, KNS, name)
-        stalled = condition(obj, "Stalled")
+        cond = condition(obj, type_)
         current = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
-        return obj if current and stalled.get("reason") == reason else None
+        return (
+            obj
+            if current and (cond.get("status"), cond.get("reason")) == ("True", reason)
+            else None
+        )
 
     return check
 
@@ -269,12 +278,13 @@ def test_stalled_with_a_reason_naming_the_field(
     wait_for: Any,
     qdrant: ClientGateway,
 ) -> None:
-    reason = case.data["reason"]
-    obj = wait_for(stalled_with(kubectl, case.name, reason), 60, f"{case.stem}: {reason}")
+    reason, type_ = case.data["reason"], case.data.get("condition", "Stalled")
+    obj = wait_for(stalled_with(kubectl, case.name, reason, type_), 60, f"{case.stem}: {reason}")
     assert condition(obj, "Ready").get("status") == "False"
-    assert condition(obj, "Reconciling").get("status") != "True"
+    other = "Reconciling" if type_ == "Stalled" else "Stalled"
+    assert condition(obj, other).get("status") != "True"
     if case.data.get("field"):
-        assert case.data["field"] in condition(obj, "Stalled")["message"]
+        assert case.data["field"] in condition(obj, type_)["message"]
     if collection_of(case) != base.collection:
         assert qdrant.observe(collection_of(case)) is None
     base.assert_untouched(qdrant)
