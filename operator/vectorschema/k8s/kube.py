@@ -34,6 +34,7 @@ __all__ = [
     "NotFound",
     "SecretMissing",
     "apply_validating_webhook",
+    "ensure_peering",
     "get_namespace",
     "list_plugin_specs",
     "load_config",
@@ -57,6 +58,24 @@ def load_config() -> None:
 
 def _custom() -> Any:
     return kubernetes.client.CustomObjectsApi()
+
+
+def ensure_peering(name: str) -> str:
+    """Create the ClusterKopfPeering `name` unless it exists: kopf never creates it, and a
+    replica with a mandatory `--peering` stays paused until it exists. Shipping it in the
+    manifests would need its CRD established before the same apply maps it; created here,
+    one `kubectl apply` installs everything. Returns what happened (created, exists, or
+    no-crd when kopf's peering CRDs are not installed: kopf then says so itself)."""
+    body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+    try:
+        _custom().create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+    except ApiException as exc:
+        if exc.status == 409:
+            return "exists"
+        if exc.status == 404:
+            return "no-crd"
+        raise
+    return "created"
 
 
 def get_namespace(namespace: str, name: str) -> dict[str, Any]:

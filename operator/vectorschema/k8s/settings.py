@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import kopf
 
 from vectorschema.api import FINALIZER, GROUP
 from vectorschema.core.policy import SCRUBBER, Policy
+from vectorschema.core.scope import LabelSelector
 from vectorschema.k8s import kube
 from vectorschema.k8s.certs import (
     CA_FILE,
@@ -32,6 +34,9 @@ log = logging.getLogger("vectorschema")
 
 #: The Secrets resource, as kopf selects it (its watch is label-selected).
 SECRETS = ("", "v1", "secrets")
+
+#: The component Events are posted by (`kubectl describe` shows it in the "From" column).
+REPORTING_COMPONENT = "vectorschema-operator"
 
 
 def _env_float(name: str, default: float) -> float:
@@ -56,6 +61,24 @@ def delete_retry_delay() -> float:
 def policy() -> Policy:
     """The admin's tenancy policy, from the environment (read on every pass)."""
     return Policy.from_env(os.environ)
+
+
+def metrics_port(env: Mapping[str, str] = os.environ) -> int | None:
+    """Where /metrics and /readyz are served (`VECTORSCHEMA_METRICS_PORT`); None: off."""
+    raw = env.get("VECTORSCHEMA_METRICS_PORT", "").strip()
+    if not raw:
+        return None
+    port = int(raw)
+    if not 0 < port < 65536:
+        raise ValueError(f"VECTORSCHEMA_METRICS_PORT={raw!r} is not a port number")
+    return port
+
+
+def label_selector(env: Mapping[str, str] = os.environ) -> LabelSelector:
+    """Which Namespace resources to serve (`VECTORSCHEMA_LABEL_SELECTOR`); empty: all.
+    A selector that does not parse stops the operator at startup, naming it."""
+    return LabelSelector.parse(env.get("VECTORSCHEMA_LABEL_SELECTOR", ""))
+
 
 
 # --- the admission webhook ----------------------------------------------------------------
@@ -191,6 +214,12 @@ def configure_kopf(settings: kopf.OperatorSettings, webhook: WebhookSettings) ->
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.reporting_instance = os.environ.get("HOSTNAME") or socket.gethostname()
+    # One ClusterKopfPeering per installation, also when it watches only some namespaces
+    # (`--namespace`): kopf would otherwise look for a KopfPeering in each of them.
+    if not settings.peering.standalone:
+        settings.peering.clusterwide = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
