@@ -27,6 +27,7 @@ from typing import Any
 
 from vectorschema.api import NamespaceResource, Reason
 from vectorschema.controller.errors import ConnectionRefused, ConnectorError
+from vectorschema.controller.metering import MeteredGateway, Recorder, server_label
 from vectorschema.controller.reconcile import Connector
 from vectorschema.core.policy import (
     ALLOWED_URLS_ENV,
@@ -212,6 +213,18 @@ def connectors(
     secrets = {key: value for key, values in labelled.items() for value in values}
     store = LabelledSecrets(secrets, policy)
     return lambda resource: connector_for(resource, store)
+
+
+def metered(
+    resource: NamespaceResource,
+    connect: Connector,
+    recorder: Recorder,
+    env: Mapping[str, str] = os.environ,
+) -> Connector:
+    """`connect`, with each Qdrant call recorded under the server's origin."""
+    conn = resource.spec.qdrant
+    server = server_label((conn.url if conn is not None else None) or env.get("QDRANT_URL"))
+    return lambda: MeteredGateway(connect(), server, recorder)
 
 
 def default_from_env() -> ClientGateway:

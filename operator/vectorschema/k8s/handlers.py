@@ -14,6 +14,9 @@ changes, and on a jittered interval to catch drift in Qdrant:
 Sharded (`VECTORSCHEMA_SHARD_INDEX`/`_COUNT`), the Namespace handlers see only this
 shard's objects (filters delegating to `core.sharding`), the finalizer is the shard's, and
 nothing acts while another shard layout holds the layout lease (`k8s.sharding.Gate`).
+Scope: kopf serves the namespaces it is told (`--all-namespaces` or `--namespace`
+patterns); every Namespace handler also filters by `VECTORSCHEMA_LABEL_SELECTOR`
+(`_in_scope`), so two installations can split a cluster by namespaces or by labels.
 One loop per resource, and a per-resource lock (`controller.locks`, in kopf's `memo`)
 held by every pass and by the finaliser, mean reconciles of one resource never overlap,
 not even with a pass a cancelled daemon left running in its thread. Status changes written
@@ -29,36 +32,54 @@ cross-object checks forbid and tells kubectl the plan as warnings; it never writ
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from vectorschema.api import GROUP, NAMESPACE_PLURAL, PLUGIN_PLURAL, VERSION, NamespaceStatus
+from vectorschema.api import (
+    GROUP,
+    NAMESPACE_PLURAL,
+    PLUGIN_PLURAL,
+    VERSION,
+    NamespaceResource,
+    NamespaceStatus,
+)
 from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.passes import run_pass, valid_plugins
 from vectorschema.controller.plugin_status import plugin_status_patch
+from vectorschema.controller.reconcile import Connector
 from vectorschema.controller.results import Event, Result
 from vectorschema.core import sharding as shards
-from vectorschema.k8s import admission, kube, sharding, wakeups
+from vectorschema.k8s import admission, kube, logs, sharding, wakeups
 from vectorschema.k8s import settings as config
-from vectorschema.k8s.connection import connection_id, connectors
+from vectorschema.k8s.connection import connection_id, connectors, metered
 from vectorschema.k8s.events import post_event
+from vectorschema.k8s.metrics import Metrics, Server
 from vectorschema.k8s.release import release as release_collection
 
 Key = wakeups.Key
+log = logging.getLogger("vectorschema")
 
 
 @kopf.on.startup()
-def configure(
+async def configure(
     settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
     """kopf's settings, the per-operator state, the Kubernetes client, the webhook's
-    registration (when it serves one and registers itself)."""
+    registration (when it serves one and registers itself), the shard, the peering object,
+    metrics and readiness."""
     kube.load_config()
     webhook = config.webhook_settings()
     ca = config.configure_kopf(settings, webhook)
+    logs.install()
     memo.wakeups = wakeups.Wakeups()
+    memo.scope = config.label_selector()
+    memo.metrics = Metrics()
+    memo.server = Server(memo.metrics)
     memo.locks = ResourceLocks()
     memo.webhook = webhook
     if ca is not None:
@@ -72,6 +93,13 @@ def configure(
     settings.persistence.finalizer = shards.finalizer_for(shard.index)
     lease = shards.LayoutLease(shard.layout, sharding.lease_seconds()) if shard.leased else None
     memo.gate = sharding.Gate(shard, lease)
+    if settings.peering.mandatory and not settings.peering.standalone:
+        done = await asyncio.to_thread(kube.ensure_peering, settings.peering.name)
+        log.info("ClusterKopfPeering %s: %s", settings.peering.name, done)
+    port = config.metrics_port()
+    if port is not None:
+        await memo.server.start(port)
+    memo.server.ready = True
 
 
 @kopf.on.startup()
@@ -91,16 +119,38 @@ async def stop_shard_lease(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
 
 
-def _owned(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> bool:
-    """The Namespace resources this shard reconciles (all of them when unsharded)."""
-    gate: sharding.Gate = memo.gate
-    return shards.owns(gate.config, meta.get("uid"))
+@kopf.on.cleanup()
+async def stop_serving(memo: kopf.Memo, **_: Any) -> None:
+    """Not ready any more; close the metrics port."""
+    await memo.server.stop()
 
 
-def _released_here(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> bool:
-    """The Namespace resources whose deletion this shard handles (see core.sharding)."""
+def _in_scope(labels: kopf.Labels, memo: kopf.Memo) -> bool:
+    """The Namespace resource matches this installation's label selector."""
+    return bool(memo.scope.matches(labels))
+
+
+def _owned(meta: kopf.Meta, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
+    """The Namespace resources this operator reconciles: in its scope (label selector),
+    and this shard's (all of them when unsharded)."""
     gate: sharding.Gate = memo.gate
-    return shards.handles_deletion(gate.config, meta.get("uid"), meta.get("finalizers", []))
+    return _in_scope(labels, memo) and shards.owns(gate.config, meta.get("uid"))
+
+
+def _released_here(meta: kopf.Meta, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
+    """The Namespace resources whose deletion this shard handles (see core.sharding), in
+    this installation's scope."""
+    gate: sharding.Gate = memo.gate
+    return _in_scope(labels, memo) and shards.handles_deletion(
+        gate.config, meta.get("uid"), meta.get("finalizers", [])
+    )
+
+
+def _metered(
+    memo: kopf.Memo, connector_for: Callable[[NamespaceResource], Connector]
+) -> Callable[[NamespaceResource], Connector]:
+    """``connector_for``, with every Qdrant call counted in this operator's metrics."""
+    return lambda resource: metered(resource, connector_for(resource), memo.metrics)
 
 
 @kopf.index(GROUP, VERSION, PLUGIN_PLURAL)
@@ -230,39 +280,52 @@ async def control_loop(
     """Reconcile this Namespace now, on every wake-up, and on the resync interval."""
 
     gate: sharding.Gate = memo.gate
+    logs.set_current(logs.namespace_ref(namespace, name, body.get("metadata", {}).get("uid")))
 
     async def one_pass() -> Result | None:
         while not await gate.wait_active(1.0):  # another shard layout still acts
             if stopped:
                 return Result(status=NamespaceStatus(), retry_after=1.0)
-        return await asyncio.to_thread(
-            run_pass,
-            kube.LiveNamespaces(body),
-            namespace,
-            name,
-            valid_plugins(plugin_specs),
-            connectors(labelled_secrets, config.policy()),
-            locks=memo.locks,
-            policy=config.policy(),
-            connection_of=connection_id,
-        )
+        started = time.monotonic()
+        try:
+            result = await asyncio.to_thread(
+                run_pass,
+                kube.LiveNamespaces(body),
+                namespace,
+                name,
+                valid_plugins(plugin_specs),
+                _metered(memo, connectors(labelled_secrets, config.policy())),
+                locks=memo.locks,
+                policy=config.policy(),
+                connection_of=connection_id,
+            )
+        except Exception:
+            memo.metrics.observe_error(time.monotonic() - started)
+            raise
+        memo.metrics.observe_pass((namespace, name), result, time.monotonic() - started)
+        return result
 
     def post(event: Event) -> None:
         post_event(body, event)
 
-    await wakeups.control_loop(
-        (namespace, name),
-        memo.wakeups,
-        stopped=stopped,
-        deleting=lambda: bool(body.get("metadata", {}).get("deletionTimestamp")),
-        run_pass=one_pass,
-        post=post,
-        resync=config.resync_interval,
-    )
+    try:
+        await wakeups.control_loop(
+            (namespace, name),
+            memo.wakeups,
+            stopped=stopped,
+            deleting=lambda: bool(body.get("metadata", {}).get("deletionTimestamp")),
+            run_pass=one_pass,
+            post=post,
+            resync=config.resync_interval,
+        )
+    finally:
+        memo.metrics.forget((namespace, name))  # gone, or out of scope
 
 
 @kopf.on.delete(GROUP, VERSION, NAMESPACE_PLURAL, when=_released_here)  # type: ignore[arg-type]
 async def release(
+    namespace: str,
+    name: str,
     body: kopf.Body,
     retry: int,
     memo: kopf.Memo,
@@ -273,13 +336,15 @@ async def release(
     gate: sharding.Gate = memo.gate
     while not await gate.wait_active(5.0):  # another shard layout still acts: not a retry
         pass
-    event = await asyncio.to_thread(
-        release_collection,
-        dict(body),
-        retry,
-        retries=config.delete_retries(),
-        delay=config.delete_retry_delay(),
-        connector_for=connectors(labelled_secrets, config.policy()),
-        locks=memo.locks,
-    )
+    with logs.about(logs.namespace_ref(namespace, name, body.get("metadata", {}).get("uid"))):
+        event = await asyncio.to_thread(
+            release_collection,
+            dict(body),
+            retry,
+            retries=config.delete_retries(),
+            delay=config.delete_retry_delay(),
+            connector_for=_metered(memo, connectors(labelled_secrets, config.policy())),
+            locks=memo.locks,
+        )
+    memo.metrics.forget((namespace, name))
     post_event(body, event)

@@ -80,7 +80,6 @@ def label_selector(env: Mapping[str, str] = os.environ) -> LabelSelector:
     return LabelSelector.parse(env.get("VECTORSCHEMA_LABEL_SELECTOR", ""))
 
 
-
 # --- the admission webhook ----------------------------------------------------------------
 
 PORT_ENV = "VECTORSCHEMA_WEBHOOK_PORT"
