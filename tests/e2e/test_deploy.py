@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,6 +41,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.e2e.operator_env import Kubectl, run_kubectl
+from tests.helm import CHART, helm
 
 from devenv import ControlPlane, ControlPlaneError, free_port
 
@@ -308,6 +310,7 @@ GRANTED = [
     ("create", "events", "-n", TENANT),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
     ("watch", "clusterkopfpeerings.kopf.dev"),
+    ("create", "clusterkopfpeerings.kopf.dev"),
     ("patch", f"clusterkopfpeerings.kopf.dev/{PEERING}"),
     # The admission webhook: its certificate Secret, its configuration's caBundle.
     ("create", "secrets", "-n", SYSTEM_NS),
@@ -332,7 +335,6 @@ DENIED = [
     ("patch", "events", "-n", TENANT),
     ("create", "events.events.k8s.io", "-n", TENANT),
     ("create", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("create", "clusterkopfpeerings.kopf.dev"),
     ("delete", f"clusterkopfpeerings.kopf.dev/{PEERING}"),
     ("patch", "clusterkopfpeerings.kopf.dev/someone-else"),
     ("list", "kopfpeerings.kopf.dev", "-A"),
@@ -347,49 +349,55 @@ DENIED = [
 
 
 class Replica:
-    """One replica of the Deployment: its container command, run here."""
+    """One replica of a Deployment (the base's, or ``container``): its command and its
+    environment, run here; the embedded Qdrant replaces QDRANT_URL, and the probe and
+    metrics ports are free local ones."""
 
     def __init__(
-        self, index: int, kubeconfig: Path, tmp: Path, allowed_url: str | None = None
+        self,
+        index: int,
+        kubeconfig: Path,
+        tmp: Path,
+        allowed_url: str | None = None,
+        container: dict[str, Any] | None = None,
+        name: str = "replica",
+        namespace: str = SYSTEM_NS,
     ) -> None:
-        container = deployment_container()
+        container = container or deployment_container()
         command, args = container["command"], container["args"]
         assert command == ["/bin/sh", "-c"] and len(args) == 1, command
         liveness = "--liveness=http://0.0.0.0:8081/healthz"
         assert liveness in args[0]
         self.port = free_port()
+        self.metrics_port = free_port()
         script = args[0].replace(liveness, f"--liveness=http://127.0.0.1:{self.port}/healthz")
-        # The Deployment's webhook settings (its Service, its certificate Secret), served
-        # on a free loopback port of this machine instead of the Pod's 9443.
-        webhook = {
-            e["name"]: e["value"]
-            for e in container["env"]
-            if e["name"] in ("VECTORSCHEMA_WEBHOOK_SERVICE", "VECTORSCHEMA_WEBHOOK_CERT_SECRET")
+        # The Deployment's environment: its webhook Service and certificate Secret, its
+        # shard settings (each replica holds the shard layout lease with the ServiceAccount's
+        # rights; POD_NAMESPACE as the downward API sets it), with the webhook on a free
+        # loopback port of this machine instead of the Pod's 9443. (An empty value comes
+        # back from the API server without its `value` key; a Pod still gets it, empty.)
+        own = {
+            e["name"]: e.get("value", "") for e in container.get("env", []) if "valueFrom" not in e
         }
-        # The shard settings as the Deployment sets them (POD_NAMESPACE from the downward
-        # API): each replica holds the shard layout lease with the ServiceAccount's rights.
-        shard_env = {
-            e["name"]: e["value"]
-            for e in container["env"]
-            if e["name"].startswith("VECTORSCHEMA_SHARD_") and "value" in e
-        }
-        assert set(shard_env) >= {"VECTORSCHEMA_SHARD_INDEX", "VECTORSCHEMA_SHARD_COUNT"}
+        own.pop("QDRANT_URL", None)
+        self.store = tmp / f"{name}-qdrant-{index}"  # a local store is one process's
         env = clean_env(
-            **webhook,
-            **shard_env,
-            POD_NAMESPACE=SYSTEM_NS,
-            VECTORSCHEMA_WEBHOOK_PORT=str(free_port()),
-            VECTORSCHEMA_WEBHOOK_CERT_DIR=str(tmp / f"webhook-{index}"),
-            PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # kopf, python
-            KUBECONFIG=str(kubeconfig),
-            QDRANT_PATH=str(tmp / f"qdrant-{index}"),  # a local store is one process's
-            VECTORSCHEMA_RESYNC_SECONDS="2",
-            VECTORSCHEMA_DELETE_RETRIES="1",
-            # the admin allows the tenant's own (absent) Qdrant, if there is one
-            **({"VECTORSCHEMA_ALLOWED_QDRANT_URLS": allowed_url} if allowed_url else {}),
-            PYTHONUNBUFFERED="1",
+            **{
+                **own,
+                "POD_NAMESPACE": namespace,
+                "VECTORSCHEMA_WEBHOOK_PORT": str(free_port()),
+                "VECTORSCHEMA_WEBHOOK_CERT_DIR": str(tmp / f"{name}-webhook-{index}"),
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # kopf, python
+                "KUBECONFIG": str(kubeconfig),
+                "QDRANT_PATH": str(self.store),
+                "VECTORSCHEMA_METRICS_PORT": str(self.metrics_port),
+                "VECTORSCHEMA_RESYNC_SECONDS": "2",
+                "VECTORSCHEMA_DELETE_RETRIES": "1",
+                # the admin allows the tenant's own (absent) Qdrant, if there is one
+                **({"VECTORSCHEMA_ALLOWED_QDRANT_URLS": allowed_url} if allowed_url else {}),
+            }
         )
-        self.log = tmp / f"replica-{index}.log"
+        self.log = tmp / f"{name}-{index}.log"
         with self.log.open("wb") as fh:
             self.proc = subprocess.Popen(
                 [*command, script],
@@ -405,6 +413,15 @@ class Replica:
     def priority(self) -> int | None:
         found = re.search(r"--priority=(\d+)", cmdline(self.proc.pid))
         return int(found.group(1)) if found else None
+
+    def get(self, path: str) -> tuple[int, str]:
+        """GET on the metrics port (/metrics, /readyz): status and body."""
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
     def healthz(self) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
@@ -459,13 +476,6 @@ spec:
 """
 
 
-PEERING_DOC = f"""
-apiVersion: kopf.dev/v1
-kind: ClusterKopfPeering
-metadata: {{name: {PEERING}}}
-"""
-
-
 AFTER_FAILOVER = f"""
 apiVersion: vectorschema.dev/v1alpha1
 kind: Namespace
@@ -510,9 +520,8 @@ def test_rbac_suffices_for_two_peered_replicas_and_grants_nothing_more(
     excess = [d for d in DENIED if can_i(kc, sa_config, *d)]
     assert not excess, f"granted, but the operator does not need it: {excess}"
 
-    # Until the operator creates its own ClusterKopfPeering at startup (issue 11, phase 2),
-    # the admin does: the base holds no custom resource.
-    kc("apply", "-f", "-", input=PEERING_DOC)
+    # The base holds no custom resource: the first replica creates its ClusterKopfPeering.
+    assert kc("get", "clusterkopfpeering", PEERING, check=False).returncode != 0
     remote_port = free_port()
     allowed = f"http://127.0.0.1:{remote_port}"
     replicas = [Replica(i, sa_config, tmp_path, allowed) for i in range(2)]
@@ -535,6 +544,8 @@ def test_rbac_suffices_for_two_peered_replicas_and_grants_nothing_more(
         assert len(priorities) == 2 and priorities == {r.priority for r in replicas}
         active, standby = sorted(replicas, key=lambda r: r.priority or 0, reverse=True)
         assert active.healthz() == 200 and standby.healthz() == 200
+        # Both are ready (started), the standby too: readiness is not leadership.
+        assert active.get("/readyz") == (200, "ok\n") and standby.get("/readyz")[0] == 200
 
         kc("apply", "-f", "-", input=TENANT_DOCS.replace("{port}", str(remote_port)))
         search = wait_for(ready(kc, "search"), timeout=60, message="search Ready")
@@ -557,7 +568,20 @@ def test_rbac_suffices_for_two_peered_replicas_and_grants_nothing_more(
             items: list[dict[str, Any]] = json.loads(out)["items"]
             return items
 
-        wait_for(events, timeout=30, message="an Event about search")
+        posted = wait_for(events, timeout=30, message="an Event about search")
+        assert {e["source"]["component"] for e in posted} == {"vectorschema-operator"}
+        assert {e["reportingComponent"] for e in posted} == {"vectorschema-operator"}
+
+        # The active replica counts what it serves; the paused standby serves nothing.
+        def served() -> str | None:
+            text = active.get("/metrics")[1]
+            ok = 'vectorschema_namespaces{ready="True",reason="Reconciled"} 1.0' in text
+            return text if ok else None
+
+        text = wait_for(served, timeout=30, message="search in the active replica's gauges")
+        assert 'vectorschema_reconcile_total{result="ready"}' in text
+        assert 'vectorschema_qdrant_requests_total{outcome="ok",server="embedded"}' in text
+        assert "vectorschema_namespaces{" not in standby.get("/metrics")[1]
 
         def remote_unavailable() -> dict[str, Any] | None:
             obj = json.loads(
@@ -760,6 +784,119 @@ def test_run_reports_an_operator_that_exits_early(
 
 
 # --------------------------------------------------------------------------------------
+# Scoping: two installations of the chart that split the cluster
+# --------------------------------------------------------------------------------------
+
+MARKER = "body-marker-7f3a"  # in every resource's annotations: a log line printing a body shows it
+
+
+def scoped_doc(namespace: str, name: str, team: str | None) -> str:
+    labels = f"\n  labels: {{team: {team}}}" if team else ""
+    return f"""
+apiVersion: vectorschema.dev/v1alpha1
+kind: Namespace
+metadata:
+  name: {name}
+  namespace: {namespace}
+  annotations: {{example.com/note: {MARKER}}}{labels}
+spec:
+  plugins:
+    - name: inline
+      vectors: [{{name: v, type: dense, size: 4, distance: Cosine}}]
+"""
+
+
+def test_two_installations_with_disjoint_scopes_each_serve_only_their_own(
+    plane: ControlPlane, kc: Kubectl, installed: Any, tmp_path: Path, wait_for: WaitFor
+) -> None:
+    """Release A serves namespaces team-x and team-y (kopf namespace patterns), only
+    resources labelled team=a; release B serves every namespace, only team=b (the label
+    selector, a handler filter). Each runs its Deployment's own command with its own
+    ServiceAccount's token (the chart's RBAC: A's tenant role is bound in team-x and team-y
+    only) and its own ClusterKopfPeering. A logs JSON."""
+    kube = ["--kubeconfig", str(plane.kubeconfig)]
+    releases = {
+        "scope-a": {"watch": {"namespaces": ["team-x", "team-y"], "labelSelector": "team=a"},
+                    "logFormat": "json"},
+        "scope-b": {"watch": {"namespaces": [], "labelSelector": "team=b"}},
+    }  # fmt: skip
+    for ns in ("team-x", "team-y", "team-z"):
+        kc("create", "namespace", ns)
+    docs = [
+        scoped_doc("team-z", "a-elsewhere", "a"),  # team=a, but not in A's namespaces
+        scoped_doc("team-x", "unlabelled", None),  # nobody's
+        scoped_doc("team-y", "c1", "c"),  # nobody's
+    ]
+    kc("apply", "-f", "-", input="\n---\n".join(docs))
+    replicas: dict[str, Replica] = {}
+    try:
+        for release, values in releases.items():
+            file = tmp_path / f"{release}.yaml"
+            file.write_text(yaml.safe_dump(values))
+            helm("install", release, str(CHART), "-n", f"{release}-system", "--create-namespace",
+                 "-f", str(file), *kube)  # fmt: skip
+            full = f"{release}-vectorschema"
+            (dep,) = json.loads(
+                kc("get", "deployments", "-n", f"{release}-system", "-o", "json").stdout
+            )["items"]
+            token = kc("create", "token", full, "-n", f"{release}-system").stdout.strip()
+            config = token_kubeconfig(plane, token, tmp_path / f"{release}.kubeconfig")
+            (container,) = dep["spec"]["template"]["spec"]["containers"]
+            replicas[release] = Replica(
+                0, config, tmp_path, None, container, name=release, namespace=f"{release}-system"
+            )
+        kc("apply", "-f", "-", input=scoped_doc("team-x", "a1", "a") + "---" + scoped_doc(
+            "team-y", "b1", "b") + "---" + scoped_doc("team-x", "b2", "b"))  # fmt: skip
+        for namespace, name in (("team-x", "a1"), ("team-y", "b1"), ("team-x", "b2")):
+            wait_for(ready(kc, name, namespace), timeout=60, message=f"{namespace}/{name} Ready")
+        for release, replica in replicas.items():
+            assert replica.get("/readyz")[0] == 200, release
+            peers = (
+                json.loads(
+                    kc("get", "clusterkopfpeering", f"{release}-vectorschema", "-o", "json").stdout
+                ).get("status")
+                or {}
+            )
+            assert len(peers) == 1, (release, peers)  # its own peering, cluster-scoped
+    finally:
+        for replica in replicas.values():
+            stop(replica.proc)
+        for release in releases:
+            helm("uninstall", release, "-n", f"{release}-system", *kube, check=False)
+
+    # Nobody touched what is in neither scope: no finalizer, no status.
+    for namespace, name in (("team-z", "a-elsewhere"), ("team-x", "unlabelled"), ("team-y", "c1")):
+        obj = json.loads(
+            kc("get", "namespaces.vectorschema.dev", name, "-n", namespace, "-o", "json").stdout
+        )
+        assert not obj["metadata"].get("finalizers") and not obj.get("status"), obj
+    from qdrant_client import QdrantClient
+
+    for release, expected in (("scope-a", {"team-x_a1"}), ("scope-b", {"team-y_b1", "team-x_b2"})):
+        client = QdrantClient(path=str(replicas[release].store))
+        try:
+            assert {c.name for c in client.get_collections().collections} == expected, release
+        finally:
+            client.close()
+    for release, replica in replicas.items():
+        text = replica.text()
+        for denial in ("Forbidden", "forbidden", " 403", "Not enough permissions"):
+            assert denial not in text, f"{release}: {denial!r} in\n{text[-3000:]}"
+        assert MARKER not in text, f"{release} logged a whole resource body"
+    # JSON logs: one object a line; each line about a resource names it.
+    lines = [json.loads(line) for line in replicas["scope-a"].text().splitlines() if line.strip()]
+    assert [ln for ln in lines if ln.get("object", {}).get("name") == "a1"], lines[-20:]
+    for line in lines:
+        if "team-x/a1" in line["message"]:
+            assert line.get("object", {}).get("name") == "a1", line
+    ready_lines = [ln for ln in lines if "Ready=True/Reconciled" in ln["message"]]
+    assert ready_lines and all(ln["object"]["kind"] == "Namespace" for ln in ready_lines)
+    for namespace, name in (("team-x", "a1"), ("team-y", "b1"), ("team-x", "b2")):
+        kc("patch", "namespaces.vectorschema.dev", name, "-n", namespace, "--type=merge",
+           "-p", '{"metadata":{"finalizers":null}}')  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
 # Uninstall (last: it deletes the CRDs of this module's control plane)
 # --------------------------------------------------------------------------------------
 
@@ -792,7 +929,6 @@ def test_documented_uninstall_order(
     wait for), kopf's peering CRDs, shared with other operators, stay."""
     token = kc("create", "token", SA, "-n", SYSTEM_NS, "--duration=1h").stdout.strip()
     sa_config = token_kubeconfig(plane, token, tmp_path / "operator.kubeconfig")
-    kc("apply", "-f", "-", input=PEERING_DOC)
     replica = Replica(0, sa_config, tmp_path)
     try:
         kc("apply", "-f", "-", input=UNINSTALL_DOCS)
@@ -811,7 +947,7 @@ def test_documented_uninstall_order(
 
     from qdrant_client import QdrantClient
 
-    client = QdrantClient(path=str(tmp_path / "qdrant-0"))
+    client = QdrantClient(path=str(replica.store))
     try:
         assert client.collection_exists("tenant-bye_keep")
         metadata = client.get_collection("tenant-bye_keep").config.metadata or {}

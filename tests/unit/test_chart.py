@@ -213,7 +213,7 @@ def test_default_deployment_is_hardened_and_probed() -> None:
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"health": 8081, "metrics": 8080, "webhook": 9443}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert "httpGet" in c["readinessProbe"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert "--liveness=http://0.0.0.0:8081/healthz" in script(dep)
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
@@ -255,6 +255,8 @@ def test_default_command_environment_and_peering() -> None:
     peering_rules = [r for r in rules(docs) if r[1] == "clusterkopfpeerings"]
     assert ("kopf.dev", "clusterkopfpeerings", "vectorschema", "patch") in peering_rules
     assert ("kopf.dev", "clusterkopfpeerings", "*", "patch") not in peering_rules
+    # The operator creates its peering object if it is missing.
+    assert ("kopf.dev", "clusterkopfpeerings", "*", "create") in peering_rules
     svc = one(docs, "Service", "vectorschema-metrics")
     assert svc["spec"]["ports"] == [
         {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
@@ -403,6 +405,8 @@ def test_single_values(values: dict[str, Any], expected: str | None) -> None:
         assert by_kind(docs, "ServiceMonitor") == []
         assert "VECTORSCHEMA_METRICS_PORT" not in env(dep)
         assert [p["name"] for p in container(dep)["ports"]] == ["health", "webhook"]
+        # No metrics server, no /readyz: readiness falls back to kopf's endpoint.
+        assert container(dep)["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     elif expected == "no-pdb":
         assert by_kind(docs, "PodDisruptionBudget") == []
     elif expected == "no-sa":
