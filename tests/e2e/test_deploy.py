@@ -848,7 +848,11 @@ def test_two_installations_with_disjoint_scopes_each_serve_only_their_own(
         kc("apply", "-f", "-", input=scoped_doc("team-x", "a1", "a") + "---" + scoped_doc(
             "team-y", "b1", "b") + "---" + scoped_doc("team-x", "b2", "b"))  # fmt: skip
         for namespace, name in (("team-x", "a1"), ("team-y", "b1"), ("team-x", "b2")):
-            wait_for(ready(kc, name, namespace), timeout=60, message=f"{namespace}/{name} Ready")
+            try:
+                wait_for(ready(kc, name, namespace), timeout=60, message=f"{namespace}/{name}")
+            except AssertionError as exc:
+                logs = "\n".join(f"--- {r}:\n{p.text()[-3000:]}" for r, p in replicas.items())
+                raise AssertionError(f"{exc}\n{logs}") from None
         for release, replica in replicas.items():
             assert replica.get("/readyz")[0] == 200, release
             peers = (
