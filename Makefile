@@ -63,7 +63,7 @@ SOAK_MINUTES ?= 30
 soak: install controlplane ## The long reliability suite (longer outages, more rounds and edits); stops after SOAK_MINUTES
 	VECTORSCHEMA_SOAK=1 timeout --signal=INT --kill-after=60 $$(( $(SOAK_MINUTES) * 60 )) \
 		$(BIN)/pytest tests/e2e/test_reliability_outages.py tests/e2e/test_reliability_edits.py \
-		tests/e2e/test_reliability_inputs.py -s $(PYTEST_ARGS)
+		tests/e2e/test_reliability_kills.py tests/e2e/test_reliability_inputs.py -s $(PYTEST_ARGS)
 
 run: install controlplane ## The main job: control plane (if no cluster), CRDs, samples, operator; Ctrl-C stops
 	$(BIN)/python tools/run.py

@@ -34,3 +34,12 @@ def test_exit_after_another_step_does_not_exit(
     monkeypatch.setenv(failpoints.ENV, "exit-after:delete_collection")
     failpoints.after("create_collection")  # still running: only the named step exits
     assert capsys.readouterr().err == ""
+
+
+def test_exit_before_another_step_does_not_exit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(failpoints.ENV, "exit-before:final_status")
+    failpoints.before("something_else")
+    failpoints.after("final_status")  # exit-before is not exit-after
+    assert capsys.readouterr().err == ""

@@ -24,6 +24,7 @@ from vectorschema.api import (
     PluginSpec,
     describe,
 )
+from vectorschema.controller import failpoints
 from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.reconcile import EMBEDDED, Connector, invalid_spec, reconcile
 from vectorschema.controller.results import Result
@@ -112,6 +113,7 @@ def _run_pass(
             # The object changed (or went) while this pass worked: whatever ran was
             # recorded step by step; the next pass starts from a fresh read.
             return Result(status=NamespaceStatus(), retry_after=CONFLICT_RETRY)
+    failpoints.before("final_status")
     writer.final(result.status)
     ready = ready_change(old, result.status)
     if ready is not None:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from vectorschema.api import NamespaceStatus
+from vectorschema.controller import failpoints
 from vectorschema.core.policy import SCRUBBER
 
 
@@ -98,6 +99,7 @@ class StatusWriter:
     def intent(self, status: NamespaceStatus) -> None:
         """Write `status` onto the version last read or written; raises Conflict."""
         self._write(scrubbed(status.to_wire()))
+        failpoints.after("write_intent")
 
     def remove_annotation(self, key: str) -> None:
         """Remove one annotation, onto the version last read or written (the one-shot
