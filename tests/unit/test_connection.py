@@ -22,6 +22,7 @@ from vectorschema.controller.finalize import Finalized
 from vectorschema.controller.results import Event
 from vectorschema.core.planning import PluginConflict, PluginNotFound
 from vectorschema.core.policy import SCRUBBER, Policy
+from vectorschema.core.schema import CollectionSettings
 from vectorschema.k8s import kube
 from vectorschema.k8s.connection import (
     ConnectionUnavailable,
@@ -332,3 +333,42 @@ def test_release_scrubs_what_it_shows() -> None:
     error = QdrantUnavailable("bad header b'sekrit-in-an-error'")
     event = release(body(), 0, release_collection=fails(error), **kwargs)
     assert "sekrit-in-an-error" not in event.message and "<redacted>" in event.message
+
+
+def test_release_never_looks_at_a_collection_outside_the_tenant_prefix(
+    qdrant: Any,
+) -> None:
+    """A tenant names another tenant's collection (refused by every pass) and deletes its
+    resource: the release must not connect or observe it, else its Event is an oracle
+    ("is gone" vs "is not owned by") for another namespace's collections."""
+    qdrant.create_collection(
+        "team-b_catalog",
+        [vdef(dense("text"))],
+        CollectionSettings(),
+        {"vectorschema.dev/owner": "team-b/catalog"},
+    )
+    answers = []
+    connected: list[str] = []
+
+    def connector_for(resource: Any) -> Any:
+        def connect() -> Any:
+            connected.append(resource.collection_name)
+            return qdrant
+
+        return connect
+
+    for target in ("team-b_catalog", "team-b_nothing"):
+        event = release(
+            body(collectionName=target, deletionPolicy="Delete"),
+            0,
+            retries=3,
+            delay=1.0,
+            connector_for=connector_for,
+            policy=Policy(),
+        )
+        assert connected == []
+        assert (event.type, event.reason) == ("Warning", EventReason.RELEASED_UNCLEAN)
+        assert "spec.collectionName" in event.message
+        answers.append(event.message.replace(target, "<name>"))
+    assert answers[0] == answers[1]  # the same answer whether it exists or not
+    assert qdrant.observe("team-b_catalog") is not None

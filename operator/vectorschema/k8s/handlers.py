@@ -345,6 +345,7 @@ async def release(
             delay=config.delete_retry_delay(),
             connector_for=_metered(memo, connectors(labelled_secrets, config.policy())),
             locks=memo.locks,
+            policy=config.policy(),
         )
     memo.metrics.forget((namespace, name))
     post_event(body, event)

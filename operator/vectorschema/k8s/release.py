@@ -16,13 +16,13 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from vectorschema.api import EventReason, NamespaceResource, describe
+from vectorschema.api import EventReason, NamespaceResource, default_collection_name, describe
 from vectorschema.controller.errors import ConnectionRefused, ConnectorError
 from vectorschema.controller.finalize import Finalized, finalize
 from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.reconcile import Connector
 from vectorschema.controller.results import Event
-from vectorschema.core.policy import SCRUBBER
+from vectorschema.core.policy import SCRUBBER, Policy
 from vectorschema.qdrant.errors import GatewayError
 
 log = logging.getLogger("vectorschema")
@@ -41,23 +41,27 @@ def release(
     release_collection: Callable[[NamespaceResource, Connector], Finalized] = finalize,
     locks: ResourceLocks | None = None,
     lock_wait: float = LOCK_WAIT,
+    policy: Policy | None = None,
 ) -> Event:
-    """The Event to post once released; raises `kopf.TemporaryError` to be retried."""
+    """The Event to post once released; raises `kopf.TemporaryError` to be retried.
+
+    A `spec.collectionName` the admin's `policy` does not allow this Kubernetes namespace
+    (default: the safe defaults) is left alone without connecting: no pass ever touched
+    it, and an Event telling "gone" from "owned by another" would tell a tenant which of
+    another namespace's collections exist."""
     meta = body.get("metadata", {})
     key = (str(meta.get("namespace")), str(meta.get("name")))
+    rules = policy if policy is not None else Policy()
     if locks is None:
-        return _release(body, retry, retries, delay, connector_for, release_collection)
+        return _release(body, retry, retries, delay, connector_for, release_collection, rules)
+    args = (body, retry, retries, delay, connector_for, release_collection, rules)
     with locks.hold(key, timeout=0) as free:
         if free:
-            return _released(
-                locks, meta, body, retry, retries, delay, connector_for, release_collection
-            )
+            return _released(locks, meta, *args)
     log.info("%s/%s: deletion waits for the pass in flight", *key)
     with locks.hold(key, timeout=lock_wait) as held:
         if held:
-            return _released(
-                locks, meta, body, retry, retries, delay, connector_for, release_collection
-            )
+            return _released(locks, meta, *args)
     if retry + 1 < retries:
         raise kopf.TemporaryError("a reconcile pass is still in flight", delay=delay)
     return Event(
@@ -77,8 +81,9 @@ def _released(
     delay: float,
     connector_for: Callable[[NamespaceResource], Connector],
     release_collection: Callable[[NamespaceResource, Connector], Finalized],
+    policy: Policy,
 ) -> Event:
-    event = _release(body, retry, retries, delay, connector_for, release_collection)
+    event = _release(body, retry, retries, delay, connector_for, release_collection, policy)
     locks.mark_released(meta.get("uid"))  # only once nothing is retried
     return event
 
@@ -90,6 +95,7 @@ def _release(
     delay: float,
     connector_for: Callable[[NamespaceResource], Connector],
     release_collection: Callable[[NamespaceResource, Connector], Finalized],
+    policy: Policy,
 ) -> Event:
     try:
         resource = NamespaceResource.model_validate(
@@ -100,6 +106,14 @@ def _release(
             "Warning",
             EventReason.RELEASED_UNCLEAN,
             f"invalid spec, collection left as it is: {describe(exc)}",
+        )
+    default = default_collection_name(resource.kube_namespace, resource.metadata.name)
+    refusal = policy.collection_refusal(resource.kube_namespace, resource.collection_name, default)
+    if refusal is not None:
+        return Event(
+            "Warning",
+            EventReason.RELEASED_UNCLEAN,
+            f"released without looking at collection {resource.collection_name}: {refusal}",
         )
     try:
         done = release_collection(resource, connector_for(resource))
