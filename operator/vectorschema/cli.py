@@ -298,18 +298,46 @@ def cmd_reconfigure(args: argparse.Namespace) -> int:
         return EXIT_OK
     fingerprint = plan["fingerprint"]
     kube.set_annotation(ns, name, CONFIRM_ANNOTATION, fingerprint)
-    while time.monotonic() < deadline:
-        obj = fetch()
-        last = (obj.get("status") or {}).get("lastReconfigure") or {}
-        applied = _ready(obj).get("status") == ConditionStatus.TRUE
-        if last.get("planFingerprint") == fingerprint and applied:
-            print(json.dumps(seed_response(obj), indent=2))
-            return EXIT_OK
-        time.sleep(0.5)
+    try:
+        while time.monotonic() < deadline:
+            obj = fetch()
+            last = (obj.get("status") or {}).get("lastReconfigure") or {}
+            applied = _ready(obj).get("status") == ConditionStatus.TRUE
+            if last.get("planFingerprint") == fingerprint and applied:
+                print(json.dumps(seed_response(obj), indent=2))
+                return EXIT_OK
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        _withdraw(ns, name, fingerprint)
+        raise
     raise UsageError(
         f"timed out after {args.timeout:.0f} s waiting for the operator to apply plan "
-        f"{fingerprint}; the approval annotation stays set"
+        f"{fingerprint}; {_withdraw(ns, name, fingerprint)}"
     )
+
+
+def _withdraw(ns: str, name: str, fingerprint: str) -> str:
+    """Take back the approval annotation this command set, if the operator has not taken
+    it yet: left behind, it would approve that plan whenever it comes back (after a revert,
+    or an operator back from an outage), long after this command reported failure. The
+    removal is guarded by the version read, so it never races the operator's own
+    (also guarded) consumption: one of the two wins, the other changes nothing."""
+    try:
+        obj = kube.get_namespace(ns, name)
+        meta = obj.get("metadata") or {}
+        if (meta.get("annotations") or {}).get(CONFIRM_ANNOTATION) != fingerprint:
+            return (
+                "the operator has taken the approval: the plan may still be applying "
+                f"(see `kubectl get vns {name} -n {ns}`)"
+            )
+        kube.set_annotation(ns, name, CONFIRM_ANNOTATION, None, meta.get("resourceVersion"))
+    except Exception as exc:  # a conflict, the API server gone: say so, in one line
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        return (
+            f"the approval could not be withdrawn ({reason}): remove the annotation "
+            f"{CONFIRM_ANNOTATION} by hand unless the plan should still run"
+        )
+    return f"the approval was withdrawn (annotation {CONFIRM_ANNOTATION} removed)"
 
 
 # --- entry point ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ Exit codes, as a CI pipeline reads them: 0 nothing to do or non-destructive, 2 d
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -30,6 +31,7 @@ from tests.seams import client_of, forget
 
 from vectorschema import cli
 from vectorschema.api import (
+    CONFIRM_ANNOTATION,
     OWNER_METADATA_KEY,
     VERSION,
     ActionKind,
@@ -833,3 +835,69 @@ def test_seed_keys_are_the_seed_endpoints() -> None:
     assert tuple(cli.no_changes(obj)) == cli.SEED_KEYS
     assert cli.seed_response(obj)["namespace_id"] == OWNER
     assert cli.no_changes(obj)["status"] == "no_changes_needed"
+
+
+class FakeCluster:
+    """One Namespace resource with a pending plan; the operator never acts on it."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self.obj: dict[str, Any] = {
+            "metadata": {
+                "name": NAME,
+                "namespace": KUBE_NS,
+                "generation": 3,
+                "resourceVersion": "10",
+                "annotations": {},
+            },
+            "status": {
+                "observedGeneration": 3,
+                "plan": {"fingerprint": fingerprint, "actions": []},
+            },
+        }
+        self.calls: list[tuple[str, str | None, str | None]] = []
+
+    def get_namespace(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.obj)
+
+    def set_annotation(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str | None,
+        resource_version: str | None = None,
+    ) -> str:
+        meta = self.obj["metadata"]
+        if resource_version is not None and resource_version != meta["resourceVersion"]:
+            raise kube.Conflict("changed")
+        self.calls.append((key, value, resource_version))
+        if value is None:
+            meta["annotations"].pop(key, None)
+        else:
+            meta["annotations"][key] = value
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        return str(meta["resourceVersion"])
+
+
+def test_reconfigure_that_times_out_withdraws_its_approval(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CLI that gave up must not leave a live approval behind: the annotation would
+    approve that plan whenever it comes back (a revert, an operator back from an outage),
+    long after the user was told the reconfigure failed (issue 8, scenario 6)."""
+    fp = "0123456789abcdef"
+    cluster = FakeCluster(fp)
+    monkeypatch.setattr(kube, "load_config", lambda: None)
+    monkeypatch.setattr(kube, "get_namespace", cluster.get_namespace)
+    monkeypatch.setattr(kube, "set_annotation", cluster.set_annotation)
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+
+    code, out, err = run(
+        capsys, "reconfigure", NAME, "-n", KUBE_NS, "--confirm", "--timeout", "0.2"
+    )
+
+    assert (code, out) == (1, "")
+    assert cluster.calls[0] == (CONFIRM_ANNOTATION, fp, None)
+    assert cluster.calls[-1] == (CONFIRM_ANNOTATION, None, "11")  # guarded by its version
+    assert CONFIRM_ANNOTATION not in cluster.obj["metadata"]["annotations"]
+    assert "withdrawn" in err and "stays set" not in err
