@@ -59,11 +59,12 @@ test-e2e: install controlplane ## End-to-end tests on the real local control pla
 
 test: install controlplane lint test-unit test-e2e ## Everything CI runs: set-up, lint, unit and e2e tests
 
-SOAK_MINUTES ?= 30
+SOAK_MINUTES ?= 45
 soak: install controlplane ## The long reliability suite (longer outages, more rounds and edits); stops after SOAK_MINUTES
 	VECTORSCHEMA_SOAK=1 timeout --signal=INT --kill-after=60 $$(( $(SOAK_MINUTES) * 60 )) \
 		$(BIN)/pytest tests/e2e/test_reliability_outages.py tests/e2e/test_reliability_edits.py \
-		tests/e2e/test_reliability_kills.py tests/e2e/test_reliability_inputs.py -s $(PYTEST_ARGS)
+		tests/e2e/test_reliability_kills.py tests/e2e/test_reliability_cycles.py \
+		tests/e2e/test_reliability_inputs.py -s $(PYTEST_ARGS)
 
 run: install controlplane ## The main job: control plane (if no cluster), CRDs, samples, operator; Ctrl-C stops
 	$(BIN)/python tools/run.py
