@@ -225,7 +225,8 @@ async def measure_latency(api: Api, namespace: str, name: str, changes: int) -> 
 
 
 class Operator:
-    def __init__(self, plane: ControlPlane, workdir: Path) -> None:
+    def __init__(self, plane: ControlPlane, workdir: Path, extra_env: Sequence[str] = ()) -> None:
+        self.extra_env = dict(kv.split("=", 1) for kv in extra_env)
         self.kubeconfig = plane.user_kubeconfig(OPERATOR_USER, ["system:masters"])
         self.workdir = workdir
         self.port = free_port()
@@ -240,6 +241,7 @@ class Operator:
                 "QDRANT_PATH": str(self.workdir / "qdrant"),
                 "VECTORSCHEMA_RESYNC_SECONDS": str(resync),
                 "BENCH_HOOKS_PORT": str(self.port),
+                **self.extra_env,
                 "PYTHONPATH": os.pathsep.join(
                     filter(None, [str(HERE), os.environ.get("PYTHONPATH")])
                 ),
@@ -344,7 +346,7 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
     tenants = [f"scale-{i:02d}" for i in range(args.tenants)]
     api = Api(plane)
     local = aiohttp.ClientSession()
-    operator = Operator(plane, workdir)
+    operator = Operator(plane, workdir, args.operator_env)
     profiler = Profiler(args.profile)
     baseline: subprocess.Popen[bytes] | None = None
     try:
@@ -374,7 +376,9 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
         await operator.wait_serving(local)
         assert operator.proc is not None
         profiler.start(operator.proc.pid, "latency")
+        cpu0 = operator.proc.cpu_seconds()
         ours = await measure_latency(api, "bench-latency", "latency", args.changes)
+        out["latency_cpu_s_per_change"] = (operator.proc.cpu_seconds() - cpu0) / len(ours)
         profiler.stop()
         out.update(
             baseline_p50_s=statistics.median(floor),
@@ -417,6 +421,7 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
                 )
 
         profiler.start(operator.proc.pid, "scale")
+        cpu0 = operator.proc.cpu_seconds()
         wall0, t0 = time.time(), time.perf_counter()
         await asyncio.gather(*(create(i) for i in range(n)))
         out["scale_create_s"] = time.perf_counter() - t0
@@ -430,6 +435,7 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
         watch.cancel()
         assert operator.proc is not None
         out["scale_rss_mb"] = operator.proc.peak_rss_mb()
+        out["scale_cpu_s"] = operator.proc.cpu_seconds() - cpu0
         await asyncio.sleep(2)  # let the audit log catch up
         scale_events = operator_events(plane, wall0, wall1)
         out["scale_api_requests"] = len(scale_events)
@@ -467,8 +473,11 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
 
         log(f"4. idle for {args.idle:.0f} s (resync {args.resync:.0f} s)")
         before = await operator.counts(local)
+        assert operator.proc is not None
+        cpu0 = operator.proc.cpu_seconds()
         wall0 = time.time()
         await asyncio.sleep(args.idle)
+        out["idle_cpu_s"] = operator.proc.cpu_seconds() - cpu0
         wall1 = time.time()
         after = await operator.counts(local)
         await asyncio.sleep(2)
@@ -544,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--scale-timeout", type=float, default=900.0)
     p.add_argument("--out", type=Path, default=REPO / "bench-results.json")
+    p.add_argument("--operator-env", action="append", default=[], help="KEY=VALUE for the operator")
     p.add_argument("--profile", type=Path, default=None, help="py-spy collapsed stacks here")
     args = p.parse_args(argv)
 

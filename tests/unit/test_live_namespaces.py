@@ -1,4 +1,4 @@
-"""k8s.kube.LiveNamespaces: a pass starts from kopf's live copy, re-reads with a GET."""
+"""k8s.kube: a pass starts from kopf's live copy and re-reads with a GET; one ApiClient."""
 
 from __future__ import annotations
 
@@ -31,3 +31,21 @@ def test_first_read_is_a_copy_of_the_live_body_then_gets(monkeypatch: pytest.Mon
 def test_a_body_without_metadata_is_read_from_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kube, "get_namespace", lambda ns, n: {"metadata": {"resourceVersion": "1"}})
     assert kube.LiveNamespaces({}).get("ns", "a") == {"metadata": {"resourceVersion": "1"}}
+
+
+def test_one_api_client_per_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call shares one ApiClient (kept-alive connections); loading the configuration
+    again starts a new one (a new cluster, new credentials)."""
+    import kubernetes
+
+    def no_cluster() -> None:
+        raise kubernetes.config.ConfigException("not in a pod")
+
+    monkeypatch.setattr(kubernetes.config, "load_incluster_config", no_cluster)
+    monkeypatch.setattr(kubernetes.config, "load_kube_config", lambda config_file=None: None)
+    kube.load_config()
+    first = kube.api_client()
+    assert kube.api_client() is first
+    assert kube._custom().api_client is first
+    kube.load_config()
+    assert kube.api_client() is not first

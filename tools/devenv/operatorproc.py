@@ -88,6 +88,11 @@ class OperatorProcess:
         """Peak resident set size so far (MB): the kernel's high-water mark (VmHWM)."""
         return _status_kb(self.pid, "VmHWM") / 1024
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far (user + system, all threads), from /proc."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)
 

@@ -15,6 +15,7 @@ import base64
 import copy
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "Namespaces",
     "NotFound",
     "SecretMissing",
+    "api_client",
     "apply_validating_webhook",
     "ensure_peering",
     "get_namespace",
@@ -54,10 +56,28 @@ def load_config() -> None:
     except kubernetes.config.ConfigException:
         # Read KUBECONFIG now: the client's default is frozen at its import time.
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    global _shared
+    with _shared_lock:
+        _shared = None  # the next call builds a client with the configuration just loaded
+
+
+_shared: Any = None
+_shared_lock = threading.Lock()
+
+
+def api_client() -> Any:
+    """The one `ApiClient` of this process: one urllib3 pool whose TLS connections are
+    kept alive and reused by every thread. (A client per call paid a TLS handshake with a
+    client certificate per request: the top of the operator's profile.)"""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = kubernetes.client.ApiClient()
+        return _shared
 
 
 def _custom() -> Any:
-    return kubernetes.client.CustomObjectsApi()
+    return kubernetes.client.CustomObjectsApi(api_client())
 
 
 def ensure_peering(name: str) -> str:
@@ -215,7 +235,7 @@ _METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=
 def secret_exists(namespace: str, name: str) -> bool:
     """Whether the Secret exists, asked for its metadata only (a `list` with a field
     selector: the operator's RBAC has no `get` on Secrets, and no value is transferred)."""
-    response: Any = kubernetes.client.CoreV1Api().list_namespaced_secret(
+    response: Any = kubernetes.client.CoreV1Api(api_client()).list_namespaced_secret(
         namespace,
         field_selector=f"metadata.name={name}",
         _headers={"Accept": _METADATA_ONLY},
@@ -240,7 +260,7 @@ def apply_validating_webhook(body: dict[str, Any]) -> None:
     """Replace the ValidatingWebhookConfiguration of that name, or create it if there is
     none (read first: in a cluster the operator may update its own configuration but
     not create one)."""
-    api: Any = kubernetes.client.AdmissionregistrationV1Api()  # takes dict bodies too
+    api: Any = kubernetes.client.AdmissionregistrationV1Api(api_client())  # takes dict bodies too
     name = body["metadata"]["name"]
     try:
         current = api.read_validating_webhook_configuration(name)
@@ -258,7 +278,7 @@ def read_or_create_secret(
 ) -> dict[str, bytes]:
     """The Secret's data; if it does not exist, create it with `make()` first (when two
     processes race, the one that loses reads the winner's)."""
-    core: Any = kubernetes.client.CoreV1Api()  # takes dict bodies too
+    core: Any = kubernetes.client.CoreV1Api(api_client())  # takes dict bodies too
     for _ in range(2):
         try:
             secret = core.read_namespaced_secret(name, namespace)

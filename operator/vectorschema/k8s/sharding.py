@@ -28,6 +28,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from vectorschema.core.sharding import LayoutLease, LeaseRecord, ShardConfig, Step, parse_config
+from vectorschema.k8s import kube
 
 log = logging.getLogger("vectorschema")
 
@@ -95,7 +96,9 @@ def _record(obj: Any) -> LeaseRecord:
 
 def _read(namespace: str, name: str) -> LeaseRecord | None:
     try:
-        obj = kubernetes.client.CoordinationV1Api().read_namespaced_lease(name, namespace)
+        obj = kubernetes.client.CoordinationV1Api(kube.api_client()).read_namespaced_lease(
+            name, namespace
+        )
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -116,7 +119,7 @@ def _write(
             "renewTime": _now_micro(),
         },
     }
-    api = kubernetes.client.CoordinationV1Api()
+    api = kubernetes.client.CoordinationV1Api(kube.api_client())
     if record is None:
         api.create_namespaced_lease(namespace, body)  # type: ignore[arg-type]
     else:
