@@ -193,6 +193,22 @@ def admission_server(ws: WebhookSettings) -> tuple[kopf.WebhookServer | WebhookO
     return server, cert.cafile.read_bytes()
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: every object looks unchanged since it was last handled.
+
+    kopf's diff-base (the `last-handled-configuration` annotation) exists for on.create,
+    on.update and on.field handlers; this operator has none (a daemon per object, event
+    handlers, on.delete). With it, kopf patched that annotation on every create and every
+    spec change: one more API write per change, and one more watch event to process
+    (a fifth of the requests while 1,000 Namespaces were created)."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self.build(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure_kopf(settings: kopf.OperatorSettings, webhook: WebhookSettings) -> bytes | None:
     """All kopf settings in one place. Returns the CA of the webhook's certificate (None
     when no webhook is served)."""
@@ -209,9 +225,7 @@ def configure_kopf(settings: kopf.OperatorSettings, webhook: WebhookSettings) ->
     install_log_scrubbing()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = REPORTING_COMPONENT
     settings.posting.reporting_instance = os.environ.get("HOSTNAME") or socket.gethostname()
