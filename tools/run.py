@@ -12,7 +12,8 @@
    control plane (whose API server can reach loopback) it also serves the admission
    webhook: ``VECTORSCHEMA_WEBHOOK_PORT`` is set to a free port unless already set (``0``
    or empty: no webhook), and the operator registers it itself, so ``kubectl apply``
-   prints the plan.
+   prints the plan. ``VECTORSCHEMA_WEBHOOK_CLIENT_CA`` names the local API server's
+   webhook-client CA, so the webhook answers only that API server (mTLS).
 4. ``kubectl get vns -A`` whenever it changes, until the sample ``tenant-acme/catalog`` is
    Ready (``--timeout``, default 120 s), then the tables and a few commands to try.
 5. Running until Ctrl-C or SIGTERM, then the operator and the control plane (if it started
@@ -351,6 +352,11 @@ class Runner:
         if webhook:
             env["VECTORSCHEMA_WEBHOOK_PORT"] = webhook
             say(f"webhook: served on 127.0.0.1:{webhook}; kubectl apply prints the plan")
+            if self.plane is not None and "VECTORSCHEMA_WEBHOOK_CLIENT_CA" not in os.environ:
+                # Our API server presents a client certificate of this CA to webhooks:
+                # the webhook answers it and nobody else.
+                env["VECTORSCHEMA_WEBHOOK_CLIENT_CA"] = str(self.plane.webhook_client_ca_file)
+                say("  only the API server may call it (client certificate required)")
         else:
             env.pop("VECTORSCHEMA_WEBHOOK_PORT", None)
         self.operator_log.parent.mkdir(parents=True, exist_ok=True)

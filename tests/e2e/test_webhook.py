@@ -17,8 +17,11 @@ still work (failurePolicy Ignore).
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -34,6 +37,7 @@ from tests.e2e.operator_env import run_kubectl
 from tests.seams import client_of, forget
 
 from devenv import ControlPlane, free_port
+from devenv.pki import CertificateAuthority, cert_pem, key_pem
 from vectorschema.api import VectorSpec
 from vectorschema.core.schema import CollectionSettings, vector_def_from_spec
 from vectorschema.qdrant.pool import connect
@@ -167,6 +171,8 @@ class Operator:
             QDRANT_PATH=str(store),
             VECTORSCHEMA_RESYNC_SECONDS="2",
             VECTORSCHEMA_WEBHOOK_PORT=str(self.port),
+            # As `make run` does: only the API server's client certificate is answered.
+            VECTORSCHEMA_WEBHOOK_CLIENT_CA=str(plane.webhook_client_ca_file),
         )
         self.log = log
         self.proc = subprocess.Popen(
@@ -324,6 +330,115 @@ def test_the_fingerprint_pinned_in_the_same_change_is_applied(
     assert report["vectorsRemoved"] == ["text"]
     assert report["previousPointsCount"] == POINTS  # the dry run had changed nothing
     assert obj["status"]["vectors"] == ["image"]
+
+
+# --- a forged AdmissionReview, posted straight to the webhook -----------------------------------
+
+
+def forged_review(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """What any pod could post: an UPDATE of the victim's object, adopt: true."""
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "00000000-0000-0000-0000-00000000f0f0",
+            "kind": {"group": "vectorschema.dev", "version": "v1alpha1", "kind": "Namespace"},
+            "resource": {
+                "group": "vectorschema.dev",
+                "version": "v1alpha1",
+                "resource": "namespaces",
+            },
+            "name": NAME,
+            "namespace": KUBE_NS,
+            "operation": "UPDATE",
+            "userInfo": {"username": "system:serviceaccount:tenant-other:default"},
+            "object": new,
+            "oldObject": old,
+            "dryRun": True,
+        },
+    }
+
+
+def post_to_webhook(
+    k8s: Cluster, port: int, review: dict[str, Any], client: tuple[Path, Path] | None
+) -> dict[str, Any]:
+    """POST the review to the webhook's own port (trusting its serving CA, as the API
+    server does), with the given client certificate or none."""
+    hook = json.loads(
+        k8s.run("get", "validatingwebhookconfiguration", CONFIGURATION, "-o", "json").stdout
+    )["webhooks"][0]
+    ctx = ssl.create_default_context(
+        cadata=base64.b64decode(hook["clientConfig"]["caBundle"]).decode("ascii")
+    )
+    if client is not None:
+        ctx.load_cert_chain(*client)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    try:
+        conn.request(
+            "POST", "/plan", json.dumps(review), headers={"Content-Type": "application/json"}
+        )
+        answer = conn.getresponse()
+        assert answer.status == 200, answer.read()
+        result: dict[str, Any] = json.loads(answer.read())["response"]
+        return result
+    finally:
+        conn.close()
+
+
+def client_cert(ca: CertificateAuthority, where: Path, name: str) -> tuple[Path, Path]:
+    cert, key = ca.issue(name)
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "tls.crt").write_bytes(cert_pem(cert))
+    (where / "tls.key").write_bytes(key_pem(key))
+    return where / "tls.crt", where / "tls.key"
+
+
+def test_a_forged_review_without_the_api_servers_certificate_is_refused_in_tls(
+    plane: ControlPlane, operator: Operator, tmp_path: Path
+) -> None:
+    k8s = Cluster(plane)
+    live = k8s.vns()
+    new = {**live, "spec": {**live["spec"], "plugins": [{"name": "text"}, {"name": "image"}]}}
+    review = forged_review(new, live)
+    with pytest.raises((ssl.SSLError, ConnectionError)) as refused:
+        post_to_webhook(k8s, operator.port, review, None)
+    print(f"\nno client certificate: {refused.value!r}")
+    # A certificate of the cluster's CA (any user's) is not the API server's either.
+    user = client_cert(
+        CertificateAuthority.load(plane.ca_file, plane.pki_dir / "ca.key"),
+        tmp_path / "user",
+        "tenant-other",
+    )
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        post_to_webhook(k8s, operator.port, review, user)
+
+
+def test_with_the_api_servers_certificate_a_wrong_uid_gets_no_plan(
+    plane: ControlPlane, operator: Operator, tmp_path: Path
+) -> None:
+    """Defense in depth: even a caller holding the webhook-client certificate learns
+    nothing of an object whose metadata.uid it does not know; the control (the right uid)
+    gets the plan, and `kubectl apply` through the API server still prints it."""
+    k8s = Cluster(plane)
+    live = k8s.vns()
+    new = {**live, "spec": {**live["spec"], "plugins": [{"name": "text"}, {"name": "image"}]}}
+    cert = client_cert(plane.webhook_client_ca(), tmp_path / "apiserver", "forger")
+    guessed = {
+        **live,
+        "metadata": {**live["metadata"], "uid": "6f1c2d3e-aaaa-bbbb-cccc-0123456789ab"},
+    }
+    answer = post_to_webhook(k8s, operator.port, forged_review(new, guessed), cert)
+    assert answer["allowed"] is True
+    assert answer.get("warnings") == [
+        "vectorschema: the plan is not known yet: the request does not match the object in "
+        "the API server (changed meanwhile?); the operator plans when it reconciles "
+        "(see status.plan)"
+    ]
+    vouched = post_to_webhook(k8s, operator.port, forged_review(new, live), cert)
+    assert any(" adds vector text in place" in w for w in vouched.get("warnings", [])), vouched
+    result = k8s.apply(namespace(plugins=["image", "text"], adopt=True), "--dry-run=server")
+    assert result.returncode == 0, result.stderr
+    assert any(" adds vector text in place" in w for w in warnings_of(result)), result.stderr
 
 
 # --- refusals and warnings on other objects ---------------------------------------------------

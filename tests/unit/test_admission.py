@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 from conftest import LOCAL, dense, inline, ns_spec, observed_of, plugin
@@ -230,16 +231,30 @@ def no_connection(resource: NamespaceResource) -> Connector:
     return connect
 
 
+def vouching(old: Mapping[str, Any] | None) -> admission.LiveReader:
+    """The API server agrees with the request: the live object is the request's
+    oldObject (UPDATE), or there is none yet (CREATE)."""
+    uid = None if old is None else old["metadata"]["uid"]
+    return lambda ns, name: uid
+
+
 def review(
     new: Mapping[str, Any],
     old: Mapping[str, Any] | None,
     connector_for: Any,
     plugins: Mapping[str, PluginSpec] = PLUGINS,
     plan_seconds: float = 5.0,
+    read_uid: admission.LiveReader | None = None,
 ) -> admission.Answer:
     return asyncio.run(
         admission.review(
-            new, old, lambda: plugins, connector_for, policy=POLICY, plan_seconds=plan_seconds
+            new,
+            old,
+            lambda: plugins,
+            connector_for,
+            policy=POLICY,
+            plan_seconds=plan_seconds,
+            read_uid=read_uid or vouching(old),
         )
     )
 
@@ -268,6 +283,76 @@ def test_review_of_a_destructive_update_reads_only_and_warns(qdrant: ClientGatew
     assert gateway.reads > 0
     live = qdrant.observe(COLLECTION)
     assert live is not None and live.names == ["text", "image"]
+
+
+# --- a request the API server does not vouch for (a forged AdmissionReview) -------------------
+
+
+def no_plugins() -> Mapping[str, PluginSpec]:
+    raise AssertionError("the webhook read the Plugins")
+
+
+def forged(new: Mapping[str, Any], old: Mapping[str, Any] | None, live: Any) -> admission.Answer:
+    seen: list[tuple[str, str]] = []
+
+    def read_uid(ns: str, name: str) -> str | None:
+        seen.append((ns, name))
+        if isinstance(live, Exception):
+            raise live
+        return live  # type: ignore[no-any-return]
+
+    answer = asyncio.run(
+        admission.review(
+            new, old, no_plugins, no_connection, policy=POLICY, plan_seconds=5.0, read_uid=read_uid
+        )
+    )
+    assert seen == [(KUBE_NS, NAME)]
+    return answer
+
+
+UNVOUCHED = admission.Answer(None, [admission.UNVOUCHED_WARNING])
+
+
+@pytest.mark.parametrize(
+    ("old_uid", "live"),
+    [
+        ("guessed", "uid-1"),  # another tenant's object: the uid is not theirs to know
+        ("uid-1", None),  # no such object
+        (None, "uid-1"),  # an oldObject without a uid
+    ],
+)
+def test_a_forged_update_gets_no_plan_and_reads_nothing(old_uid: str | None, live: Any) -> None:
+    old = body({"plugins": ["text", "image"]})
+    old["metadata"]["uid"] = old_uid
+    answer = forged(body({"plugins": ["image"], "adopt": True}), old, live)
+    assert answer == UNVOUCHED
+    assert "the plan is not known yet" in answer.warnings[0]
+
+
+def test_a_forged_create_of_an_existing_object_gets_no_plan_and_reads_nothing() -> None:
+    assert forged(body({"plugins": ["text"], "adopt": True}), None, "uid-1") == UNVOUCHED
+
+
+def test_a_forged_review_is_never_refused_even_when_the_spec_would_be() -> None:
+    """A refusal would tell the caller something (a conflict, a policy): none is given."""
+    old = body({"plugins": ["text"]})
+    old["metadata"]["uid"] = "guessed"
+    assert forged(body({"plugins": ["text", "text-big"]}), old, "uid-1") == UNVOUCHED
+
+
+def test_when_the_api_server_cannot_vouch_the_answer_has_no_plan_and_no_refusal() -> None:
+    old = body({"plugins": ["text"]})
+    assert forged(body({"plugins": ["image"]}), old, OSError("unreachable")) == UNVOUCHED
+
+
+def test_a_vouched_update_is_planned(qdrant: ClientGateway) -> None:
+    """The control for the tests above: the same reader, agreeing, lets the plan through."""
+    seed(qdrant, TEXT, IMAGE, points=3)
+    old = body({"plugins": ["text", "image"]})
+    answer = review(
+        body({"plugins": ["image"]}), old, connects_to(ReadOnly(qdrant)), read_uid=vouching(old)
+    )
+    assert any("removes vector text (3 points carry it)" in w for w in answer.warnings)
 
 
 def test_review_skips_updates_that_do_not_change_the_spec() -> None:
@@ -351,6 +436,7 @@ def test_a_failure_of_the_webhook_never_refuses_the_request() -> None:
             no_connection,
             policy=POLICY,
             plan_seconds=5,
+            read_uid=vouching(None),
         )
     )
     assert answer == admission.Answer(
@@ -484,6 +570,34 @@ def test_webhook_settings_from_env(
 ) -> None:
     ws = WebhookSettings.from_env(env)
     assert (ws.port, ws.timeout_seconds, ws.plan_seconds) == expected
+
+
+def test_a_client_ca_makes_the_server_require_a_client_certificate(tmp_path: Path) -> None:
+    from vectorschema.k8s import settings
+
+    ca = serving_cert(tmp_path / "clients", ["client-ca"]).cafile
+    env = {
+        "VECTORSCHEMA_WEBHOOK_PORT": "9443",
+        "VECTORSCHEMA_WEBHOOK_CERT_DIR": str(tmp_path / "serving"),
+    }
+    open_server, _ = settings.admission_server(WebhookSettings.from_env(env))
+    assert isinstance(open_server, kopf.WebhookServer)
+    assert open_server.verify_mode is None and open_server.verify_cafile is None
+    ws = WebhookSettings.from_env({**env, "VECTORSCHEMA_WEBHOOK_CLIENT_CA": str(ca)})
+    assert ws.client_ca == ca
+    server, _ = settings.admission_server(ws)
+    assert isinstance(server, kopf.WebhookServer)
+    assert server.verify_mode == ssl.CERT_REQUIRED
+    assert server.verify_cafile == str(ca)
+
+
+def test_a_client_ca_that_does_not_exist_stops_the_start() -> None:
+    with pytest.raises(
+        ValueError, match=r"VECTORSCHEMA_WEBHOOK_CLIENT_CA=/nowhere\.pem: no such file"
+    ):
+        WebhookSettings.from_env(
+            {"VECTORSCHEMA_WEBHOOK_PORT": "9443", "VECTORSCHEMA_WEBHOOK_CLIENT_CA": "/nowhere.pem"}
+        )
 
 
 def test_a_made_certificate_serves_loopback_and_is_reused(tmp_path: Path) -> None:

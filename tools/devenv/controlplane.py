@@ -6,6 +6,7 @@ deletion, ownerReference garbage collection and service-account tokens work.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -113,6 +114,20 @@ class ControlPlane:
     def ca_file(self) -> Path:
         """PEM file of the CA that signs the serving and all client certificates."""
         return self.pki_dir / "ca.crt"
+
+    @property
+    def webhook_client_ca_file(self) -> Path:
+        """PEM file of the CA that signs the certificate the kube-apiserver presents to
+        admission webhooks (its own CA, not the cluster's: a cluster user's certificate
+        must not pass as the API server's). Give it to the operator as
+        ``VECTORSCHEMA_WEBHOOK_CLIENT_CA``."""
+        return self.pki_dir / "webhook-client-ca.crt"
+
+    def webhook_client_ca(self) -> CertificateAuthority:
+        """The CA of :attr:`webhook_client_ca_file` (to mint certificates in tests)."""
+        return CertificateAuthority.load(
+            self.webhook_client_ca_file, self.pki_dir / "webhook-client-ca.key"
+        )
 
     @property
     def kubeconfig(self) -> Path:
@@ -327,6 +342,7 @@ class ControlPlane:
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--profiling=false",
+                f"--admission-control-config-file={self.state_dir / 'admission-config.yaml'}",
                 *self._audit_flags(),
             ],
             ports={api_port: "kube-apiserver secure port"},
@@ -396,6 +412,7 @@ class ControlPlane:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
             write_private(pki / "sa.pub", pub)
+        self._write_webhook_client_credentials()
         cert, key = self._ca.issue(ADMIN_USER, organizations=ADMIN_GROUPS)
         write_private(pki / "admin.key", key_pem(key))
         write_private(pki / "admin.crt", cert_pem(cert))
@@ -408,6 +425,54 @@ class ControlPlane:
                 key_pem=key_pem(key),
                 user=ADMIN_USER,
             ).encode(),
+        )
+
+    def _write_webhook_client_credentials(self) -> None:
+        """The certificate the kube-apiserver presents to every admission webhook (user
+        ``*`` of the ValidatingAdmissionWebhook plugin's kubeConfigFile), signed by a CA of
+        its own, and the admission configuration that names it."""
+        pki = self.pki_dir
+        ca_crt, ca_key = self.webhook_client_ca_file, pki / "webhook-client-ca.key"
+        if ca_crt.is_file() and ca_key.is_file():
+            ca = CertificateAuthority.load(ca_crt, ca_key)
+        else:
+            ca = CertificateAuthority.create("vectorschema-local-webhook-client-ca")
+            ca.save(ca_crt, ca_key)
+        cert, key = ca.issue("kube-apiserver-webhook-client")
+
+        def b64(data: bytes) -> str:
+            return base64.b64encode(data).decode("ascii")
+
+        kubeconfig = self.state_dir / "admission-webhooks.kubeconfig"
+        users = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "users": [
+                {
+                    "name": "*",
+                    "user": {
+                        "client-certificate-data": b64(cert_pem(cert)),
+                        "client-key-data": b64(key_pem(key)),
+                    },
+                }
+            ],
+        }
+        write_private(kubeconfig, (json.dumps(users, indent=2) + "\n").encode())
+        plugin = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(kubeconfig),
+        }
+        config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {"name": "ValidatingAdmissionWebhook", "configuration": plugin},
+                {"name": "MutatingAdmissionWebhook", "configuration": plugin},
+            ],
+        }
+        write_private(
+            self.state_dir / "admission-config.yaml", (json.dumps(config, indent=2) + "\n").encode()
         )
 
     def user_kubeconfig(self, name: str, groups: list[str]) -> Path:

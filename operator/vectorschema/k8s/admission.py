@@ -65,6 +65,15 @@ WEBHOOK_ID = "plan"
 #: may be stale).
 PluginReader = Callable[[], Mapping[str, PluginSpec]]
 
+#: The live object's metadata.uid, read from the API server (None: it does not exist).
+LiveReader = Callable[[str, str], str | None]
+
+#: What a request the API server does not vouch for gets: no plan, no refusal, nothing
+#: about the collection, the Secret or the live object (see `genuine`).
+UNVOUCHED_WARNING = unknown_plan_warning(
+    "the request does not match the object in the API server (changed meanwhile?)"
+)
+
 #: Threads that read Qdrant for the webhook, apart from kopf's and the control loops':
 #: a hung Qdrant can hold these, never the reconciles.
 _readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-plan")
@@ -103,14 +112,42 @@ def policy_refusals(resource: NamespaceResource, policy: Policy) -> list[str]:
     return out
 
 
+def genuine(
+    resource: NamespaceResource, old: Mapping[str, Any] | None, read_uid: LiveReader
+) -> bool:
+    """Does the API server's own state vouch for this request? (Defense in depth: anyone
+    who can reach the webhook can post an AdmissionReview.)
+
+    - UPDATE: the live object exists and its metadata.uid is the request's oldObject's (a
+      UUID another tenant cannot read without get on that object);
+    - CREATE: no such object exists yet.
+
+    This does not close a forged CREATE under a fresh name in another Kubernetes
+    namespace: only authenticating the caller does (`VECTORSCHEMA_WEBHOOK_CLIENT_CA`)."""
+    live_uid = read_uid(resource.kube_namespace, resource.metadata.name)
+    if old is None:
+        return live_uid is None
+    old_uid = (old.get("metadata") or {}).get("uid")
+    return bool(old_uid) and live_uid == old_uid
+
+
 def evaluate(
     resource: NamespaceResource,
     old: Mapping[str, Any] | None,
     read_plugins: PluginReader,
     connector_for: Callable[[NamespaceResource], Connector],
     policy: Policy,
+    read_uid: LiveReader,
 ) -> Answer:
-    """The answer for a parsed Namespace (blocking: run in a reader thread)."""
+    """The answer for a parsed Namespace (blocking: run in a reader thread). Nothing is
+    read (Plugins, Secrets, Qdrant) before the API server vouches for the request."""
+    try:
+        vouched = genuine(resource, old, read_uid)
+    except Exception as exc:  # API server unreachable: no plan, never a refusal
+        log.warning("admission: cannot check %s against the API server: %s", resource.owner_id, exc)
+        vouched = False
+    if not vouched:
+        return Answer(None, [UNVOUCHED_WARNING])
     refused = policy_refusals(resource, policy)
     checked = check_spec(resource.spec, read_plugins())
     warnings = list(checked.warnings)
@@ -153,6 +190,7 @@ async def review(
     *,
     policy: Policy,
     plan_seconds: float,
+    read_uid: LiveReader,
 ) -> Answer:
     """What to answer the API server about this Namespace create or update, within
     `plan_seconds` (else without the plan, saying so)."""
@@ -167,7 +205,7 @@ async def review(
         return Answer(describe(exc))
     loop = asyncio.get_running_loop()
     work = loop.run_in_executor(
-        _readers, evaluate, resource, old, read_plugins, connector_for, policy
+        _readers, evaluate, resource, old, read_plugins, connector_for, policy, read_uid
     )
     try:
         return await asyncio.wait_for(work, plan_seconds)

@@ -88,6 +88,11 @@ async def configure(
         logger.info(
             f"admission webhook on {where}"
             + (f", registered as ValidatingWebhookConfiguration {name}" if name else "")
+            + (
+                f"; callers must present a client certificate of {webhook.client_ca}"
+                if webhook.client_ca is not None
+                else "; callers are not authenticated (VECTORSCHEMA_WEBHOOK_CLIENT_CA unset)"
+            )
         )
     shard = sharding.config_from_env()
     settings.persistence.finalizer = shards.finalizer_for(shard.index)
@@ -185,6 +190,7 @@ async def plan_at_admission(
         connectors(labelled_secrets, config.policy()),
         policy=config.policy(),
         plan_seconds=memo.webhook.plan_seconds,
+        read_uid=kube.namespace_uid,
     )
     warnings.extend(answer.warnings)
     if answer.refusal is not None:

@@ -110,6 +110,16 @@ def get_namespace(namespace: str, name: str) -> dict[str, Any]:
     return body
 
 
+def namespace_uid(namespace: str, name: str) -> str | None:
+    """The live Namespace resource's metadata.uid; None when it does not exist."""
+    try:
+        body = get_namespace(namespace, name)
+    except NotFound:
+        return None
+    uid = (body.get("metadata") or {}).get("uid")
+    return str(uid) if uid else ""
+
+
 def patch_namespace_status(
     namespace: str, name: str, status: dict[str, Any], resource_version: str | None
 ) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ def label_selector(env: Mapping[str, str] = os.environ) -> LabelSelector:
 # --- the admission webhook ----------------------------------------------------------------
 
 PORT_ENV = "VECTORSCHEMA_WEBHOOK_PORT"
+#: A PEM bundle: when set, the webhook's callers must present a certificate it signed.
+CLIENT_CA_ENV = "VECTORSCHEMA_WEBHOOK_CLIENT_CA"
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,11 @@ class WebhookSettings:
     - `TIMEOUT_SECONDS`: the API server's timeoutSeconds (default 5, at most 30).
     - `PLAN_SECONDS`: how long the webhook waits for Qdrant before it answers without the
       plan (default 2; kept below TIMEOUT_SECONDS).
+    - `CLIENT_CA`: path to a PEM bundle; when set, the webhook requires a client
+      certificate signed by it (the API server's, from its admission configuration's
+      kubeConfigFile) and refuses any other caller in the TLS handshake. Unset: any caller
+      that reaches the port is answered (the defense-in-depth check in
+      `admission.genuine` still applies).
     """
 
     port: int | None = None
@@ -117,6 +125,7 @@ class WebhookSettings:
     cert_secret: str | None = None
     timeout_seconds: int = 5
     plan_seconds: float = 2.0
+    client_ca: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WebhookSettings:
@@ -131,6 +140,9 @@ class WebhookSettings:
         cert_dir = env.get("VECTORSCHEMA_WEBHOOK_CERT_DIR", "").strip()
         timeout = min(30, max(1, int(env.get("VECTORSCHEMA_WEBHOOK_TIMEOUT_SECONDS") or 5)))
         plan = float(env.get("VECTORSCHEMA_WEBHOOK_PLAN_SECONDS") or min(2.0, timeout / 2))
+        client_ca = env.get(CLIENT_CA_ENV, "").strip()
+        if client_ca and not Path(client_ca).is_file():
+            raise ValueError(f"{CLIENT_CA_ENV}={client_ca}: no such file")
         return cls(
             port=port,
             addr=addr,
@@ -141,6 +153,7 @@ class WebhookSettings:
             cert_secret=env.get("VECTORSCHEMA_WEBHOOK_CERT_SECRET", "").strip() or None,
             timeout_seconds=timeout,
             plan_seconds=min(plan, timeout - 0.5),
+            client_ca=Path(client_ca) if client_ca else None,
         )
 
     @property
@@ -189,6 +202,10 @@ def admission_server(ws: WebhookSettings) -> tuple[kopf.WebhookServer | WebhookO
         certfile=str(cert.certfile),
         pkeyfile=str(cert.keyfile),
         cafile=str(cert.cafile),
+        # Caller authentication: only a client certificate of the admin's CA (the API
+        # server's) completes the handshake.
+        verify_mode=ssl.CERT_REQUIRED if ws.client_ca is not None else None,
+        verify_cafile=str(ws.client_ca) if ws.client_ca is not None else None,
     )
     return server, cert.cafile.read_bytes()
 
