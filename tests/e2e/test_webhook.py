@@ -379,9 +379,11 @@ def tls12_handshake(k8s: Cluster, port: int, client: tuple[Path, Path] | None) -
     client certificate ends the handshake itself, before any HTTP byte)."""
     ctx = webhook_context(k8s, client)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            assert tls.version() == "TLSv1.2"
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.version() == "TLSv1.2"
 
 
 def post_to_webhook(

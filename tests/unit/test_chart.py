@@ -623,3 +623,18 @@ def test_kustomize_base_holds_the_layout_lease_too() -> None:
         ("vectorschema-system", name, "get"),
         ("vectorschema-system", name, "update"),
     }
+
+
+def test_webhook_client_ca_turns_on_caller_authentication() -> None:
+    """Off by default; with `webhook.clientCA.configMap` the CA is mounted and named in
+    VECTORSCHEMA_WEBHOOK_CLIENT_CA (the operator then requires the API server's cert)."""
+    assert "VECTORSCHEMA_WEBHOOK_CLIENT_CA" not in env(one(render(), "Deployment"))
+    docs = render({"webhook": {"clientCA": {"configMap": "apiserver-webhook-ca"}}})
+    dep = one(docs, "Deployment")
+    assert env(dep)["VECTORSCHEMA_WEBHOOK_CLIENT_CA"]["value"] == (
+        "/etc/vectorschema/webhook-client-ca/ca.crt"
+    )
+    mounts = {m["name"]: m for m in container(dep)["volumeMounts"]}
+    assert mounts["webhook-client-ca"]["mountPath"] == "/etc/vectorschema/webhook-client-ca"
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["webhook-client-ca"]["configMap"] == {"name": "apiserver-webhook-ca"}
