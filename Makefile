@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install controlplane helm cluster cluster-down crds lint lint-manifests test test-unit test-e2e soak run bench clean
+.PHONY: help install controlplane helm cluster cluster-down crds lint lint-manifests test test-unit test-conformance conformance test-e2e soak run bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,10 +54,17 @@ lint-manifests: install helm ## helm lint of the chart; checkov over the rendere
 test-unit: install ## Unit tests (pure, no cluster)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+test-conformance: install ## The Qdrant gateway contract against the embedded backend (part of `make test`)
+	env -u CONFORMANCE_QDRANT_URL -u CONFORMANCE_QDRANT_API_KEY $(BIN)/pytest tests/conformance $(PYTEST_ARGS)
+
+conformance: install ## The gateway contract against a Qdrant server: make conformance QDRANT_URL=... [QDRANT_API_KEY=...]
+	@test -n "$(QDRANT_URL)" || { echo 'conformance: set QDRANT_URL=http(s)://host:port (and QDRANT_API_KEY if the server has one)'; exit 2; }
+	CONFORMANCE_QDRANT_URL='$(QDRANT_URL)' CONFORMANCE_QDRANT_API_KEY='$(QDRANT_API_KEY)' $(BIN)/pytest tests/conformance -ra $(PYTEST_ARGS)
+
 test-e2e: install controlplane ## End-to-end tests on the real local control plane
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-test: install controlplane lint test-unit test-e2e ## Everything CI runs: set-up, lint, unit and e2e tests
+test: install controlplane lint test-unit test-conformance test-e2e ## Everything CI runs: set-up, lint, unit and e2e tests
 
 SOAK_MINUTES ?= 45
 soak: install controlplane ## The long reliability suite (longer outages, more rounds and edits); stops after SOAK_MINUTES

@@ -1,0 +1,144 @@
+"""How many calls one remote Qdrant server gets at once, and in which order.
+
+A remote server answers many requests concurrently, so its gateway no longer serialises
+them behind one lock. Two rules remain:
+
+- **A bound per server** (`max_in_flight`, default 16, `VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT`):
+  a slow server holds at most that many worker threads, and a caller waits at most
+  `wait_timeout` for a slot before it is told the server is busy (`LimitTimeout`), instead
+  of queueing without end. Each server has its own bound, so a hung server cannot take the
+  slots of another.
+- **One collection, one lane**: calls for the same collection run one at a time, in the
+  order they asked (a ticket queue, first come first served), so a multi-call step (create a
+  vector, then tune it) is never interleaved with another pass's step on that collection.
+  A lane is re-entrant for the thread that holds it: a step holds its lane across its
+  calls, and each call inside takes a server slot of its own.
+
+The local store is not concurrent at all; its gateway keeps one lock and does not use this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "CallLimiter", "LimitTimeout"]
+
+DEFAULT_MAX_IN_FLIGHT = 16
+
+
+class LimitTimeout(Exception):
+    """No slot (or the collection's lane) came free in time: the server is saturated."""
+
+
+@dataclass
+class _Lane:
+    next_ticket: int = 0
+    serving: int = 0
+    owner: int | None = None  # thread id holding the lane
+    depth: int = 0
+    users: int = 0  # tickets taken and not yet done: the lane is dropped at zero
+    abandoned: set[int] = field(default_factory=set)  # tickets that gave up waiting
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+
+class CallLimiter:
+    """The in-flight bound and the per-collection lanes of one server."""
+
+    def __init__(self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, wait_timeout: float = 10.0):
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.max_in_flight = max_in_flight
+        self.wait_timeout = wait_timeout
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._lanes: dict[str, _Lane] = {}
+        self._lanes_lock = threading.Lock()
+        self._in_flight = 0
+        self._count_lock = threading.Lock()
+        #: The most calls seen in flight at once (observability, tests).
+        self.peak_in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        with self._count_lock:
+            return self._in_flight
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the server's `max_in_flight` slots for one call."""
+        if not self._slots.acquire(timeout=self.wait_timeout):
+            raise LimitTimeout(
+                f"{self.max_in_flight} calls already in flight for {self.wait_timeout:.0f}s"
+            )
+        with self._count_lock:
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._count_lock:
+                self._in_flight -= 1
+            self._slots.release()
+
+    @contextlib.contextmanager
+    def lane(self, collection: str) -> Iterator[None]:
+        """Run the body when every earlier caller for `collection` is done (FIFO)."""
+        me = threading.get_ident()
+        with self._lanes_lock:
+            lane = self._lanes.setdefault(collection, _Lane())
+            if lane.owner == me:  # re-entered by the step that holds it
+                lane.depth += 1
+                reentered = True
+            else:
+                reentered = False
+                ticket = lane.next_ticket
+                lane.next_ticket += 1
+                lane.users += 1
+        if reentered:
+            try:
+                yield
+            finally:
+                lane.depth -= 1
+            return
+        deadline = time.monotonic() + self.wait_timeout
+        with lane.cond:
+            while lane.serving != ticket:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not lane.cond.wait(remaining):
+                    if lane.serving == ticket:
+                        break
+                    # Give the turn up in order: whoever waits behind must not wait for us.
+                    self._abandon(collection, lane, ticket)
+                    raise LimitTimeout(
+                        f"calls for collection {collection!r} queued for {self.wait_timeout:.0f}s"
+                    )
+            lane.owner, lane.depth = me, 1
+        try:
+            yield
+        finally:
+            with lane.cond:
+                lane.owner, lane.depth = None, 0
+                self._advance(lane)
+                lane.cond.notify_all()
+            self._done(collection, lane)
+
+    def _abandon(self, collection: str, lane: _Lane, ticket: int) -> None:
+        """A ticket that timed out is skipped when its turn comes."""
+        lane.abandoned.add(ticket)
+        self._done(collection, lane)
+
+    @staticmethod
+    def _advance(lane: _Lane) -> None:
+        lane.serving += 1
+        while lane.serving in lane.abandoned:
+            lane.abandoned.discard(lane.serving)
+            lane.serving += 1
+
+    def _done(self, collection: str, lane: _Lane) -> None:
+        with self._lanes_lock:
+            lane.users -= 1
+            if lane.users == 0 and self._lanes.get(collection) is lane:
+                del self._lanes[collection]

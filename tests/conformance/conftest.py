@@ -1,0 +1,132 @@
+"""The Qdrant gateway's contract, runnable against any Qdrant.
+
+`make conformance QDRANT_URL=https://my-qdrant:6333 [QDRANT_API_KEY=...]` runs these tests
+against that server (what a user runs before an upgrade); `make test` runs them against
+the embedded backend (qdrant-client local mode, the operator's default) so they cannot
+rot. The make target hands the URL over as `CONFORMANCE_QDRANT_URL` /
+`CONFORMANCE_QDRANT_API_KEY`, so a `QDRANT_URL` left in a shell never redirects `make test`.
+
+Each test runs on the backend in use only if that backend has what the test needs
+(`@pytest.mark.needs(...)`). What a backend lacks is not skipped: it is deselected at
+collection, and the run's summary says which tests and why. The reasons:
+
+| need            | embedded | remote | why                                                   |
+|-----------------|----------|--------|-------------------------------------------------------|
+| tunes_dense     | no       | yes    | local mode accepts per-vector hnsw/quantization/onDisk |
+|                 |          |        | updates and ignores them (capabilities.tunes_vectors) |
+| cluster_settings| no       | yes    | local mode keeps no shard/replication settings        |
+| in_place_vectors| yes      | >=1.18 | servers before 1.18 cannot add/remove a named vector  |
+| api_key         | no       | if key | a 401 needs a server that has an API key configured   |
+
+Remote runs create collections named `vsconf_<random>_<test>` and delete them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from vectorschema.gateway import ClientGateway
+
+NEEDS_WHY = {
+    "tunes_dense": "local mode accepts per-vector tuning and ignores it",
+    "cluster_settings": "local mode keeps no shard/replication settings",
+    "in_place_vectors": "servers before 1.18 cannot add or remove a named vector",
+    "api_key": "a 401 needs a server with an API key (give QDRANT_API_KEY)",
+}
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    url: str | None = None
+    api_key: str | None = None
+    has: frozenset[str] = field(default_factory=frozenset)
+
+    def open(self, *, api_key: str | None = None, timeout: float = 10.0) -> ClientGateway:
+        if self.url is None:
+            return ClientGateway.open(path=":memory:")
+        return ClientGateway.open(url=self.url, api_key=api_key or self.api_key, timeout=timeout)
+
+
+def _backend() -> Backend:
+    url = os.environ.get("CONFORMANCE_QDRANT_URL") or None
+    if url is None:
+        return Backend("embedded", has=frozenset({"in_place_vectors"}))
+    key = os.environ.get("CONFORMANCE_QDRANT_API_KEY") or None
+    has = {"tunes_dense", "cluster_settings"} | ({"api_key"} if key else set())
+    probe = ClientGateway.open(url=url, api_key=key)
+    try:
+        if probe.capabilities().in_place_vectors:
+            has.add("in_place_vectors")
+    except Exception:
+        has.add("in_place_vectors")  # let the tests say what is wrong with the server
+    finally:
+        probe.close()
+    return Backend("remote", url=url, api_key=key, has=frozenset(has))
+
+
+BACKEND = _backend()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(*features): backend features the test needs")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    where = BACKEND.url or "qdrant-client local mode (in memory)"
+    return f"conformance backend: {BACKEND.name}: {where}; has {sorted(BACKEND.has)}"
+
+
+_not_applicable: list[tuple[str, str]] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep, drop = [], []
+    for item in items:
+        needs = {n for m in item.iter_markers("needs") for n in m.args}
+        unknown = needs - NEEDS_WHY.keys()
+        if unknown:
+            raise pytest.UsageError(f"{item.nodeid}: unknown needs {sorted(unknown)}")
+        missing = sorted(needs - BACKEND.has)
+        if missing:
+            drop.append(item)
+            why = "; ".join(NEEDS_WHY[n] for n in missing)
+            _not_applicable.append((item.nodeid, why))
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _not_applicable:
+        terminalreporter.section(f"not applicable to the {BACKEND.name} backend")
+        for nodeid, why in _not_applicable:
+            terminalreporter.write_line(f"{nodeid}: {why}")
+
+
+@pytest.fixture
+def backend() -> Backend:
+    return BACKEND
+
+
+@pytest.fixture
+def gateway() -> Iterator[ClientGateway]:
+    g = BACKEND.open()
+    yield g
+    g.close()
+
+
+@pytest.fixture
+def collection(gateway: ClientGateway, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A collection name nobody else uses; whatever the test made there is deleted after."""
+    name = f"vsconf_{secrets.token_hex(4)}_{request.node.name}"[:120]
+    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
+    yield name
+    gateway.delete_collection(name)

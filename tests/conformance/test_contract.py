@@ -1,0 +1,348 @@
+"""The gateway contract: what the operator relies on from any Qdrant it manages.
+
+Every test goes through the gateway only (seeding points through `gateway.raw()`), so a
+server that passes here runs the operator's plans the way its tests expect.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import pytest
+from conftest import Backend
+from qdrant_client import models as qm
+
+from vectorschema.gateway import (
+    ClientGateway,
+    CollectionNotFound,
+    QdrantRejected,
+    QdrantUnavailable,
+)
+from vectorschema.models import Datatype, VectorSpec, VectorType
+from vectorschema.schema import CollectionSettings, VectorDef, vector_def_from_spec
+
+
+def vdef(**fields: Any) -> VectorDef:
+    return vector_def_from_spec(VectorSpec.model_validate(fields))
+
+
+TEXT = vdef(name="text", size=8, distance="Cosine")
+BM25 = vdef(name="bm25", type="sparse")
+
+# One of each kind a plugin can bring, with the settings a plugin can give it.
+KINDS: dict[str, VectorDef] = {
+    "dense": vdef(name="d", size=4, distance="Dot"),
+    "dense-float16": vdef(name="d16", size=4, distance="Cosine", datatype="float16"),
+    "dense-uint8": vdef(name="du8", size=4, distance="Euclid", datatype="uint8"),
+    "dense-on-disk": vdef(name="dd", size=4, distance="Cosine", onDisk=True),
+    "dense-hnsw": vdef(
+        name="dh", size=4, distance="Cosine", hnsw={"m": 8, "efConstruct": 64, "onDisk": True}
+    ),
+    "multidense": vdef(name="md", type="multidense", size=3, distance="Dot"),
+    "multidense-float16": vdef(
+        name="md16", type="multidense", size=3, distance="Cosine", datatype="float16"
+    ),
+    "sparse": vdef(name="sp", type="sparse"),
+    "sparse-idf-float16": vdef(name="sp16", type="sparse", modifier="idf", datatype="float16"),
+    "sparse-index": vdef(
+        name="spi", type="sparse", hnsw={"fullScanThreshold": 500, "onDisk": True}
+    ),
+}
+QUANTIZATIONS: dict[str, dict[str, Any]] = {
+    "scalar": {"type": "scalar", "quantile": 0.99, "alwaysRam": True},
+    "binary": {"type": "binary", "alwaysRam": False},
+    "product": {"type": "product", "compression": "x16"},
+}
+IN_PLACE = ["dense", "dense-float16", "multidense", "sparse", "sparse-idf-float16"]
+
+
+def seed(gateway: ClientGateway, collection: str, n: int = 6) -> None:
+    """A collection with `text` on every point and `bm25` on the odd ones."""
+    gateway.create_collection(collection, [TEXT, BM25], CollectionSettings(), {})
+    points = [
+        qm.PointStruct(
+            id=i,
+            vector={
+                "text": [float(i + 1)] * 8,
+                **({"bm25": qm.SparseVector(indices=[i], values=[1.0])} if i % 2 else {}),
+            },
+            payload={"doc": f"d{i}"},
+        )
+        for i in range(n)
+    ]
+    with gateway.raw() as client:
+        client.upsert(collection, points, wait=True)
+
+
+def payloads(gateway: ClientGateway, collection: str) -> dict[Any, Any]:
+    with gateway.raw() as client:
+        records, _ = client.scroll(collection, limit=100, with_payload=True, with_vectors=["text"])
+    return {r.id: (r.payload, r.vector) for r in records}
+
+
+# --- create -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_create_round_trips(gateway: ClientGateway, collection: str, kind: str) -> None:
+    gateway.create_collection(collection, [KINDS[kind]], CollectionSettings(), {})
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.vectors == (KINDS[kind],)
+    assert observed.points_count == 0
+
+
+def test_create_all_kinds_together(gateway: ClientGateway, collection: str) -> None:
+    gateway.create_collection(collection, list(KINDS.values()), CollectionSettings(), {})
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.by_name == {v.name: v for v in KINDS.values()}
+
+
+def test_create_existing_is_rejected(gateway: ClientGateway, collection: str) -> None:
+    gateway.create_collection(collection, [TEXT], CollectionSettings(), {})
+    with pytest.raises(QdrantRejected, match="already exists"):
+        gateway.create_collection(collection, [TEXT], CollectionSettings(), {})
+
+
+@pytest.mark.needs("cluster_settings")
+def test_cluster_settings_round_trip(gateway: ClientGateway, collection: str) -> None:
+    settings = CollectionSettings(
+        shard_number=2, replication_factor=1, write_consistency_factor=1, on_disk_payload=True
+    )
+    gateway.create_collection(collection, [TEXT], settings, {})
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.settings == settings
+
+
+# --- vectors in place ---------------------------------------------------------------------
+
+
+@pytest.mark.needs("in_place_vectors")
+@pytest.mark.parametrize("kind", IN_PLACE)
+def test_add_in_place_keeps_points(gateway: ClientGateway, collection: str, kind: str) -> None:
+    seed(gateway, collection)
+    before = payloads(gateway, collection)
+    added = KINDS[kind]
+    gateway.create_vector(collection, added)
+    gateway.create_vector(collection, added)  # the same again: a no-op
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.points_count == 6
+    assert observed.by_name[added.name].structure == added.structure  # datatype included
+    assert payloads(gateway, collection) == before
+    assert gateway.count_with_vector(collection, added.name) == 0  # new vectors start empty
+    assert gateway.count_with_vector(collection, "text") == 6
+
+
+@pytest.mark.needs("in_place_vectors")
+def test_add_in_place_with_another_definition_is_rejected(
+    gateway: ClientGateway, collection: str
+) -> None:
+    seed(gateway, collection)
+    with pytest.raises(QdrantRejected):
+        gateway.create_vector(collection, vdef(name="text", size=9, distance="Cosine"))
+
+
+@pytest.mark.needs("in_place_vectors")
+@pytest.mark.parametrize("removed", ["text", "bm25"])
+def test_remove_in_place_keeps_points_and_the_rest(
+    gateway: ClientGateway, collection: str, removed: str
+) -> None:
+    seed(gateway, collection)
+    gateway.create_vector(collection, KINDS["multidense"])
+    gateway.delete_vector(collection, removed)
+    gateway.delete_vector(collection, removed)  # gone already: a no-op
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert removed not in observed.names
+    assert set(observed.names) == {"text", "bm25", "md"} - {removed}
+    assert observed.points_count == 6
+    kept = "bm25" if removed == "text" else "text"
+    assert gateway.count_with_vector(collection, kept) == (3 if kept == "bm25" else 6)
+
+
+# --- tuning -------------------------------------------------------------------------------
+
+
+@pytest.mark.needs("tunes_dense")
+def test_tune_dense_in_place(gateway: ClientGateway, collection: str) -> None:
+    seed(gateway, collection)
+    tuned = vdef(
+        name="text",
+        size=8,
+        distance="Cosine",
+        onDisk=True,
+        hnsw={"m": 8, "efConstruct": 64},
+        quantization=QUANTIZATIONS["scalar"],
+    )
+    gateway.update_vector(collection, tuned)
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.by_name["text"] == tuned
+    gateway.update_vector(collection, TEXT)  # back to no tuning: hnsw reset, quantization off
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.by_name["text"].hnsw == () and observed.by_name["text"].quantization == ()
+    assert observed.points_count == 6
+
+
+def test_tune_sparse_index_in_place(gateway: ClientGateway, collection: str) -> None:
+    seed(gateway, collection)
+    tuned = vdef(name="bm25", type="sparse", hnsw={"fullScanThreshold": 100, "onDisk": True})
+    gateway.update_vector(collection, tuned)
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.by_name["bm25"] == tuned
+
+
+# --- datatypes and quantization ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("datatype", ["float32", "float16", "uint8"])
+def test_dense_datatype_round_trips(gateway: ClientGateway, collection: str, datatype: str) -> None:
+    v = vdef(name="v", size=4, distance="Dot", datatype=datatype)
+    gateway.create_collection(collection, [v], CollectionSettings(), {})
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.by_name["v"].datatype is Datatype(datatype)
+
+
+@pytest.mark.needs("in_place_vectors")
+@pytest.mark.parametrize("datatype", ["float16", "uint8"])
+def test_datatype_survives_in_place_add(
+    gateway: ClientGateway, collection: str, datatype: str
+) -> None:
+    seed(gateway, collection)
+    gateway.create_vector(collection, vdef(name="v", size=4, distance="Dot", datatype=datatype))
+    gateway.create_vector(collection, vdef(name="s", type="sparse", datatype="float16"))
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.by_name["v"].datatype is Datatype(datatype)
+    assert observed.by_name["s"].datatype is Datatype.FLOAT16
+    assert not any(k.startswith("vectorschema.dev/local") for k in observed.metadata)
+
+
+@pytest.mark.parametrize("kind", list(QUANTIZATIONS))
+def test_quantization_round_trips(gateway: ClientGateway, collection: str, kind: str) -> None:
+    v = vdef(name="q", size=16, distance="Cosine", quantization=QUANTIZATIONS[kind])
+    gateway.create_collection(collection, [v], CollectionSettings(), {})
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.by_name["q"] == v
+
+
+@pytest.mark.needs("tunes_dense")
+@pytest.mark.parametrize("kind", list(QUANTIZATIONS))
+def test_quantization_changes_in_place(gateway: ClientGateway, collection: str, kind: str) -> None:
+    gateway.create_collection(
+        collection, [vdef(name="q", size=16, distance="Cosine")], CollectionSettings(), {}
+    )
+    v = vdef(name="q", size=16, distance="Cosine", quantization=QUANTIZATIONS[kind])
+    gateway.update_vector(collection, v)
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.by_name["q"] == v
+
+
+# --- ownership metadata ----------------------------------------------------------------------
+
+
+def test_ownership_metadata(gateway: ClientGateway, collection: str) -> None:
+    owner = {"vectorschema.dev/owner": "team-a/main", "vectorschema.dev/owner-uid": "u-1"}
+    gateway.create_collection(collection, [TEXT], CollectionSettings(), owner)
+    observed = gateway.observe(collection)
+    assert observed is not None and observed.metadata == owner
+    # released on Retain: owner stamps replaced, in one merge
+    gateway.set_metadata(
+        collection,
+        {
+            "vectorschema.dev/owner": None,
+            "vectorschema.dev/owner-uid": None,
+            "vectorschema.dev/retained-by": "team-a/main",
+        },
+    )
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.metadata == {"vectorschema.dev/retained-by": "team-a/main"}
+    gateway.set_metadata(collection, {"never-there": None})  # deleting nothing stores nothing
+    observed = gateway.observe(collection)
+    assert observed is not None
+    assert observed.metadata == {"vectorschema.dev/retained-by": "team-a/main"}
+
+
+def test_metadata_on_a_collection_made_without_any(gateway: ClientGateway, collection: str) -> None:
+    gateway.create_collection(collection, [TEXT], CollectionSettings(), {})
+    gateway.set_metadata(collection, {"gone": None, "kept": "yes"})
+    observed = gateway.observe(collection)
+    assert observed is not None and observed.metadata == {"kept": "yes"}
+
+
+# --- counts ---------------------------------------------------------------------------------
+
+
+def test_counts(gateway: ClientGateway, collection: str) -> None:
+    seed(gateway, collection, n=9)
+    assert gateway.count_with_vector(collection, "text") == 9
+    assert gateway.count_with_vector(collection, "bm25") == 4
+    observed = gateway.observe(collection)
+    assert observed is not None and observed.points_count == 9
+
+
+# --- delete --------------------------------------------------------------------------------
+
+
+def test_delete(gateway: ClientGateway, collection: str) -> None:
+    seed(gateway, collection)
+    gateway.delete_collection(collection)
+    assert gateway.observe(collection) is None
+    gateway.delete_collection(collection)  # gone already: a no-op
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def test_404_missing_collection(gateway: ClientGateway, collection: str) -> None:
+    assert gateway.observe(collection) is None
+    with pytest.raises(CollectionNotFound):
+        gateway.create_vector(collection, TEXT)
+    with pytest.raises(CollectionNotFound):
+        gateway.delete_vector(collection, "text")
+    with pytest.raises(CollectionNotFound):
+        gateway.set_metadata(collection, {"a": "b"})
+    with pytest.raises(CollectionNotFound):
+        gateway.count_with_vector(collection, "text")
+
+
+@pytest.mark.needs("api_key")
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+def test_401_wrong_key(backend: Backend, collection: str) -> None:
+    wrong = "vsconf-wrong-key-0123456789"
+    g = backend.open(api_key=wrong)
+    try:
+        with pytest.raises(QdrantRejected, match="HTTP 401, check the API key") as info:
+            g.observe(collection)
+        shown = "".join(traceback.format_exception(info.value)) + repr(info.value)
+        assert wrong not in shown
+        assert backend.api_key is None or backend.api_key not in shown
+    finally:
+        g.close()
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+def test_unreachable_server() -> None:
+    """Not the backend under test: a port nothing listens on, with a key that must not leak."""
+    g = ClientGateway.open(url="http://127.0.0.1:9", api_key="vsconf-key", timeout=2)
+    try:
+        with pytest.raises(QdrantUnavailable, match="unreachable") as info:
+            g.observe("c")
+        assert "vsconf-key" not in "".join(traceback.format_exception(info.value))
+        assert info.value.__cause__ is None and info.value.__context__ is None
+    finally:
+        g.close()
+
+
+def test_kinds_cover_every_vector_type() -> None:
+    assert {v.type for v in KINDS.values()} == set(VectorType)
