@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from vectorschema.qdrant.breaker import Breaker, BreakerOpen, BreakerSettings, State
+from vectorschema.qdrant.breaker import Breaker, BreakerOpen, Breakers, BreakerSettings, State
 
 
 class Clock:
@@ -145,3 +145,22 @@ def test_bad_settings_are_refused() -> None:
         BreakerSettings(failure_threshold=0)
     with pytest.raises(ValueError):
         BreakerSettings(probe_interval=0)
+
+
+def test_recoveries_count_each_close_after_open() -> None:
+    clock = Clock()
+    breaker = Breaker("q", clock=clock)
+    breaker.success(breaker.admit())
+    assert breaker.recoveries == 0  # closing a closed breaker is no recovery
+    down(breaker, 3)
+    clock.now += 1
+    breaker.success(breaker.admit())
+    assert breaker.recoveries == 1
+
+
+def test_one_breaker_per_server() -> None:
+    breakers = Breakers(BreakerSettings(failure_threshold=1))
+    assert breakers.get("http://a") is breakers.get("http://a")
+    assert breakers.get("http://a") is not breakers.get("http://b")
+    assert breakers.get("http://a").settings.failure_threshold == 1
+    assert breakers.find("http://c") is None

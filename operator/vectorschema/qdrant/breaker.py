@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Breaker", "BreakerOpen", "BreakerSettings", "Permit", "State"]
+__all__ = ["Breaker", "BreakerOpen", "BreakerSettings", "Breakers", "Permit", "State"]
 
 
 class State(StrEnum):
@@ -82,6 +82,9 @@ class Breaker:
         self._opened_at = 0.0
         self._next_probe = 0.0
         self._probes_in_flight = 0
+        #: How many times it closed again after being open: a caller that failed while it
+        #: was open knows the server is back when this moved.
+        self.recoveries = 0
         #: Calls admitted (closed or as probes) and refused, since creation.
         self.admitted = 0
         self.refused = 0
@@ -117,6 +120,8 @@ class Breaker:
         """The server answered (anything but a 5xx: a 4xx refusal is an answer too)."""
         with self._lock:
             if self._settle(permit):
+                if self._state is State.OPEN:
+                    self.recoveries += 1
                 self._state = State.CLOSED
                 self._failures = 0
 
@@ -149,3 +154,27 @@ class Breaker:
         if permit.probe:
             self._probes_in_flight -= 1
         return True
+
+
+class Breakers:
+    """One breaker per server, shared by every gateway (API key) that talks to it."""
+
+    def __init__(self, settings: BreakerSettings | None = None) -> None:
+        self.settings = settings or BreakerSettings()
+        self._breakers: dict[str, Breaker] = {}
+        self._lock = threading.Lock()
+
+    def get(self, server: str) -> Breaker:
+        with self._lock:
+            breaker = self._breakers.get(server)
+            if breaker is None:
+                breaker = self._breakers[server] = Breaker(server, self.settings)
+            return breaker
+
+    def find(self, server: str) -> Breaker | None:
+        with self._lock:
+            return self._breakers.get(server)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._breakers.clear()
