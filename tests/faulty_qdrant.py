@@ -21,6 +21,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from enum import StrEnum
 from typing import Any
 
@@ -42,6 +43,10 @@ class FaultyQdrant:
         self.mode = mode
         self.collections: dict[str, dict[str, Any]] = {}
         self.hits = 0
+        #: Seconds each answer waits (a slow server); the most requests handled at once.
+        self.delay = 0.0
+        self.peak_concurrent = 0
+        self._concurrent = 0
         self._lock = threading.Lock()
         self._unblock = threading.Event()
         fake = self
@@ -69,12 +74,23 @@ class FaultyQdrant:
                     self.close_connection = True
                     fake._drop(self.connection, mode)
                     return
-                if mode is Mode.UNAVAILABLE:
-                    status, payload = 503, {"status": {"error": "Service Unavailable"}}
-                else:
-                    body = json.loads(raw) if raw else None
+                with fake._lock:
+                    fake._concurrent += 1
+                    fake.peak_concurrent = max(fake.peak_concurrent, fake._concurrent)
+                try:
+                    if fake.delay:
+                        time.sleep(fake.delay)
+                    if mode is Mode.UNAVAILABLE:
+                        status, payload = 503, {"status": {"error": "Service Unavailable"}}
+                    else:
+                        body = json.loads(raw) if raw else None
+                        with fake._lock:
+                            status, payload = fake.route(
+                                self.command, self.path.split("?")[0], body
+                            )
+                finally:
                     with fake._lock:
-                        status, payload = fake.route(self.command, self.path.split("?")[0], body)
+                        fake._concurrent -= 1
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

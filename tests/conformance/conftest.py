@@ -14,7 +14,6 @@ collection, and the run's summary says which tests and why. The reasons:
 |-----------------|----------|--------|-------------------------------------------------------|
 | tunes_dense     | no       | yes    | local mode accepts per-vector hnsw/quantization/onDisk |
 |                 |          |        | updates and ignores them (capabilities.tunes_vectors) |
-| cluster_settings| no       | yes    | local mode keeps no shard/replication settings        |
 | in_place_vectors| yes      | >=1.18 | servers before 1.18 cannot add/remove a named vector  |
 | api_key         | no       | if key | a 401 needs a server that has an API key configured   |
 
@@ -23,54 +22,13 @@ Remote runs create collections named `vsconf_<random>_<test>` and delete them af
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
+from tests.conformance.backends import BACKEND, NEEDS_WHY, Backend
 
-from vectorschema.gateway import ClientGateway
-
-NEEDS_WHY = {
-    "tunes_dense": "local mode accepts per-vector tuning and ignores it",
-    "cluster_settings": "local mode keeps no shard/replication settings",
-    "in_place_vectors": "servers before 1.18 cannot add or remove a named vector",
-    "api_key": "a 401 needs a server with an API key (give QDRANT_API_KEY)",
-}
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    url: str | None = None
-    api_key: str | None = None
-    has: frozenset[str] = field(default_factory=frozenset)
-
-    def open(self, *, api_key: str | None = None, timeout: float = 10.0) -> ClientGateway:
-        if self.url is None:
-            return ClientGateway.open(path=":memory:")
-        return ClientGateway.open(url=self.url, api_key=api_key or self.api_key, timeout=timeout)
-
-
-def _backend() -> Backend:
-    url = os.environ.get("CONFORMANCE_QDRANT_URL") or None
-    if url is None:
-        return Backend("embedded", has=frozenset({"in_place_vectors"}))
-    key = os.environ.get("CONFORMANCE_QDRANT_API_KEY") or None
-    has = {"tunes_dense", "cluster_settings"} | ({"api_key"} if key else set())
-    probe = ClientGateway.open(url=url, api_key=key)
-    try:
-        if probe.capabilities().in_place_vectors:
-            has.add("in_place_vectors")
-    except Exception:
-        has.add("in_place_vectors")  # let the tests say what is wrong with the server
-    finally:
-        probe.close()
-    return Backend("remote", url=url, api_key=key, has=frozenset(has))
-
-
-BACKEND = _backend()
+from vectorschema.qdrant.client import ClientGateway
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -78,9 +78,8 @@ IMAGE = dense(IMAGE_VECTOR, 768, "Cosine")
 
 # Capabilities of the Qdrants the planner meets.
 SERVER = Capabilities(server_version="1.20.0")  # a real server: everything in place
-LOCAL = Capabilities(  # qdrant-client local mode (see gateway.py)
-    server_version="1.20.0", tunes_vectors=False, reports_cluster_settings=False
-)
+# qdrant-client local mode (see qdrant/local.py): ignores tuning; records its settings
+LOCAL = Capabilities(server_version="1.20.0", tunes_vectors=False)
 OLD_SERVER = Capabilities(server_version="1.17.1", in_place_vectors=False)
 
 
@@ -125,6 +124,7 @@ def observed_of(
     name: str = "col",
     metadata: Mapping[str, Any] | None = None,
     shard_number: int | None = None,
+    settings: CollectionSettings | None = None,
 ) -> ObservedCollection:
     """A live collection holding `vectors`, as the gateway would report it."""
     defs = tuple(v if isinstance(v, VectorDef) else vdef(v) for v in vectors)
@@ -133,7 +133,7 @@ def observed_of(
         vectors=defs,
         points_count=points,
         metadata=dict(metadata or {}),
-        settings=CollectionSettings(shard_number=shard_number),
+        settings=settings or CollectionSettings(shard_number=shard_number),
     )
 
 

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from vectorschema.controller.backoff import SCHEDULES, Backoff, Failure, Schedule
+from vectorschema.controller.backoff import SCHEDULES, Backoff, RetryKind, Schedule
 
 
 @pytest.fixture(autouse=True)
@@ -15,8 +15,8 @@ def _seeded() -> None:
     random.seed(1234)  # tenacity draws with `random`: the same numbers every run
 
 
-@pytest.mark.parametrize("failure", list(Failure))
-def test_every_delay_is_within_floor_and_the_growing_ceiling(failure: Failure) -> None:
+@pytest.mark.parametrize("failure", list(RetryKind))
+def test_every_delay_is_within_floor_and_the_growing_ceiling(failure: RetryKind) -> None:
     schedule = SCHEDULES[failure]
     for attempt in range(1, 40):
         ceiling = min(schedule.cap, max(schedule.floor, schedule.base * 2 ** (attempt - 1)))
@@ -25,27 +25,27 @@ def test_every_delay_is_within_floor_and_the_growing_ceiling(failure: Failure) -
             assert schedule.floor <= schedule.delay(attempt) <= ceiling
 
 
-@pytest.mark.parametrize("failure", list(Failure))
-def test_no_schedule_allows_a_tight_loop(failure: Failure) -> None:
+@pytest.mark.parametrize("failure", list(RetryKind))
+def test_no_schedule_allows_a_tight_loop(failure: RetryKind) -> None:
     # the quickest retry of anything is 0.2 s (a conflict), the others wait seconds
     assert SCHEDULES[failure].floor >= 0.2
-    if failure is not Failure.CONFLICT and failure is not Failure.MOVED:
+    if failure is not RetryKind.CONFLICT and failure is not RetryKind.MOVED:
         assert SCHEDULES[failure].floor >= 2.0
 
 
 def test_the_documented_schedule() -> None:
     """The README's table, row for row: change both or neither."""
     assert {
-        Failure.UNAVAILABLE: Schedule(2.0, 2.0, 300.0),
-        Failure.REJECTED: Schedule(30.0, 30.0, 900.0),
-        Failure.UNEXPECTED: Schedule(2.0, 2.0, 300.0),
-        Failure.CONFLICT: Schedule(0.2, 0.5, 30.0),
-        Failure.MOVED: Schedule(0.5, 1.0, 30.0),
+        RetryKind.UNAVAILABLE: Schedule(2.0, 2.0, 300.0),
+        RetryKind.REJECTED: Schedule(30.0, 30.0, 900.0),
+        RetryKind.UNEXPECTED: Schedule(2.0, 2.0, 300.0),
+        RetryKind.CONFLICT: Schedule(0.2, 0.5, 30.0),
+        RetryKind.MOVED: Schedule(0.5, 1.0, 30.0),
     } == SCHEDULES
 
 
 def test_delays_grow_until_the_cap_and_are_jittered() -> None:
-    schedule = SCHEDULES[Failure.UNAVAILABLE]
+    schedule = SCHEDULES[RetryKind.UNAVAILABLE]
     means = [statistics.mean(schedule.delay(n) for _ in range(400)) for n in range(1, 12)]
     # full jitter: the mean is about half-way between floor and ceiling, growing...
     for n, mean in enumerate(means, start=1):
@@ -75,7 +75,7 @@ def test_a_thousand_resources_on_a_dead_server_stay_bounded() -> None:
             attempts += 1
             if t >= horizon - 300:
                 late += 1
-            t += backoff.failed(key, Failure.UNAVAILABLE)
+            t += backoff.failed(key, RetryKind.UNAVAILABLE)
     assert attempts < 25_000
     assert late / 300 < 10  # attempts per second once settled: ~7
 
@@ -83,15 +83,15 @@ def test_a_thousand_resources_on_a_dead_server_stay_bounded() -> None:
 def test_success_and_a_new_kind_of_failure_start_over() -> None:
     backoff = Backoff()
     for _ in range(10):
-        backoff.failed("a", Failure.UNAVAILABLE)
+        backoff.failed("a", RetryKind.UNAVAILABLE)
     assert backoff.attempts("a") == 10
-    assert backoff.failed("a", Failure.CONFLICT) <= SCHEDULES[Failure.CONFLICT].ceiling(1)
+    assert backoff.failed("a", RetryKind.CONFLICT) <= SCHEDULES[RetryKind.CONFLICT].ceiling(1)
     assert backoff.attempts("a") == 1
-    backoff.failed("b", Failure.UNAVAILABLE)
+    backoff.failed("b", RetryKind.UNAVAILABLE)
     backoff.succeeded("a")
     assert backoff.attempts("a") == 0
     assert backoff.attempts("b") == 1  # per resource
-    assert backoff.failed("a", Failure.UNAVAILABLE) == SCHEDULES[Failure.UNAVAILABLE].floor
+    assert backoff.failed("a", RetryKind.UNAVAILABLE) == SCHEDULES[RetryKind.UNAVAILABLE].floor
 
 
 def test_bad_schedules_are_refused() -> None:

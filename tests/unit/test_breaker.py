@@ -164,3 +164,31 @@ def test_one_breaker_per_server() -> None:
     assert breakers.get("http://a") is not breakers.get("http://b")
     assert breakers.get("http://a").settings.failure_threshold == 1
     assert breakers.find("http://c") is None
+
+
+def test_check_refuses_early_without_using_a_probe() -> None:
+    clock = Clock()
+    breaker = Breaker("q", clock=clock)
+    breaker.check()  # closed: fine
+    down(breaker, 3)
+    with pytest.raises(BreakerOpen):
+        breaker.check()
+    clock.now += 1
+    breaker.check()  # a probe is due: this caller may go on and ask for it
+    breaker.check()  # ...and checking again did not use it up
+    assert breaker.admit().probe
+
+
+def test_listeners_hear_each_recovery_of_a_server() -> None:
+    breakers = Breakers(BreakerSettings(failure_threshold=1, probe_interval=0.01))
+    heard: list[str] = []
+    breakers.listeners.append(heard.append)
+    breaker = breakers.get("http://a", "Qdrant at http://a")
+    breaker.success(breaker.admit())
+    assert heard == []  # closed all along: nothing to tell
+    breaker.failure(breaker.admit(), "down")
+    import time
+
+    time.sleep(0.02)
+    breaker.success(breaker.admit())
+    assert heard == ["http://a"]

@@ -10,9 +10,9 @@ import pytest
 from conftest import dense, namespace, vdef
 
 from vectorschema.api import EventReason, Reason
+from vectorschema.controller.backoff import RetryKind
 from vectorschema.controller.errors import (
     FAILURES,
-    RETRY_DELAY,
     ConnectionRefused,
     ConnectorError,
     Phase,
@@ -136,27 +136,29 @@ def test_target_checks_its_arguments_once() -> None:
 
 # --- the failure table ---------------------------------------------------------------------
 
+UNAV, REJ = RetryKind.UNAVAILABLE, RetryKind.REJECTED
+
 
 @pytest.mark.parametrize(
     ("error", "phase", "reason", "stalled", "retry"),
     [
         (PluginNotFound(["x"]), Phase.OBSERVE, Reason.PLUGIN_NOT_FOUND, True, None),
-        (ConnectionUnavailable("no Secret"), Phase.OBSERVE, Reason.SECRET_NOT_FOUND, False, 10.0),
-        (QdrantUnavailable("down"), Phase.OBSERVE, Reason.QDRANT_UNAVAILABLE, False, 10.0),
-        (QdrantUnavailable("down"), Phase.APPLY, Reason.QDRANT_UNAVAILABLE, False, 10.0),
-        (QdrantRejected("no"), Phase.OBSERVE, Reason.QDRANT_REJECTED, True, 60.0),
-        (CollectionNotFound("gone"), Phase.OBSERVE, Reason.QDRANT_REJECTED, True, 60.0),
-        (CollectionNotFound("gone"), Phase.APPLY, Reason.PROGRESSING, False, 1.0),
-        (QdrantRejected("no"), Phase.APPLY, Reason.APPLY_FAILED, True, 60.0),
-        (GatewayError("odd"), Phase.APPLY, Reason.APPLY_FAILED, True, 60.0),
+        (ConnectionUnavailable("no Secret"), Phase.OBSERVE, Reason.SECRET_NOT_FOUND, False, UNAV),
+        (QdrantUnavailable("down"), Phase.OBSERVE, Reason.QDRANT_UNAVAILABLE, False, UNAV),
+        (QdrantUnavailable("down"), Phase.APPLY, Reason.QDRANT_UNAVAILABLE, False, UNAV),
+        (QdrantRejected("no"), Phase.OBSERVE, Reason.QDRANT_REJECTED, True, REJ),
+        (CollectionNotFound("gone"), Phase.OBSERVE, Reason.QDRANT_REJECTED, True, REJ),
+        (CollectionNotFound("gone"), Phase.APPLY, Reason.PROGRESSING, False, RetryKind.MOVED),
+        (QdrantRejected("no"), Phase.APPLY, Reason.APPLY_FAILED, True, REJ),
+        (GatewayError("odd"), Phase.APPLY, Reason.APPLY_FAILED, True, REJ),
     ],
 )
 def test_each_failure_has_one_reason(
-    error: Exception, phase: Phase, reason: Reason, stalled: bool, retry: float | None
+    error: Exception, phase: Phase, reason: Reason, stalled: bool, retry: RetryKind | None
 ) -> None:
     failure = classify(error, phase)
     assert failure is not None
-    assert (failure.reason, failure.stalled, failure.retry_after) == (reason, stalled, retry)
+    assert (failure.reason, failure.stalled, failure.retry) == (reason, stalled, retry)
     assert failure.warn is (reason is Reason.APPLY_FAILED)
 
 
@@ -166,7 +168,6 @@ def test_plugin_errors_clear_the_plan_and_unexpected_errors_are_not_mapped() -> 
     assert conflict is not None and conflict.clear_plan
     assert classify(RuntimeError("bug"), Phase.APPLY) is None
     assert classify(kube.Conflict("409"), Phase.APPLY) is None  # the caller re-runs the pass
-    assert RETRY_DELAY == 10.0
     assert all(issubclass(row.error, Exception) for row in FAILURES)
     assert issubclass(ConnectionUnavailable, ConnectorError)
 

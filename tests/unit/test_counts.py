@@ -1,10 +1,14 @@
-"""Points at risk: one count per plan, approximate (and said so) when exact is too slow."""
+"""Points at risk: one count per plan, Qdrant's estimate (said so) when exact is too slow."""
 
 from __future__ import annotations
 
 import pytest
 
-from vectorschema.controller.counts import AtRisk, CountCache, count_at_risk
+from vectorschema.api import VectorType
+from vectorschema.controller.counts import CountCache
+from vectorschema.core.actions import AtRisk, Plan, RemoveVector
+from vectorschema.core.report import points_at_risk
+from vectorschema.core.schema import ObservedCollection, VectorDef
 
 
 class TooSlow(Exception):
@@ -19,22 +23,33 @@ class Counter:
         self.exact_times_out = exact_times_out
         self.calls: list[tuple[str, bool]] = []
 
-    def __call__(self, vector: str, exact: bool) -> int:
+    def __call__(self, collection: str, vector: str, exact: bool) -> int:
         self.calls.append((vector, exact))
         if exact and self.exact_times_out:
             raise TooSlow("timed out")
         return self.counts[vector] if exact else round(self.counts[vector], -2)
 
 
+def removing(*names: str) -> Plan:
+    actions = tuple(
+        RemoveVector(old=VectorDef(name=n, type=VectorType.SPARSE), detail="") for n in names
+    )
+    return Plan("c", actions, "fp")
+
+
+OBSERVED = ObservedCollection(name="c", vectors=(), points_count=9999)
+
+
 def test_exact_count_is_the_largest_per_vector() -> None:
     counter = Counter({"a": 5, "b": 7})
-    assert count_at_risk(["a", "b"], counter, (TooSlow,)) == AtRisk(7, exact=True)
-    assert count_at_risk([], counter, (TooSlow,)) == AtRisk(0, exact=True)
+    assert points_at_risk(removing("a", "b"), OBSERVED, counter, (TooSlow,)) == AtRisk(7)
+    assert points_at_risk(removing(), OBSERVED, counter, (TooSlow,)) == AtRisk(0)
+    assert points_at_risk(removing("a"), None, counter, (TooSlow,)) == AtRisk(0)
 
 
 def test_a_slow_exact_count_falls_back_to_the_estimate() -> None:
     counter = Counter({"a": 1234, "b": 5678}, exact_times_out=True)
-    at_risk = count_at_risk(["a", "b"], counter, (TooSlow,))
+    at_risk = points_at_risk(removing("a", "b"), OBSERVED, counter, (TooSlow,))
     assert at_risk == AtRisk(5700, exact=False)
     assert at_risk.describe() == "about 5700 point(s)"
     assert AtRisk(3).describe() == "3 point(s)"
@@ -42,23 +57,24 @@ def test_a_slow_exact_count_falls_back_to_the_estimate() -> None:
 
 
 def test_other_errors_are_not_hidden() -> None:
-    def broken(vector: str, exact: bool) -> int:
+    def broken(collection: str, vector: str, exact: bool) -> int:
         raise RuntimeError("server down")
 
     with pytest.raises(RuntimeError):
-        count_at_risk(["a"], broken, (TooSlow,))
+        points_at_risk(removing("a"), OBSERVED, broken, (TooSlow,))
 
 
 def test_one_count_per_plan_however_many_passes() -> None:
     cache = CountCache()
     counter = Counter({"a": 5})
+    plan = removing("a")
     for _pass in range(100):  # a plan waiting for approval, resynced again and again
-        at_risk = cache.get(("q", "fp1"), lambda: count_at_risk(["a"], counter, (TooSlow,)))
+        at_risk = cache.get(("q", "fp1"), lambda: points_at_risk(plan, OBSERVED, counter))
         assert at_risk == AtRisk(5)
     assert len(counter.calls) == 1
     assert cache.counted == 1
-    cache.get(("q", "fp2"), lambda: count_at_risk(["a"], counter, (TooSlow,)))  # a new plan
-    cache.get(("other", "fp1"), lambda: count_at_risk(["a"], counter, (TooSlow,)))  # server
+    cache.get(("q", "fp2"), lambda: points_at_risk(plan, OBSERVED, counter))  # a new plan
+    cache.get(("other", "fp1"), lambda: points_at_risk(plan, OBSERVED, counter))  # server
     assert len(counter.calls) == 3
 
 

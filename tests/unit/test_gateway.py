@@ -26,6 +26,7 @@ from vectorschema.core.schema import (
 )
 from vectorschema.k8s.connection import default_from_env
 from vectorschema.qdrant import client as client_module
+from vectorschema.qdrant import local
 from vectorschema.qdrant.client import ClientGateway
 from vectorschema.qdrant.convert import parse_version
 from vectorschema.qdrant.errors import (
@@ -168,11 +169,16 @@ def test_local_datatype_memory_is_cleaned_up_on_delete(gateway: ClientGateway) -
     gateway.create_vector("c", vector_def_from_spec(SPECS["sparse-float16-idf"]))
     with client_of(gateway) as client:
         raw = client.get_collection("c").config.metadata
-    assert raw == {"k": "v", LOCAL_DATATYPES_METADATA_KEY: {"img": "float16", "sp16": "float16"}}
+    settings = local.settings_metadata(CollectionSettings())
+    assert raw == {
+        "k": "v",
+        LOCAL_DATATYPES_METADATA_KEY: {"img": "float16", "sp16": "float16"},
+        **settings,
+    }
     gateway.delete_vector("c", "img")
     gateway.delete_vector("c", "sp16")
     with client_of(gateway) as client:
-        assert client.get_collection("c").config.metadata == {"k": "v"}
+        assert client.get_collection("c").config.metadata == {"k": "v", **settings}
     # re-adding it as float32 is reported as float32, not as the old datatype
     gateway.create_vector("c", vector_def_from_spec(spec(name="img", size=4, distance="Dot")))
     observed = gateway.observe("c")
@@ -194,9 +200,23 @@ def test_observe_unnamed_vector_and_settings(gateway: ClientGateway) -> None:
         VectorDef(name="", type=VectorType.DENSE, size=3, distance=Distance.DOT),
     )
     assert observed.metadata == {}
-    # local mode keeps no cluster settings: it reports None for all of them
-    assert observed.settings == CollectionSettings()
-    assert not gateway.capabilities().reports_cluster_settings
+    # local mode keeps no cluster settings: for a collection made by hand (nothing
+    # recorded) it reports what a server defaults to
+    assert observed.settings == CollectionSettings(1, 1, 1, True)
+    assert gateway.capabilities().reports_cluster_settings
+
+
+def test_local_mode_records_the_creation_settings(gateway: ClientGateway) -> None:
+    """So that a change of one is planned (a recreate), as on a server, never ignored."""
+    asked = CollectionSettings(shard_number=3, on_disk_payload=False)
+    gateway.create_collection("c", defs("dense"), asked, {"k": "v"})
+    observed = gateway.observe("c")
+    assert observed is not None
+    assert observed.settings == CollectionSettings(3, 1, 1, False)
+    assert observed.metadata == {"k": "v"}  # the record is not the collection's metadata
+    gateway.set_metadata("c", {local.LOCAL_SETTINGS_METADATA_KEY: None, "k": None})
+    observed = gateway.observe("c")
+    assert observed is not None and observed.settings == CollectionSettings(3, 1, 1, False)
 
 
 def test_observe_missing_collection_is_none(gateway: ClientGateway) -> None:
@@ -381,7 +401,8 @@ def test_set_metadata_merges_and_deletes(gateway: ClientGateway) -> None:
 
 def test_set_metadata_delete_on_collection_without_metadata(gateway: ClientGateway) -> None:
     # local mode stores {"gone": None} here when asked directly; the gateway does not
-    gateway.create_collection("c", defs("dense"), CollectionSettings(), {})
+    with client_of(gateway) as client:  # made by hand: no metadata at all
+        client.create_collection("c", vectors_config={})
     gateway.set_metadata("c", {"gone": None, "kept": "yes"})
     with client_of(gateway) as client:
         assert client.get_collection("c").config.metadata == {"kept": "yes"}
@@ -393,8 +414,8 @@ def test_set_metadata_delete_on_collection_without_metadata(gateway: ClientGatew
 
 def test_local_mode_quirk_still_stores_null_without_the_gateway(gateway: ClientGateway) -> None:
     """If this fails, local mode was fixed and the emulation in set_metadata can go."""
-    gateway.create_collection("c", defs("dense"), CollectionSettings(), {})
     with client_of(gateway) as client:
+        client.create_collection("c", vectors_config={})
         client.update_collection("c", metadata={"gone": None})
         assert client.get_collection("c").config.metadata == {"gone": None}
 
@@ -407,7 +428,7 @@ def test_capabilities_local(gateway: ClientGateway) -> None:
     assert caps.server_version == importlib.metadata.version("qdrant-client")
     assert caps.in_place_vectors is True
     assert caps.tunes_vectors is False
-    assert caps.reports_cluster_settings is False
+    assert caps.reports_cluster_settings is True  # recorded at creation
     assert gateway.capabilities() is caps  # read once
 
 
@@ -442,7 +463,9 @@ def test_unreachable_server_does_not_leak_the_api_key() -> None:
                 call()
             error = info.value
             text = "".join(traceback.format_exception(error))
-            assert str(error) == "Qdrant at http://127.0.0.1:1 is unreachable: connection refused"
+            # the first failures, then the server's breaker repeating the last one
+            assert str(error).startswith("Qdrant at http://127.0.0.1:1 is un")
+            assert str(error).endswith("is unreachable: connection refused")
             for shown in (str(error), repr(error), text):
                 assert key not in shown
             assert error.__cause__ is None and error.__context__ is None

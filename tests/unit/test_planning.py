@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from conftest import (
@@ -31,7 +32,7 @@ from conftest import (
 )
 
 from vectorschema.api import ActionKind, PluginSpec, Strategy, VectorSpec
-from vectorschema.core.actions import Plan
+from vectorschema.core.actions import AtRisk, Plan
 from vectorschema.core.approval import ApprovedBy, approval, needs_approval
 from vectorschema.core.planning import (
     PluginConflict,
@@ -41,7 +42,12 @@ from vectorschema.core.planning import (
     resolve_desired,
 )
 from vectorschema.core.report import report
-from vectorschema.core.schema import Capabilities, DesiredSchema, ObservedCollection
+from vectorschema.core.schema import (
+    Capabilities,
+    CollectionSettings,
+    DesiredSchema,
+    ObservedCollection,
+)
 
 AUTO = Strategy.AUTO
 RECREATE = Strategy.RECREATE
@@ -414,7 +420,7 @@ def test_make_plan(
     assert plan.drift is False
     destructive_kinds = {REMOVE, REPLACE, RECREATE_COLLECTION}
     assert plan.destructive is any(kind in destructive_kinds for kind, _ in expected)
-    for action, shown in zip(plan.actions, plan.to_status(0).actions, strict=True):
+    for action, shown in zip(plan.actions, plan.to_status(AtRisk(0)).actions, strict=True):
         assert action.destructive is (action.kind in destructive_kinds)
         assert shown.action is action.kind
         assert shown.destructive is action.destructive
@@ -514,8 +520,8 @@ def test_vectors_at_risk(
     plan = plan_of(desired_of(*desired), observed_of(*observed, points=7))
 
     assert plan.vectors_at_risk == at_risk
-    assert plan.to_status(7).vectors_at_risk == at_risk
-    assert plan.to_status(7).points_at_risk == 7
+    assert plan.to_status(AtRisk(7)).vectors_at_risk == at_risk
+    assert plan.to_status(AtRisk(7)).points_at_risk == 7
 
 
 def test_vectors_at_risk_of_a_recreate_are_all_live_vectors() -> None:
@@ -563,7 +569,9 @@ def test_old_server_falls_back_to_recreate_and_says_why() -> None:
     ("desired_shards", "observed_shards", "capabilities", "expected"),
     [
         pytest.param(3, 1, SERVER, [(RECREATE_COLLECTION, "")], id="changed"),
-        pytest.param(3, 1, LOCAL, [], id="changed-not-reported"),
+        pytest.param(
+            3, 1, replace(SERVER, reports_cluster_settings=False), [], id="changed-not-reported"
+        ),
         pytest.param(3, 3, SERVER, [], id="same"),
         pytest.param(None, 3, SERVER, [], id="unset-in-spec"),
         pytest.param(3, None, SERVER, [], id="unknown-live"),
@@ -598,6 +606,57 @@ def test_shard_change_with_a_vector_change_recreates_with_everything() -> None:
     assert steps(plan) == [(RECREATE_COLLECTION, "")]
     assert plan.actions[0].vectors == desired_of(TEXT, IMAGE).vectors
     assert plan.actions[0].settings.shard_number == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "observed", "desired", "shown"),
+    [
+        ("replicationFactor", CollectionSettings(1, 1, 1, True), 2, "replicationFactor 1 -> 2"),
+        (
+            "writeConsistencyFactor",
+            CollectionSettings(1, 3, 1, True),
+            2,
+            "writeConsistencyFactor 1 -> 2",
+        ),
+        ("onDiskPayload", CollectionSettings(1, 1, 1, True), False, "onDiskPayload true -> false"),
+        ("shardNumber", CollectionSettings(1, 1, 1, True), 4, "shardNumber 1 -> 4"),
+    ],
+)
+@pytest.mark.parametrize("capabilities", [SERVER, LOCAL], ids=["server", "local"])
+def test_every_creation_only_setting_change_is_a_recreate_never_silent(
+    field: str,
+    observed: CollectionSettings,
+    desired: Any,
+    shown: str,
+    capabilities: Capabilities,
+) -> None:
+    """On a server and on the embedded store alike (it records its creation settings):
+    a change is a recreate waiting for approval, never a quiet no-op."""
+    plan = plan_of(
+        desired_of(TEXT, **{field: desired}),
+        observed_of(TEXT, settings=observed, points=5),
+        capabilities=capabilities,
+    )
+    assert steps(plan) == [(RECREATE_COLLECTION, "")]
+    assert plan.reason == f"{shown} cannot change in place"
+    assert needs_approval(plan, AUTO)
+
+
+def test_unset_or_equal_creation_settings_plan_nothing() -> None:
+    observed = observed_of(TEXT, settings=CollectionSettings(2, 2, 1, True))
+    assert plan_of(desired_of(TEXT), observed).empty
+    assert plan_of(desired_of(TEXT, shardNumber=2, onDiskPayload=True), observed).empty
+
+
+def test_several_creation_settings_are_named_together() -> None:
+    plan = plan_of(
+        desired_of(TEXT, replicationFactor=3, onDiskPayload=False),
+        observed_of(TEXT, settings=CollectionSettings(1, 1, 1, True)),
+    )
+    assert (
+        plan.reason
+        == "onDiskPayload true -> false, replicationFactor 1 -> 3 cannot change in place"
+    )
 
 
 # --- drift ----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from vectorschema.api import (
 )
 from vectorschema.api.reasons import EventReason, Reason
 from vectorschema.api.status import StepState
-from vectorschema.controller.errors import RETRY_DELAY
+from vectorschema.controller.backoff import RetryKind
 from vectorschema.controller.reconcile import reconcile
 from vectorschema.controller.results import Result
 from vectorschema.controller.status_writer import Conflict
@@ -45,7 +45,7 @@ from vectorschema.core.policy import Policy
 from vectorschema.core.schema import Capabilities, CollectionSettings, ObservedCollection, VectorDef
 from vectorschema.k8s.connection import ConnectionUnavailable
 from vectorschema.qdrant.client import ClientGateway
-from vectorschema.qdrant.errors import QdrantRejected, QdrantUnavailable
+from vectorschema.qdrant.errors import QdrantRejected, QdrantTimeout, QdrantUnavailable
 from vectorschema.qdrant.protocol import QdrantGateway
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -122,9 +122,13 @@ class Recording:
         self._enter("observe")
         return self.inner.observe(collection)
 
-    def count_with_vector(self, collection: str, vector: str) -> int:
+    @property
+    def location(self) -> str:
+        return self.inner.location
+
+    def count_with_vector(self, collection: str, vector: str, exact: bool = True) -> int:
         self._enter("count_with_vector")
-        return self.inner.count_with_vector(collection, vector)
+        return self.inner.count_with_vector(collection, vector, exact)
 
     def create_collection(
         self,
@@ -330,7 +334,7 @@ def test_first_reconcile_creates_the_collection_stamped_with_its_owner(
     assert [e.reason for e in result.events] == [EventReason.COLLECTION_CREATED]
     assert harness.intents.written == []  # nothing destructive: no intent record
     assert harness.gateway.writes == ["create_collection"]
-    assert result.retry_after is None and not result.remove_annotation
+    assert result.retry is None and not result.remove_annotation
 
 
 def test_second_reconcile_changes_nothing_and_writes_nothing(qdrant: ClientGateway) -> None:
@@ -346,7 +350,7 @@ def test_second_reconcile_changes_nothing_and_writes_nothing(qdrant: ClientGatew
         assert result.events == []
         assert harness.log == ["capabilities", "observe"]  # one read, no write
         assert harness.intents.written == []
-        assert not result.remove_annotation and result.retry_after is None
+        assert not result.remove_annotation and result.retry is None
 
 
 def test_collection_deleted_by_hand_is_created_again_without_confirmation(
@@ -423,7 +427,7 @@ def test_plugin_problems_stall_without_any_qdrant_call(
     for word in words:
         assert word in message.message
     assert status.plan is None
-    assert result.retry_after is None
+    assert result.retry is None
 
 
 def test_plugin_conflict_message_is_the_planners(qdrant: ClientGateway) -> None:
@@ -516,6 +520,32 @@ def with_image_points(qdrant: ClientGateway) -> NamespaceResource:
 
 
 DROP_IMAGE = {**BASE, "plugins": [{"name": "text"}]}
+
+
+def test_points_at_risk_are_counted_once_and_estimated_when_exact_is_too_slow(
+    qdrant: ClientGateway,
+) -> None:
+    resource = next_pass(with_image_points(qdrant), None, DROP_IMAGE)
+    slow = Harness(qdrant, fail={"count_with_vector": QdrantTimeout("timed out")})
+
+    result = slow.run(resource)
+
+    plan = result.status.plan
+    assert plan is not None
+    assert (plan.points_at_risk, plan.points_at_risk_approximate) == (25, True)
+    ready = result.status.condition("Ready")
+    assert ready is not None and "; about 25 point(s) at risk." in ready.message
+    # the exact count timed out, then one estimate: nothing else
+    assert [c for c in slow.log if c.startswith("count")] == [
+        "count_with_vector!",
+        "count_with_vector",
+    ]
+    for _ in range(3):  # the plan waits: later passes do not count again
+        later = Harness(qdrant)
+        again = later.run(next_pass(resource, result), now=LATER)
+        assert "count_with_vector" not in later.log
+        assert again.status.plan is not None and again.status.plan.points_at_risk == 25
+        assert again.status.plan.points_at_risk_approximate is True
 
 
 def test_destructive_plan_waits_for_confirmation_and_touches_nothing(
@@ -920,7 +950,7 @@ def test_unreachable_qdrant_is_reconciling_with_a_retry() -> None:
     assert condition(status, "Reconciling") == (ConditionStatus.TRUE, Reason.QDRANT_UNAVAILABLE)
     assert condition(status, "Ready") == (ConditionStatus.FALSE, Reason.QDRANT_UNAVAILABLE)
     assert condition(status, "Stalled")[0] is ConditionStatus.FALSE
-    assert result.retry_after == RETRY_DELAY
+    assert result.retry is RetryKind.UNAVAILABLE
     assert connect.calls == 1
 
 
@@ -934,7 +964,7 @@ def test_qdrant_unavailable_while_applying_is_retried(qdrant: ClientGateway) -> 
         ConditionStatus.TRUE,
         Reason.QDRANT_UNAVAILABLE,
     )
-    assert result.retry_after == RETRY_DELAY
+    assert result.retry is RetryKind.UNAVAILABLE
     assert live(qdrant).names == ["text_v"]
 
 
@@ -947,7 +977,7 @@ def test_missing_secret_is_reconciling_with_a_retry() -> None:
         ConditionStatus.TRUE,
         Reason.SECRET_NOT_FOUND,
     )
-    assert result.retry_after == RETRY_DELAY
+    assert result.retry is RetryKind.UNAVAILABLE
 
 
 def test_rejected_write_stalls_with_apply_failed(qdrant: ClientGateway) -> None:

@@ -22,9 +22,10 @@ from vectorschema.api import (
     NamespaceStatus,
     Reason,
 )
+from vectorschema.controller.backoff import RetryKind
 from vectorschema.controller.finalize import Finalized
 from vectorschema.controller.locks import ResourceLocks
-from vectorschema.controller.passes import CONFLICT_RETRY, ready_change, run_pass, valid_plugins
+from vectorschema.controller.passes import ready_change, run_pass, valid_plugins
 from vectorschema.controller.plugin_status import plugin_status, plugin_status_patch
 from vectorschema.controller.reconcile import Connector
 from vectorschema.controller.results import Event
@@ -225,7 +226,7 @@ def test_pass_whose_intent_write_conflicts_is_retried_soon(qdrant: ClientGateway
     store.obj["metadata"]["generation"] = 2
     store.conflicts = 1  # the intent record hits a newer version
     result = run_pass(store, NS, NAME, {}, connect_to(qdrant), now=LATER)
-    assert result is not None and result.retry_after == CONFLICT_RETRY
+    assert result is not None and result.retry is RetryKind.CONFLICT
     live = qdrant.observe(f"{NS}_{NAME}")
     assert live is not None and live.by_name["text_v"].size == 4  # nothing destructive ran
 

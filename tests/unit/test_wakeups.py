@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from vectorschema.api import CONFIRM_ANNOTATION, NamespaceStatus
+from vectorschema.controller.backoff import SCHEDULES, Backoff, RetryKind, Schedule
 from vectorschema.controller.results import Event, Result
 from vectorschema.k8s.wakeups import Wakeups, control_loop, next_delay, sleep_until_woken
 
@@ -69,16 +70,108 @@ def test_unregister_keeps_a_newer_loops_waker() -> None:
     assert w.wakers[KEY] is new
 
 
-@pytest.mark.parametrize(("retry_after", "expected"), [(0.5, 0.5), (0.0, 0.0), (None, 60.0 * 1.1)])
-def test_next_delay(retry_after: float | None, expected: float) -> None:
-    result = Result(status=NamespaceStatus(), retry_after=retry_after)
-    assert next_delay(result, 60.0, jitter=lambda low, high: high) == pytest.approx(expected)
+def test_next_delay_backs_off_on_failures_and_resyncs_on_success() -> None:
+    backoff = Backoff()
+    failed = Result(status=NamespaceStatus(), retry=RetryKind.UNAVAILABLE)
+    ok = Result(status=NamespaceStatus())
+    ceilings = [SCHEDULES[RetryKind.UNAVAILABLE].ceiling(n) for n in range(1, 8)]
+    for ceiling in ceilings:  # each failure in a row may wait longer
+        assert 2.0 <= next_delay(KEY, failed, 60.0, backoff) <= ceiling
+    assert backoff.attempts(KEY) == 7
+    assert next_delay(KEY, ok, 60.0, backoff, jitter=lambda low, high: high) == 60.0 * 1.1
+    assert backoff.attempts(KEY) == 0  # a success starts over
 
 
 def test_next_delay_jitter_is_within_ten_percent() -> None:
     result = Result(status=NamespaceStatus())
-    delays = [next_delay(result, 10.0) for _ in range(200)]
+    delays = [next_delay(KEY, result, 10.0, Backoff()) for _ in range(200)]
     assert all(9.0 <= d <= 11.0 for d in delays)
+
+
+def test_failing_passes_never_loop_tightly(loop: asyncio.AbstractEventLoop) -> None:
+    """A pass that fails every time (Qdrant down, a conflict, a bug) runs a handful of
+    times in 1.5 s, not hundreds: the loop sleeps its backoff between passes."""
+    for failing in (
+        lambda: Result(NamespaceStatus(), retry=RetryKind.UNAVAILABLE),
+        lambda: Result(NamespaceStatus(), retry=RetryKind.CONFLICT),
+        None,  # raises
+    ):
+        assert runs_in(loop, failing, 1.5) <= 10  # conflicts: 0.2-0.5 s, then 0.2-1 s, ...
+
+
+def runs_in(loop: asyncio.AbstractEventLoop, failing: Any, seconds: float) -> int:
+    runs = 0
+    stop = Stop()
+
+    async def one_pass() -> Result | None:
+        nonlocal runs
+        runs += 1
+        if failing is None:
+            raise RuntimeError("bug")
+        result: Result = failing()
+        return result
+
+    async def scenario() -> None:
+        loop.call_later(seconds, lambda: setattr(stop, "stopped", True))
+        await control_loop(
+            KEY,
+            Wakeups(),
+            stopped=stop,
+            deleting=lambda: False,
+            run_pass=one_pass,
+            post=lambda e: None,
+            resync=lambda: 60.0,
+        )
+
+    loop.run_until_complete(scenario())
+    assert runs >= 1
+    return runs
+
+
+def test_a_recovered_server_wakes_the_loops_that_wait_on_it(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """A loop that failed on an unavailable Qdrant sleeps its backoff (60 s here), but is
+    woken within the recovery spread when that server's breaker closes."""
+    w = Wakeups()
+    runs: list[float] = []
+    stop = Stop()
+
+    async def one_pass() -> Result | None:
+        runs.append(loop.time())
+        if len(runs) == 2:
+            stop.stopped = True
+            return Result(NamespaceStatus())
+        return Result(NamespaceStatus(), retry=RetryKind.UNAVAILABLE, unavailable="http://q")
+
+    async def scenario() -> None:
+        w.backoff.schedules[RetryKind.UNAVAILABLE] = Schedule(60.0, 60.0, 60.0)
+        loop.call_later(0.3, lambda: w.recovered("http://q", 0.5))
+        loop.call_later(0.3, lambda: w.recovered("http://other", 0.5))  # not ours
+        await control_loop(
+            KEY,
+            w,
+            stopped=stop,
+            deleting=lambda: False,
+            run_pass=one_pass,
+            post=lambda e: None,
+            resync=lambda: 60.0,
+        )
+
+    loop.run_until_complete(asyncio.wait_for(scenario(), 10))
+    assert len(runs) == 2 and 0.3 <= runs[1] - runs[0] < 1.5
+    assert w.wakes[KEY, "recovery"] == 1
+    assert w.waiting == {} and w.unavailable_on == {}
+
+
+def test_waiting_on_a_server_is_forgotten_on_success_and_deletion() -> None:
+    w = Wakeups()
+    w.note_unavailable(KEY, "http://q")
+    w.note_unavailable(("b", "c"), "http://q")
+    assert w.waiting == {"http://q": {KEY, ("b", "c")}}
+    w.note_unavailable(KEY, None)  # its next pass went through
+    w.forget(("b", "c"))
+    assert w.waiting == {} and w.unavailable_on == {}
 
 
 class Stop:
@@ -113,8 +206,8 @@ def test_control_loop_counts_passes_posts_events_and_forgets_when_gone(
     w = Wakeups()
     posted: list[Event] = []
     results: list[Result | None] = [
-        Result(NamespaceStatus(), [Event("Normal", "Reconfigured", "done")], retry_after=0.0),
-        Result(NamespaceStatus(), retry_after=0.0),
+        Result(NamespaceStatus(), [Event("Normal", "Reconfigured", "done")]),
+        Result(NamespaceStatus()),
         None,  # gone
     ]
 
@@ -130,7 +223,7 @@ def test_control_loop_counts_passes_posts_events_and_forgets_when_gone(
             deleting=lambda: False,
             run_pass=one_pass,
             post=posted.append,
-            resync=lambda: 60.0,
+            resync=lambda: 0.0,
         )
 
     loop.run_until_complete(asyncio.wait_for(scenario(), 10))

@@ -63,6 +63,13 @@ class PlanStatus(CamelModel):
     ]
     actions: Annotated[list[PlannedAction], Field(description="The steps, in order.")]
     points_at_risk: Annotated[int, Field(description="Points that would be lost.")] = 0
+    points_at_risk_approximate: Annotated[
+        bool | None,
+        Field(
+            description="True when pointsAtRisk is Qdrant's estimate (an exact count took "
+            "too long); unset when it is exact."
+        ),
+    ] = None
     vectors_at_risk: Annotated[
         list[str], Field(description="Vectors whose data would be lost.")
     ] = Field(default_factory=list)

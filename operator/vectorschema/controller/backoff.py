@@ -34,10 +34,10 @@ from enum import StrEnum
 
 import tenacity
 
-__all__ = ["SCHEDULES", "Backoff", "Failure", "Schedule"]
+__all__ = ["SCHEDULES", "Backoff", "RetryKind", "Schedule"]
 
 
-class Failure(StrEnum):
+class RetryKind(StrEnum):
     UNAVAILABLE = "unavailable"
     REJECTED = "rejected"
     UNEXPECTED = "unexpected"
@@ -69,24 +69,24 @@ class Schedule:
 
 _RETRYING = tenacity.Retrying()  # only carried by the call state; never runs anything
 
-SCHEDULES: dict[Failure, Schedule] = {
-    Failure.UNAVAILABLE: Schedule(floor=2.0, base=2.0, cap=300.0),
-    Failure.REJECTED: Schedule(floor=30.0, base=30.0, cap=900.0),
-    Failure.UNEXPECTED: Schedule(floor=2.0, base=2.0, cap=300.0),
-    Failure.CONFLICT: Schedule(floor=0.2, base=0.5, cap=30.0),
-    Failure.MOVED: Schedule(floor=0.5, base=1.0, cap=30.0),
+SCHEDULES: dict[RetryKind, Schedule] = {
+    RetryKind.UNAVAILABLE: Schedule(floor=2.0, base=2.0, cap=300.0),
+    RetryKind.REJECTED: Schedule(floor=30.0, base=30.0, cap=900.0),
+    RetryKind.UNEXPECTED: Schedule(floor=2.0, base=2.0, cap=300.0),
+    RetryKind.CONFLICT: Schedule(floor=0.2, base=0.5, cap=30.0),
+    RetryKind.MOVED: Schedule(floor=0.5, base=1.0, cap=30.0),
 }
 
 
 class Backoff:
     """Consecutive failures per resource, and the delay before its next attempt."""
 
-    def __init__(self, schedules: dict[Failure, Schedule] | None = None) -> None:
+    def __init__(self, schedules: dict[RetryKind, Schedule] | None = None) -> None:
         self.schedules = dict(SCHEDULES if schedules is None else schedules)
-        self._attempts: dict[Hashable, tuple[Failure, int]] = {}
+        self._attempts: dict[Hashable, tuple[RetryKind, int]] = {}
         self._lock = threading.Lock()
 
-    def failed(self, key: Hashable, failure: Failure) -> float:
+    def failed(self, key: Hashable, failure: RetryKind) -> float:
         """Record one more failure of `key`; the delay before it runs again."""
         with self._lock:
             kind, attempts = self._attempts.get(key, (failure, 0))
@@ -96,7 +96,7 @@ class Backoff:
 
     def attempts(self, key: Hashable) -> int:
         with self._lock:
-            return self._attempts.get(key, (Failure.UNEXPECTED, 0))[1]
+            return self._attempts.get(key, (RetryKind.UNEXPECTED, 0))[1]
 
     def succeeded(self, key: Hashable) -> None:
         with self._lock:

@@ -1,63 +1,29 @@
-"""Points at risk: counted once per plan, approximately when an exact count is too slow.
+"""Points at risk, counted once per plan and kept.
 
 While a destructive plan waits for approval, every pass shows how many points it would
 lose. Counting them is the one potentially expensive read the operator makes (an exact
-filtered count, or a full scroll on servers without `has_vector` filters), so:
-
-- the count is made once per plan fingerprint and kept (a fingerprint pins the collection,
-  the observed and desired schemas: same fingerprint, same vectors at risk). A new plan
-  (anything changed) counts again. The cache is bounded (least recently used goes first);
-- the exact count gets a short time budget; when it runs out, the server's approximate
-  count (from its index statistics) is used instead, and the message says "about".
+filtered count, or a full scroll on servers without `has_vector` filters), so the count
+(`core.report.points_at_risk`: exact, or Qdrant's estimate when exact is too slow) is made
+once per plan and kept here, keyed by the server and the plan's fingerprint (a fingerprint
+pins the collection and both schemas: same fingerprint, same vectors at risk). A new plan,
+or another server with a plan of the same name, counts again. The cache is bounded (least
+recently used goes first) and lives as long as the process: the number shown is the one
+from when the plan first appeared.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
 
-__all__ = ["AtRisk", "CountCache", "count_at_risk"]
+from vectorschema.core.actions import AtRisk
 
-
-@dataclass(frozen=True)
-class AtRisk:
-    """Points a plan would lose; `exact` False when the server estimated them."""
-
-    points: int
-    exact: bool = True
-
-    def describe(self) -> str:
-        return f"{self.points} point(s)" if self.exact else f"about {self.points} point(s)"
-
-
-#: (vector, exact) -> number of points carrying that vector.
-VectorCounter = Callable[[str, bool], int]
-
-
-def count_at_risk(
-    vectors: Sequence[str],
-    count: VectorCounter,
-    too_slow: tuple[type[BaseException], ...],
-) -> AtRisk:
-    """The largest number of points carrying one of `vectors`.
-
-    Exact first; a count that raises one of `too_slow` (a timeout) switches every vector
-    to the approximate count. Other errors propagate.
-    """
-    try:
-        return AtRisk(max((count(v, True) for v in vectors), default=0), exact=True)
-    except too_slow:
-        return AtRisk(max((count(v, False) for v in vectors), default=0), exact=False)
+__all__ = ["CountCache"]
 
 
 class CountCache:
-    """(server, plan fingerprint) -> AtRisk, at most `max_entries` of them (LRU).
-
-    Keyed by the server too: two resources on different servers can have the same plan
-    (same collection name, same schemas) over different points. Thread-safe.
-    """
+    """(server, plan fingerprint) -> AtRisk, at most `max_entries` of them. Thread-safe."""
 
     def __init__(self, max_entries: int = 4096) -> None:
         if max_entries < 1:

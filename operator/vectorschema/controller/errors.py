@@ -1,5 +1,6 @@
 """One table maps each failure of a pass to its reason, to Stalled or Reconciling, and to
-when to try again; the pass does not choose by hand.
+when to try again (a `backoff.RetryKind`: the delay grows with each failure in a row, see
+`backoff`); the pass does not choose by hand.
 
 A failure may depend on when it happens: a Qdrant error while observing is the server
 refusing us (`QdrantRejected`), the same error while applying a plan is the plan failing
@@ -13,11 +14,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from vectorschema.api import Reason
+from vectorschema.controller.backoff import RetryKind
 from vectorschema.core.planning import PluginConflict, PluginNotFound
 from vectorschema.qdrant.errors import CollectionNotFound, GatewayError, QdrantUnavailable
-
-#: Retry delay after a transient failure (Qdrant down, Secret missing), in seconds.
-RETRY_DELAY = 10.0
 
 
 class ConnectorError(Exception):
@@ -52,7 +51,7 @@ class Failure:
 
     reason: Reason
     stalled: bool  # Stalled=True (needs a change); else Reconciling=True (retrying)
-    retry_after: float | None
+    retry: RetryKind | None  # None: nothing to retry until something changes
     clear_plan: bool = False  # the pending plan no longer means anything
     warn: bool = False  # also post a Warning Event
 
@@ -67,14 +66,14 @@ class Row:
 FAILURES: tuple[Row, ...] = (
     Row(PluginNotFound, Failure(Reason.PLUGIN_NOT_FOUND, True, None, clear_plan=True)),
     Row(PluginConflict, Failure(Reason.PLUGIN_CONFLICT, True, None, clear_plan=True)),
-    Row(ConnectorError, Failure(Reason.SECRET_NOT_FOUND, False, RETRY_DELAY)),
-    Row(QdrantUnavailable, Failure(Reason.QDRANT_UNAVAILABLE, False, RETRY_DELAY)),
+    Row(ConnectorError, Failure(Reason.SECRET_NOT_FOUND, False, RetryKind.UNAVAILABLE)),
+    Row(QdrantUnavailable, Failure(Reason.QDRANT_UNAVAILABLE, False, RetryKind.UNAVAILABLE)),
     # deleted under our feet while applying: observe and plan again, soon
-    Row(CollectionNotFound, Failure(Reason.PROGRESSING, False, 1.0), Phase.APPLY),
-    Row(GatewayError, Failure(Reason.QDRANT_REJECTED, True, RETRY_DELAY * 6), Phase.OBSERVE),
+    Row(CollectionNotFound, Failure(Reason.PROGRESSING, False, RetryKind.MOVED), Phase.APPLY),
+    Row(GatewayError, Failure(Reason.QDRANT_REJECTED, True, RetryKind.REJECTED), Phase.OBSERVE),
     Row(
         GatewayError,
-        Failure(Reason.APPLY_FAILED, True, RETRY_DELAY * 6, warn=True),
+        Failure(Reason.APPLY_FAILED, True, RetryKind.REJECTED, warn=True),
         Phase.APPLY,
     ),
 )

@@ -131,6 +131,10 @@ class MeteredGateway:
             self._recorder.destructive_operation(DESTRUCTIVE[name])
         return value
 
+    @property
+    def location(self) -> str:
+        return self._inner.location
+
     def capabilities(self) -> Capabilities:
         return self._call("capabilities", self._inner.capabilities)
 
@@ -140,9 +144,9 @@ class MeteredGateway:
     def observe(self, collection: str) -> ObservedCollection | None:
         return self._call("observe", lambda: self._inner.observe(collection))
 
-    def count_with_vector(self, collection: str, vector: str) -> int:
+    def count_with_vector(self, collection: str, vector: str, exact: bool = True) -> int:
         return self._call(
-            "count_with_vector", lambda: self._inner.count_with_vector(collection, vector)
+            "count_with_vector", lambda: self._inner.count_with_vector(collection, vector, exact)
         )
 
     def create_collection(

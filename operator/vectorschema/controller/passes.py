@@ -25,6 +25,7 @@ from vectorschema.api import (
     describe,
 )
 from vectorschema.controller import failpoints
+from vectorschema.controller.backoff import RetryKind
 from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.reconcile import EMBEDDED, Connector, invalid_spec, reconcile
 from vectorschema.controller.results import Result
@@ -38,9 +39,6 @@ from vectorschema.controller.status_writer import (
 from vectorschema.core.policy import Policy
 
 log = logging.getLogger("vectorschema")
-
-#: Delay before re-running a pass whose status write hit a newer object version.
-CONFLICT_RETRY = 0.5
 
 
 def run_pass(
@@ -112,7 +110,7 @@ def _run_pass(
         except (Conflict, NotFound):
             # The object changed (or went) while this pass worked: whatever ran was
             # recorded step by step; the next pass starts from a fresh read.
-            return Result(status=NamespaceStatus(), retry_after=CONFLICT_RETRY)
+            return Result(status=NamespaceStatus(), retry=RetryKind.CONFLICT)
     failpoints.before("final_status")
     writer.final(result.status)
     ready = ready_change(old, result.status)

@@ -13,11 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vectorschema.api import NamespaceResource
-from vectorschema.core.actions import Plan
+from vectorschema.core.actions import AtRisk, Plan
 from vectorschema.core.ownership import Refusal, ownership_refusal
 from vectorschema.core.planning import make_plan
 from vectorschema.core.report import points_at_risk
 from vectorschema.core.schema import Capabilities, DesiredSchema, ObservedCollection
+from vectorschema.qdrant.errors import QdrantTimeout
 from vectorschema.qdrant.protocol import QdrantGateway
 
 
@@ -30,8 +31,9 @@ class Preview:
     #: None when the operator would refuse to touch the collection (`refusal` says why).
     plan: Plan | None
     refusal: Refusal | None = None
-    #: Points whose data the plan deletes (what `status.plan.pointsAtRisk` would say).
-    at_risk: int = 0
+    #: Points whose data the plan deletes (what `status.plan.pointsAtRisk` would say; an
+    #: estimate when the exact count took too long).
+    at_risk: AtRisk = field(default_factory=AtRisk)
     #: Points carrying each vector the plan deletes, by vector name.
     carrying: Mapping[str, int] = field(default_factory=dict)
     #: False when planned without a Qdrant (the CLI without --qdrant-url/--qdrant-path).
@@ -70,11 +72,12 @@ def preview(
     )
     carrying: dict[str, int] = {}
 
-    def count(name: str, vector: str) -> int:
+    def count(name: str, vector: str, exact: bool) -> int:
         assert gateway is not None  # points_at_risk counts only with an observed collection
         if vector not in carrying:
-            carrying[vector] = gateway.count_with_vector(name, vector)
+            carrying[vector] = gateway.count_with_vector(name, vector, exact)
         return carrying[vector]
 
-    at_risk = points_at_risk(plan, observed, count)
+    # an exact count that times out switches to Qdrant's estimate (counts made stay exact)
+    at_risk = points_at_risk(plan, observed, count, (QdrantTimeout,))
     return Preview(collection, observed, plan, None, at_risk, carrying, gateway is not None)

@@ -42,10 +42,11 @@ from vectorschema.api import (
     timestamp,
 )
 from vectorschema.api.status import StepState
+from vectorschema.controller.counts import CountCache
 from vectorschema.controller.errors import Failure, Halted, Phase, classify
 from vectorschema.controller.executor import perform
 from vectorschema.controller.results import Event, Result
-from vectorschema.core.actions import Action, CreateCollection, Plan
+from vectorschema.core.actions import Action, AtRisk, CreateCollection, Plan
 from vectorschema.core.approval import ApprovedBy, approval, needs_approval, still_approves
 from vectorschema.core.operation import continuation, partial_report, progress
 from vectorschema.core.ownership import (
@@ -58,13 +59,16 @@ from vectorschema.core.planning import fingerprint, make_plan, resolve_desired
 from vectorschema.core.policy import SCRUBBER, Policy, remember_applied
 from vectorschema.core.report import points_at_risk, report
 from vectorschema.core.schema import Capabilities, DesiredSchema, ObservedCollection
-from vectorschema.qdrant.errors import QdrantRejected
+from vectorschema.qdrant.errors import QdrantRejected, QdrantTimeout
 from vectorschema.qdrant.protocol import QdrantGateway
 
 log = logging.getLogger(__name__)
 
 Connector = Callable[[], QdrantGateway]
 IntentWriter = Callable[[NamespaceStatus], None]
+
+#: Points at risk of each pending plan, counted once (process-wide).
+POINTS_AT_RISK = CountCache()
 #: Removes the one-shot approval annotation, guarded by resourceVersion; raises if it
 #: cannot (then nothing runs).
 AnnotationConsumer = Callable[[], None]
@@ -96,6 +100,7 @@ def reconcile(
     policy: Policy | None = None,
     connection: str = EMBEDDED,
     consume_annotation: AnnotationConsumer = _no_annotation_consumer,
+    counts: CountCache = POINTS_AT_RISK,
 ) -> Result:
     """One pass of the control loop for `resource`. Never raises for expected failures.
 
@@ -110,6 +115,7 @@ def reconcile(
         policy=policy or Policy(),
         connection=connection,
         consume_annotation=consume_annotation,
+        counts=counts,
     ).run(plugins)
 
 
@@ -126,8 +132,10 @@ class Pass:
         policy: Policy | None = None,
         connection: str = EMBEDDED,
         consume_annotation: AnnotationConsumer = _no_annotation_consumer,
+        counts: CountCache = POINTS_AT_RISK,
     ) -> None:
         self.resource = resource
+        self.counts = counts
         self.now = now
         self.write_intent = write_intent
         self._connect = connect
@@ -449,7 +457,11 @@ class Pass:
     ) -> None:
         """Put the pending plan in status (with what it puts at risk); tell once per plan."""
         status = self.status
-        at_risk = points_at_risk(plan, observed, self.gateway.count_with_vector)
+        gateway = self.gateway
+        at_risk = self.counts.get(
+            (gateway.location, plan.fingerprint),
+            lambda: points_at_risk(plan, observed, gateway.count_with_vector, (QdrantTimeout,)),
+        )
         changed = status.plan is None or status.plan.fingerprint != plan.fingerprint
         status.plan = plan.to_status(at_risk)
         if observed is not None:
@@ -490,7 +502,9 @@ class Pass:
             self._reconciling(failure.reason, message)
         if failure.warn:
             self.result.events.append(Event("Warning", failure.reason, message))
-        self.result.retry_after = failure.retry_after
+        self.result.retry = failure.retry
+        if failure.reason is Reason.QDRANT_UNAVAILABLE and self._gateway is not None:
+            self.result.unavailable = self._gateway.location
 
     def _ready(self, message: str) -> None:
         self.status.set_ready(message, generation=self._generation, now=self.now)
@@ -511,10 +525,14 @@ class Pass:
 
 def status_message(plan: Plan, status: NamespaceStatus, detail: str) -> str:
     """What a person reads in `kubectl describe`: what waits, why, and how to approve it."""
-    at_risk = status.plan.points_at_risk if status.plan is not None else 0
+    at_risk = (
+        AtRisk(status.plan.points_at_risk, not status.plan.points_at_risk_approximate)
+        if status.plan is not None
+        else AtRisk(0)
+    )
     what = plan.reason or "the plan changes the collection"
     message = (
-        f"plan {plan.fingerprint} needs confirmation: {what}; {at_risk} point(s) at risk. "
+        f"plan {plan.fingerprint} needs confirmation: {what}; {at_risk.describe()} at risk. "
         f"Approve with spec.confirmPlan: {plan.fingerprint}, or annotate "
         f"{CONFIRM_ANNOTATION}={plan.fingerprint}"
     )

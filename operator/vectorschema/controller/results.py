@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vectorschema.api import NamespaceStatus
+from vectorschema.controller.backoff import RetryKind
 
 
 @dataclass(frozen=True)
@@ -21,4 +22,7 @@ class Result:
     status: NamespaceStatus
     events: list[Event] = field(default_factory=list)
     remove_annotation: bool = False
-    retry_after: float | None = None
+    #: Run again after a backoff of this kind (None: on the resync interval).
+    retry: RetryKind | None = None
+    #: The Qdrant (its location) that was unavailable: the loop wakes when it is back.
+    unavailable: str | None = None

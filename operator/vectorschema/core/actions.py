@@ -125,6 +125,18 @@ Action = (
 
 
 @dataclass(frozen=True)
+class AtRisk:
+    """Points a plan would lose; `exact` False when Qdrant estimated them (an exact count
+    was too slow), which every message says with "about"."""
+
+    points: int = 0
+    exact: bool = True
+
+    def describe(self) -> str:
+        return f"{self.points} point(s)" if self.exact else f"about {self.points} point(s)"
+
+
+@dataclass(frozen=True)
 class Plan:
     """The actions that bring the live collection to the desired schema."""
 
@@ -168,12 +180,13 @@ class Plan:
                 names.append(a.name)
         return names
 
-    def to_status(self, points_at_risk: int) -> PlanStatus:
+    def to_status(self, at_risk: AtRisk) -> PlanStatus:
         return PlanStatus(
             fingerprint=self.fingerprint,
             destructive=self.destructive,
             actions=[a.to_status() for a in self.actions],
-            points_at_risk=points_at_risk,
+            points_at_risk=at_risk.points,
+            points_at_risk_approximate=None if at_risk.exact else True,
             vectors_at_risk=self.vectors_at_risk,
             reason=self.reason,
         )

@@ -219,24 +219,21 @@ def _make_plan(
         )
         retuned = []
 
-    shard_change = (
-        capabilities.reports_cluster_settings
-        and desired.settings.shard_number is not None
-        and observed.settings.shard_number is not None
-        and desired.settings.shard_number != observed.settings.shard_number
+    settings_changes = (
+        observed.settings.changes_to(desired.settings)
+        if capabilities.reports_cluster_settings
+        else []
     )
     schema_change = bool(added or removed or replaced or retuned)
-    if not schema_change and not shard_change:
+    if not schema_change and not settings_changes:
         return Plan(collection, (), fp, notes=tuple(notes))
 
     recreate_reason = ""
     if strategy is Strategy.RECREATE:
         recreate_reason = "strategy is Recreate: the collection is dropped and created again"
-    elif shard_change:
-        recreate_reason = (
-            f"shardNumber {observed.settings.shard_number} -> {desired.settings.shard_number} "
-            "cannot change in place"
-        )
+    elif settings_changes:
+        # creation-only settings: a new collection, never a silent Ready
+        recreate_reason = ", ".join(settings_changes) + " cannot change in place"
     elif (added or removed or replaced) and not capabilities.in_place_vectors:
         recreate_reason = (
             f"Qdrant {capabilities.server_version} cannot add or remove a named vector in place "

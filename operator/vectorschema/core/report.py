@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from vectorschema.api import IngestionCollection, LastReconfigure, NamespaceSpec
 from vectorschema.core.actions import (
     AddVector,
+    AtRisk,
     CreateCollection,
     Plan,
     RecreateCollection,
@@ -133,19 +134,29 @@ def _message(
     return " ".join(parts)
 
 
+#: `(collection, vector, exact)` -> the points carrying that vector (the gateway's count).
+VectorCounter = Callable[[str, str, bool], int]
+
+
 def points_at_risk(
     plan: Plan,
     observed: ObservedCollection | None,
-    count_with_vector: Callable[[str, str], int],
-) -> int:
+    count: VectorCounter,
+    too_slow: tuple[type[BaseException], ...] = (),
+) -> AtRisk:
     """Points whose data the plan deletes: all for a recreate, else those carrying the
     removed or re-created vectors (the largest count among them; one count per vector).
 
-    `count_with_vector(collection, vector)` is the one read this needs (the gateway's).
+    Exact first; a count that raises one of `too_slow` (it timed out) switches every vector
+    to Qdrant's estimate, and the result says it is one.
     """
     if observed is None:
-        return 0
+        return AtRisk(0)
     if plan.recreates:
-        return observed.points_count
-    counts = [count_with_vector(plan.collection, v) for v in plan.vectors_at_risk]
-    return max(counts, default=0)
+        return AtRisk(observed.points_count)
+    vectors = plan.vectors_at_risk
+    try:
+        return AtRisk(max((count(plan.collection, v, True) for v in vectors), default=0))
+    except too_slow:
+        estimate = max((count(plan.collection, v, False) for v in vectors), default=0)
+        return AtRisk(estimate, exact=False)

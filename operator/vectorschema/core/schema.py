@@ -161,7 +161,8 @@ def vector_def_from_spec(spec: VectorSpec) -> VectorDef:
 
 @dataclass(frozen=True)
 class CollectionSettings:
-    """Collection-level settings a user sets at creation."""
+    """Collection-level settings a user sets at creation, and only then: a change of one
+    means a new collection (see `changes_to`)."""
 
     shard_number: int | None = None
     replication_factor: int | None = None
@@ -180,6 +181,16 @@ class CollectionSettings:
     def wire(self) -> dict[str, Any]:
         """camelCase, unset settings kept as null (for fingerprints)."""
         return wire(self, keep_none=True)
+
+    def changes_to(self, desired: CollectionSettings) -> list[str]:
+        """What differs, as `"shardNumber 1 -> 2"`: only settings `desired` sets and this
+        (observed) side knows; unset means "whatever the collection has"."""
+        have, want = self.wire(), desired.wire()
+        return [
+            f"{name} {have[name]} -> {want[name]}".replace("True", "true").replace("False", "false")
+            for name in want
+            if want[name] is not None and have[name] is not None and want[name] != have[name]
+        ]
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ def evaluate(
         seen.plan,
         resource.spec,
         carrying=seen.carrying,
-        at_risk=seen.at_risk,
+        at_risk=seen.at_risk.points,
         annotation=resource.metadata.annotations.get(CONFIRM_ANNOTATION),
         applied=status.get("appliedPlans") or (),
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,10 +177,11 @@ def cli_target(
     return None
 
 
-def open_target(target: Target) -> ClientGateway:
-    """The shared gateway for `target`; a client that cannot be built is a status."""
+def open_target(target: Target, user: Hashable | None = None) -> ClientGateway:
+    """The shared gateway for `target`; a client that cannot be built is a status. The
+    pool knows `user` (a Namespace): a rotated key closes the client of the old one."""
     try:
-        return connect_to(target)
+        return connect_to(target, user=user)
     except GatewayError:
         raise
     except Exception as exc:  # any failure to build a client is the connection's fault
@@ -199,8 +200,10 @@ def connector_for(
     policy = secrets.policy if secrets is not None else Policy.from_env(env)
     reader = secrets.read if secrets is not None else LabelledSecrets({}, policy).read
 
+    user = (resource.kube_namespace, resource.metadata.name)
+
     def connect() -> ClientGateway:
-        return open_target(namespace_target(resource, reader, env, policy))
+        return open_target(namespace_target(resource, reader, env, policy), user)
 
     return connect
 

@@ -32,9 +32,12 @@ cross-object checks forbid and tells kubectl the plan as warnings; it never writ
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +51,7 @@ from vectorschema.api import (
     NamespaceResource,
     NamespaceStatus,
 )
+from vectorschema.controller.backoff import RetryKind
 from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.passes import run_pass, valid_plugins
 from vectorschema.controller.plugin_status import plugin_status_patch
@@ -60,6 +64,7 @@ from vectorschema.k8s.connection import connection_id, connectors, metered
 from vectorschema.k8s.events import post_event
 from vectorschema.k8s.metrics import Metrics, Server
 from vectorschema.k8s.release import release as release_collection
+from vectorschema.qdrant import pool
 
 Key = wakeups.Key
 log = logging.getLogger("vectorschema")
@@ -69,9 +74,16 @@ log = logging.getLogger("vectorschema")
 async def configure(
     settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
-    """kopf's settings, the per-operator state, the Kubernetes client, the webhook's
-    registration (when it serves one and registers itself), the shard, the peering object,
-    metrics and readiness."""
+    """Refuse a per-Pod embedded store; kopf's settings, the per-operator state (wake-ups,
+    locks, the worker threads), Qdrant's limits and its recovery wake-ups, the Kubernetes
+    client, the webhook's registration (when it serves one and registers itself), the
+    shard, the peering object, metrics and readiness."""
+    refusal = config.embedded_store_refusal()
+    if refusal is not None:
+        raise kopf.PermanentError(refusal)
+    memo.executor = ThreadPoolExecutor(config.workers(), thread_name_prefix="vectorschema")
+    pool.configure(config.qdrant_limits())
+    _wake_on_recovery(memo, asyncio.get_running_loop())
     kube.load_config()
     webhook = config.webhook_settings()
     ca = config.configure_kopf(settings, webhook)
@@ -107,6 +119,17 @@ async def configure(
     memo.server.ready = True
 
 
+def _wake_on_recovery(memo: kopf.Memo, loop: asyncio.AbstractEventLoop) -> None:
+    """When a Qdrant server answers again (its breaker closes, in a worker thread), wake
+    the Namespaces that found it unavailable, spread over the recovery window."""
+    spread = config.recovery_spread()
+
+    def recovered(location: str) -> None:
+        loop.call_soon_threadsafe(memo.wakeups.recovered, location, spread)
+
+    pool.on_recovery(recovered)
+
+
 @kopf.on.startup()
 async def start_shard_lease(memo: kopf.Memo, **_: Any) -> None:
     """A sharded operator keeps its layout's lease in a background task."""
@@ -128,6 +151,25 @@ async def stop_shard_lease(memo: kopf.Memo, **_: Any) -> None:
 async def stop_serving(memo: kopf.Memo, **_: Any) -> None:
     """Not ready any more; close the metrics port."""
     await memo.server.stop()
+
+
+@kopf.on.cleanup()
+def shut_down(memo: kopf.Memo, **_: Any) -> None:
+    """Let the worker threads go, and close every Qdrant client."""
+    executor = getattr(memo, "executor", None)
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
+    pool.close_all()
+
+
+async def _in_worker(memo: kopf.Memo, fn: functools.partial[Any]) -> Any:
+    """Run blocking work on the operator's own threads (not asyncio's small default pool:
+    a hung server must not starve the Namespaces of the others), in this task's context
+    (the log record's object reference), as `asyncio.to_thread` would."""
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(
+        memo.executor, functools.partial(context.run, fn)
+    )
 
 
 def _in_scope(labels: kopf.Labels, memo: kopf.Memo) -> bool:
@@ -291,19 +333,22 @@ async def control_loop(
     async def one_pass() -> Result | None:
         while not await gate.wait_active(1.0):  # another shard layout still acts
             if stopped:
-                return Result(status=NamespaceStatus(), retry_after=1.0)
+                return Result(status=NamespaceStatus(), retry=RetryKind.CONFLICT)
         started = time.monotonic()
         try:
-            result = await asyncio.to_thread(
-                run_pass,
-                kube.LiveNamespaces(body),
-                namespace,
-                name,
-                valid_plugins(plugin_specs),
-                _metered(memo, connectors(labelled_secrets, config.policy())),
-                locks=memo.locks,
-                policy=config.policy(),
-                connection_of=connection_id,
+            result: Result | None = await _in_worker(
+                memo,
+                functools.partial(
+                    run_pass,
+                    kube.LiveNamespaces(body),
+                    namespace,
+                    name,
+                    valid_plugins(plugin_specs),
+                    _metered(memo, connectors(labelled_secrets, config.policy())),
+                    locks=memo.locks,
+                    policy=config.policy(),
+                    connection_of=connection_id,
+                ),
             )
         except Exception:
             memo.metrics.observe_error(time.monotonic() - started)
@@ -343,15 +388,19 @@ async def release(
     while not await gate.wait_active(5.0):  # another shard layout still acts: not a retry
         pass
     with logs.about(logs.namespace_ref(namespace, name, body.get("metadata", {}).get("uid"))):
-        event = await asyncio.to_thread(
-            release_collection,
-            dict(body),
-            retry,
-            retries=config.delete_retries(),
-            delay=config.delete_retry_delay(),
-            connector_for=_metered(memo, connectors(labelled_secrets, config.policy())),
-            locks=memo.locks,
-            policy=config.policy(),
+        event = await _in_worker(
+            memo,
+            functools.partial(
+                release_collection,
+                dict(body),
+                retry,
+                retries=config.delete_retries(),
+                delay=config.delete_retry_delay(),
+                connector_for=_metered(memo, connectors(labelled_secrets, config.policy())),
+                locks=memo.locks,
+                policy=config.policy(),
+            ),
         )
+    pool.release((namespace, name))  # its client, if nobody else uses that key
     memo.metrics.forget((namespace, name))
     post_event(body, event)

@@ -6,13 +6,16 @@ step), removal of the one-shot approval annotation, reading an API-key Secret. A
 resources are addressed fully qualified (group, version, plural), never by a bare kind:
 our `Namespace` kind would otherwise collide with core `v1/Namespace`.
 
-`Namespaces` is the controller's `NamespaceStore` over these calls.
+`Namespaces` is the controller's `NamespaceStore` over these calls. Every call has a
+timeout and is retried on transient failures (`retries`): it raises `KubeUnavailable` when
+the API server keeps failing, never hangs.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import functools
 import json
 import os
 import threading
@@ -24,12 +27,14 @@ from kubernetes.client.exceptions import ApiException
 
 from vectorschema.api import GROUP, NAMESPACE_PLURAL, PLUGIN_PLURAL, VERSION
 from vectorschema.controller.status_writer import Conflict, NotFound
+from vectorschema.k8s.retries import KubeUnavailable, retried, with_timeout
 
 if TYPE_CHECKING:
     from vectorschema.controller.status_writer import NamespaceStore
 
 __all__ = [
     "Conflict",
+    "KubeUnavailable",
     "LiveNamespaces",
     "Namespaces",
     "NotFound",
@@ -80,6 +85,13 @@ def _custom() -> Any:
     return kubernetes.client.CustomObjectsApi(api_client())
 
 
+def _api(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """One API call with its timeout, retried on transient failures."""
+    call = functools.partial(fn, *args, **with_timeout(kwargs))
+    functools.update_wrapper(call, fn)
+    return retried(call)()
+
+
 def ensure_peering(name: str) -> str:
     """Create the ClusterKopfPeering `name` unless it exists: kopf never creates it, and a
     replica with a mandatory `--peering` stays paused until it exists. Shipping it in the
@@ -88,7 +100,7 @@ def ensure_peering(name: str) -> str:
     no-crd when kopf's peering CRDs are not installed: kopf then says so itself)."""
     body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
     try:
-        _custom().create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+        _api(_custom().create_cluster_custom_object, "kopf.dev", "v1", "clusterkopfpeerings", body)
     except ApiException as exc:
         if exc.status == 409:
             return "exists"
@@ -100,8 +112,13 @@ def ensure_peering(name: str) -> str:
 
 def get_namespace(namespace: str, name: str) -> dict[str, Any]:
     try:
-        body: dict[str, Any] = _custom().get_namespaced_custom_object(
-            GROUP, VERSION, namespace, NAMESPACE_PLURAL, name
+        body: dict[str, Any] = _api(
+            _custom().get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            NAMESPACE_PLURAL,
+            name,
         )
     except ApiException as exc:
         if exc.status == 404:
@@ -132,8 +149,14 @@ def patch_namespace_status(
     if resource_version is not None:
         body["metadata"] = {"resourceVersion": resource_version}
     try:
-        obj = _custom().patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, NAMESPACE_PLURAL, name, body
+        obj = _api(
+            _custom().patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            NAMESPACE_PLURAL,
+            name,
+            body,
         )
     except ApiException as exc:
         if exc.status == 409:
@@ -144,14 +167,19 @@ def patch_namespace_status(
 
 
 def patch_plugin_status(name: str, status: dict[str, Any]) -> None:
-    _custom().patch_cluster_custom_object_status(
-        GROUP, VERSION, PLUGIN_PLURAL, name, {"status": status}
+    _api(
+        _custom().patch_cluster_custom_object_status,
+        GROUP,
+        VERSION,
+        PLUGIN_PLURAL,
+        name,
+        {"status": status},
     )
 
 
 def list_plugin_specs() -> dict[str, list[dict[str, Any]]]:
     """Every Plugin's spec, by name (in the shape of kopf's index: a list per name)."""
-    listed = _custom().list_cluster_custom_object(GROUP, VERSION, PLUGIN_PLURAL)
+    listed = _api(_custom().list_cluster_custom_object, GROUP, VERSION, PLUGIN_PLURAL)
     return {
         item["metadata"]["name"]: [dict(item.get("spec") or {})] for item in listed.get("items", [])
     }
@@ -170,8 +198,14 @@ def set_annotation(
     if resource_version is not None:
         metadata["resourceVersion"] = resource_version
     try:
-        obj = _custom().patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, NAMESPACE_PLURAL, name, {"metadata": metadata}
+        obj = _api(
+            _custom().patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            NAMESPACE_PLURAL,
+            name,
+            {"metadata": metadata},
         )
     except ApiException as exc:
         if exc.status == 409:
@@ -245,7 +279,8 @@ _METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=
 def secret_exists(namespace: str, name: str) -> bool:
     """Whether the Secret exists, asked for its metadata only (a `list` with a field
     selector: the operator's RBAC has no `get` on Secrets, and no value is transferred)."""
-    response: Any = kubernetes.client.CoreV1Api(api_client()).list_namespaced_secret(
+    response: Any = _api(
+        kubernetes.client.CoreV1Api(api_client()).list_namespaced_secret,
         namespace,
         field_selector=f"metadata.name={name}",
         _headers={"Accept": _METADATA_ONLY},
@@ -273,14 +308,14 @@ def apply_validating_webhook(body: dict[str, Any]) -> None:
     api: Any = kubernetes.client.AdmissionregistrationV1Api(api_client())  # takes dict bodies too
     name = body["metadata"]["name"]
     try:
-        current = api.read_validating_webhook_configuration(name)
+        current = _api(api.read_validating_webhook_configuration, name)
     except ApiException as exc:
         if exc.status != 404:
             raise
-        api.create_validating_webhook_configuration(body)
+        _api(api.create_validating_webhook_configuration, body)
         return
     meta = {**body["metadata"], "resourceVersion": current.metadata.resource_version}
-    api.replace_validating_webhook_configuration(name, {**body, "metadata": meta})
+    _api(api.replace_validating_webhook_configuration, name, {**body, "metadata": meta})
 
 
 def read_or_create_secret(
@@ -291,7 +326,7 @@ def read_or_create_secret(
     core: Any = kubernetes.client.CoreV1Api(api_client())  # takes dict bodies too
     for _ in range(2):
         try:
-            secret = core.read_namespaced_secret(name, namespace)
+            secret = _api(core.read_namespaced_secret, name, namespace)
             return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
         except ApiException as exc:
             if exc.status != 404:
@@ -303,7 +338,7 @@ def read_or_create_secret(
             "data": {k: base64.b64encode(v).decode("ascii") for k, v in data.items()},
         }
         try:
-            core.create_namespaced_secret(namespace, body)
+            _api(core.create_namespaced_secret, namespace, body)
             return data
         except ApiException as exc:
             if exc.status != 409:

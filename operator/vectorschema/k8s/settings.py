@@ -27,6 +27,7 @@ from vectorschema.k8s.certs import (
     serving_cert,
     write_cert,
 )
+from vectorschema.qdrant.pool import Limits
 
 #: The keys of a certificate Secret, in `make_serving_cert`'s and `write_cert`'s order.
 CERT_KEYS = (CA_FILE, CERT_FILE, KEY_FILE)
@@ -38,6 +39,10 @@ SECRETS = ("", "v1", "secrets")
 
 #: The component Events are posted by (`kubectl describe` shows it in the "From" column).
 REPORTING_COMPONENT = "vectorschema-operator"
+
+
+#: Mounted into every Pod that runs with a service account (the operator's does).
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -57,6 +62,46 @@ def delete_retries() -> int:
 
 def delete_retry_delay() -> float:
     return _env_float("VECTORSCHEMA_DELETE_RETRY_DELAY", 10.0)
+
+
+def workers() -> int:
+    """Threads for passes and releases (`VECTORSCHEMA_WORKERS`): a hung server holds at
+    most its in-flight bound of them, so the others keep going."""
+    return int(_env_float("VECTORSCHEMA_WORKERS", 64))
+
+
+def recovery_spread() -> float:
+    """Seconds over which the Namespaces waiting on a server are woken when it is back."""
+    return _env_float("VECTORSCHEMA_RECOVERY_SPREAD_SECONDS", 30.0)
+
+
+def qdrant_limits() -> Limits:
+    """Timeouts and the in-flight bound of Qdrant servers."""
+    return Limits(
+        timeout=_env_float("VECTORSCHEMA_QDRANT_TIMEOUT", 10.0),
+        max_in_flight=int(_env_float("VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT", 16)),
+        count_timeout=_env_float("VECTORSCHEMA_COUNT_TIMEOUT", 5.0),
+    )
+
+
+def embedded_store_refusal(
+    env: Mapping[str, str] | None = None, token: Path | None = None
+) -> str | None:
+    """Why the operator must not start, or None.
+
+    In a Pod (a service-account token is mounted) with neither `QDRANT_URL` nor an explicit
+    `QDRANT_PATH`, the operator would fall back to an embedded store inside the Pod's
+    filesystem: tenants' collections would live and die with the Pod.
+    """
+    env = os.environ if env is None else env
+    token = SERVICE_ACCOUNT_TOKEN if token is None else token
+    if env.get("QDRANT_URL") or env.get("QDRANT_PATH") or not token.exists():
+        return None
+    return (
+        "running in a Pod without QDRANT_URL: set QDRANT_URL (and QDRANT_API_KEY) to the "
+        "Qdrant server the operator manages, or set QDRANT_PATH to a persistent volume to "
+        "use the embedded store on purpose"
+    )
 
 
 def policy() -> Policy:
@@ -254,6 +299,8 @@ def configure_kopf(settings: kopf.OperatorSettings, webhook: WebhookSettings) ->
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     logging.getLogger("kopf.objects").addFilter(quiet_watchers)
+    # qdrant-client's HTTP stack logs every request at INFO: one line per Qdrant call
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return ca
 
 

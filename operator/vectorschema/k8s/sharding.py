@@ -29,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from vectorschema.core.sharding import LayoutLease, LeaseRecord, ShardConfig, Step, parse_config
 from vectorschema.k8s import kube
+from vectorschema.k8s.retries import request_timeout
 
 log = logging.getLogger("vectorschema")
 
@@ -97,7 +98,7 @@ def _record(obj: Any) -> LeaseRecord:
 def _read(namespace: str, name: str) -> LeaseRecord | None:
     try:
         obj = kubernetes.client.CoordinationV1Api(kube.api_client()).read_namespaced_lease(
-            name, namespace
+            name, namespace, _request_timeout=request_timeout()
         )
     except ApiException as exc:
         if exc.status == 404:
@@ -121,10 +122,19 @@ def _write(
     }
     api = kubernetes.client.CoordinationV1Api(kube.api_client())
     if record is None:
-        api.create_namespaced_lease(namespace, body)  # type: ignore[arg-type]
+        api.create_namespaced_lease(
+            namespace,
+            body,  # type: ignore[arg-type]
+            _request_timeout=request_timeout(),
+        )
     else:
         body["metadata"]["resourceVersion"] = record.resource_version
-        api.replace_namespaced_lease(name, namespace, body)  # type: ignore[arg-type]
+        api.replace_namespaced_lease(
+            name,
+            namespace,
+            body,  # type: ignore[arg-type]
+            _request_timeout=request_timeout(),
+        )
 
 
 async def run_lease(gate: Gate, namespace: str, name: str) -> None:

@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vectorschema.api import CONFIRM_ANNOTATION
+from vectorschema.controller.backoff import Backoff, RetryKind
 from vectorschema.controller.results import Event, Result
+from vectorschema.k8s.retries import KubeUnavailable
 
 log = logging.getLogger("vectorschema")
 
 Key = tuple[str, str]
-
-#: Delay after a pass failed unexpectedly (e.g. an API hiccup), in seconds.
-ERROR_BACKOFF = 5.0
 
 
 @dataclass
@@ -41,6 +40,12 @@ class Wakeups:
     #: Reconcile passes per Namespace, and wake-ups by cause (observability).
     passes: Counter[Key] = field(default_factory=Counter)
     wakes: Counter[tuple[Key, str]] = field(default_factory=Counter)
+    #: Consecutive failures per Namespace, and the delay before its next pass.
+    backoff: Backoff = field(default_factory=Backoff)
+    #: The Qdrant (location) each Namespace last found unavailable, and the reverse: who
+    #: waits on each server (woken when its breaker closes, see `recovered`).
+    unavailable_on: dict[Key, str] = field(default_factory=dict)
+    waiting: dict[str, set[Key]] = field(default_factory=dict)
 
     def wake(self, key: Key, why: str) -> None:
         self.wakes[key, why] += 1
@@ -65,8 +70,39 @@ class Wakeups:
         """Drop everything kept about a deleted resource."""
         self.seen.pop(key, None)
         self.passes.pop(key, None)
+        self.backoff.forget(key)
+        self.note_unavailable(key, None)
         for k in [k for k in self.wakes if k[0] == key]:
             del self.wakes[k]
+
+    def note_unavailable(self, key: Key, location: str | None) -> None:
+        """Remember which Qdrant `key`'s last pass found unavailable (None: none)."""
+        old = self.unavailable_on.pop(key, None)
+        if old is not None:
+            keys = self.waiting.get(old)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.waiting[old]
+        if location is not None:
+            self.unavailable_on[key] = location
+            self.waiting.setdefault(location, set()).add(key)
+
+    def recovered(
+        self,
+        location: str,
+        spread: float,
+        jitter: Callable[[float, float], float] = random.uniform,
+    ) -> int:
+        """The Qdrant at `location` answers again (its breaker closed): wake every loop
+        waiting on it, each at a random point of the next `spread` seconds (so they do not
+        all arrive at once). Runs on the event loop. Returns how many were woken."""
+        keys = self.waiting.pop(location, set())
+        loop = asyncio.get_running_loop()
+        for key in keys:
+            self.unavailable_on.pop(key, None)
+            loop.call_later(jitter(0.0, spread), self.wake, key, "recovery")
+        return len(keys)
 
     def register(self, key: Key) -> asyncio.Event:
         return self.wakers.setdefault(key, asyncio.Event())
@@ -83,12 +119,18 @@ class Stopped(Protocol):
 
 
 def next_delay(
-    result: Result, resync: float, jitter: Callable[[float, float], float] = random.uniform
+    key: Key,
+    result: Result,
+    resync: float,
+    backoff: Backoff,
+    jitter: Callable[[float, float], float] = random.uniform,
 ) -> float:
-    """When to run again: what the pass asked for, else the resync interval +-10%."""
-    if result.retry_after is not None:
-        return result.retry_after
-    return resync * jitter(0.9, 1.1)
+    """When to run again: after a failure, the backoff of its kind (growing with each
+    failure in a row); else the resync interval +-10%."""
+    if result.retry is None:
+        backoff.succeeded(key)
+        return resync * jitter(0.9, 1.1)
+    return backoff.failed(key, result.retry)
 
 
 async def control_loop(
@@ -102,7 +144,10 @@ async def control_loop(
     resync: Callable[[], float],
 ) -> None:
     """Reconcile now, on every wake-up, and on the resync interval, until stopped or the
-    resource goes away. One loop per resource: its passes never overlap."""
+    resource goes away. One loop per resource: its passes never overlap.
+
+    A failed pass waits its backoff (`controller.backoff`); one that found its Qdrant
+    unavailable is also woken when that server answers again (`Wakeups.recovered`)."""
     waker = wakeups.register(key)
     gone = False
     try:
@@ -111,11 +156,14 @@ async def control_loop(
             if deleting():
                 gone = True
                 return
-            delay = ERROR_BACKOFF
             try:
                 result = await run_pass()
+            except KubeUnavailable as exc:
+                log.warning("reconcile of %s/%s failed: %s", *key, exc)
+                delay = wakeups.backoff.failed(key, RetryKind.UNAVAILABLE)
             except Exception:
                 log.exception("reconcile of %s/%s failed", *key)
+                delay = wakeups.backoff.failed(key, RetryKind.UNEXPECTED)
             else:
                 if result is None:  # gone or being deleted
                     gone = True
@@ -123,7 +171,8 @@ async def control_loop(
                 wakeups.passes[key] += 1
                 for event in result.events:
                     post(event)
-                delay = next_delay(result, resync())
+                delay = next_delay(key, result, resync(), wakeups.backoff)
+                wakeups.note_unavailable(key, result.unavailable)
             await sleep_until_woken(waker, stopped, delay)
     finally:
         wakeups.unregister(key, waker)

@@ -71,8 +71,10 @@ class Breaker:
         settings: BreakerSettings | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_recovery: Callable[[], None] | None = None,
     ) -> None:
         self.where = where
+        self._on_recovery = on_recovery
         self.settings = settings or BreakerSettings()
         self._clock = clock
         self._lock = threading.Lock()
@@ -94,6 +96,14 @@ class Breaker:
         with self._lock:
             return self._state
 
+    def check(self) -> None:
+        """Raise `BreakerOpen` if a call now would be refused; uses up nothing. For callers
+        about to wait (for a slot): no point waiting for a call that cannot go."""
+        with self._lock:
+            if self._state is State.OPEN and not self._probe_due(self._clock()):
+                self.refused += 1
+                raise self._refusal()
+
     def admit(self) -> Permit:
         """Admit one call, or raise `BreakerOpen` (a message safe to show) without I/O."""
         with self._lock:
@@ -101,29 +111,38 @@ class Breaker:
                 self.admitted += 1
                 return Permit(probe=False)
             now = self._clock()
-            if (
-                now >= self._next_probe
-                and self._probes_in_flight < self.settings.max_probes_in_flight
-            ):
+            if self._probe_due(now):
                 self._next_probe = now + self.settings.probe_interval
                 self._probes_in_flight += 1
                 self.admitted += 1
                 return Permit(probe=True)
             self.refused += 1
-            down_for = max(0.0, now - self._opened_at)
-            raise BreakerOpen(
-                f"{self.where} is unavailable (no answer for {down_for:.0f}s; calls are "
-                f"paused until a probe succeeds): {self._last_error}"
-            )
+            raise self._refusal()
+
+    def _probe_due(self, now: float) -> bool:
+        return now >= self._next_probe and (
+            self._probes_in_flight < self.settings.max_probes_in_flight
+        )
+
+    def _refusal(self) -> BreakerOpen:
+        down_for = max(0.0, self._clock() - self._opened_at)
+        return BreakerOpen(
+            f"{self.where} is unavailable (no answer for {down_for:.0f}s; calls are "
+            f"paused until a probe succeeds): {self._last_error}"
+        )
 
     def success(self, permit: Permit) -> None:
         """The server answered (anything but a 5xx: a 4xx refusal is an answer too)."""
+        recovered = False
         with self._lock:
             if self._settle(permit):
                 if self._state is State.OPEN:
                     self.recoveries += 1
+                    recovered = True
                 self._state = State.CLOSED
                 self._failures = 0
+        if recovered and self._on_recovery is not None:
+            self._on_recovery()  # outside the lock: it may call anything
 
     def failure(self, permit: Permit, error: str) -> None:
         """The server did not answer, or answered 5xx. `error` is shown while open."""
@@ -163,13 +182,22 @@ class Breakers:
         self.settings = settings or BreakerSettings()
         self._breakers: dict[str, Breaker] = {}
         self._lock = threading.Lock()
+        #: Called with the server's name each time one of its breakers closes again.
+        self.listeners: list[Callable[[str], None]] = []
 
-    def get(self, server: str) -> Breaker:
+    def get(self, server: str, where: str | None = None) -> Breaker:
+        """The server's breaker; `where` is how its messages name it (default: `server`)."""
         with self._lock:
             breaker = self._breakers.get(server)
             if breaker is None:
-                breaker = self._breakers[server] = Breaker(server, self.settings)
+                breaker = self._breakers[server] = Breaker(
+                    where or server, self.settings, on_recovery=lambda: self._recovered(server)
+                )
             return breaker
+
+    def _recovered(self, server: str) -> None:
+        for listener in list(self.listeners):
+            listener(server)
 
     def find(self, server: str) -> Breaker | None:
         with self._lock:

@@ -1,18 +1,27 @@
 """`ClientGateway`: the `QdrantGateway` over one qdrant-client `QdrantClient`.
 
-Every call runs under one lock (local mode is not thread-safe, and one client is shared
-per Qdrant, see `pool`) and every failure is translated (`errors`, `local`) into a short
-message that never carries the API key. Conversions are in `convert`, local-mode shims in
-`local`; the gateway knows nothing of the pool that shares it.
+- A **local store** runs every call under one lock (local mode is not thread-safe, and one
+  client is shared per store, see `pool`).
+- A **server** runs calls concurrently, bounded by the server's `limits.CallLimiter` (at
+  most `max_in_flight`, one lane per collection so one collection's calls keep their
+  order) and guarded by the server's `breaker.Breaker` (a server known to be down gets a
+  few probes; the other calls fail at once without I/O). Every call has the client's
+  timeout; an exact count has its own, shorter budget (`count_timeout`).
+
+Every failure is translated (`errors`, `local`) into a short message that never carries the
+API key. Conversions are in `convert`, local-mode shims in `local`; the gateway knows
+nothing of the pool that shares it (nor of the limiter and breaker it is handed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,11 +38,15 @@ from vectorschema.core.schema import (
     VectorDef,
 )
 from vectorschema.qdrant import convert, errors, local
+from vectorschema.qdrant.breaker import Breaker, BreakerOpen
 from vectorschema.qdrant.errors import (
     CollectionNotFound,
     GatewayError,
     QdrantRejected,
+    QdrantTimeout,
+    QdrantUnavailable,
 )
+from vectorschema.qdrant.limits import CallLimiter, LimitTimeout
 
 if TYPE_CHECKING:
     from vectorschema.qdrant.protocol import QdrantGateway
@@ -44,6 +57,10 @@ T = TypeVar("T")
 
 # Page size of the scroll fallback of `count_with_vector`.
 SCROLL_PAGE = 1000
+# Pages an estimated scroll count reads before extrapolating to the whole collection.
+ESTIMATE_PAGES = 5
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_COUNT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -63,14 +80,28 @@ class Target:
 
 
 class ClientGateway:
-    """`QdrantGateway` over one `QdrantClient`, every call serialised by one lock."""
+    """`QdrantGateway` over one `QdrantClient` (see the module docstring)."""
 
-    def __init__(self, client: QdrantClient, *, location: str, local: bool) -> None:
-        """`location` is shown in messages: a redacted url or a local path, never a key."""
+    def __init__(
+        self,
+        client: QdrantClient,
+        *,
+        location: str,
+        local: bool,
+        limiter: CallLimiter | None = None,
+        breaker: Breaker | None = None,
+        count_timeout: float = DEFAULT_COUNT_TIMEOUT,
+    ) -> None:
+        """`location` is shown in messages: a redacted url or a local path, never a key.
+        A remote gateway without a limiter or breaker gets its own (tests); the pool hands
+        every gateway of one server the same ones."""
         self._client = client
         self._location = location
         self._local = local
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the local store's only
+        self._limiter = None if local else (limiter or CallLimiter())
+        self._breaker = None if local else (breaker or Breaker(f"Qdrant at {location}"))
+        self._count_timeout = count_timeout
         self._capabilities: Capabilities | None = None
         self._closed = False
 
@@ -81,27 +112,45 @@ class ClientGateway:
         url: str | None = None,
         api_key: str | None = None,
         path: str | None = None,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> ClientGateway:
         """A new gateway (see `pool.connect` for the shared one). Does no I/O for a url."""
         return cls.open_target(Target(url=url, api_key=api_key, path=path), timeout=timeout)
 
     @classmethod
-    def open_target(cls, target: Target, *, timeout: float = 10.0) -> ClientGateway:
+    def open_target(
+        cls,
+        target: Target,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        limiter: CallLimiter | None = None,
+        breaker: Breaker | None = None,
+        count_timeout: float = DEFAULT_COUNT_TIMEOUT,
+    ) -> ClientGateway:
+        """`timeout` bounds every call to a server (connect, and each read)."""
         if target.url is None:
             location = local.resolve_path(target.path)
             return cls(local.open_client(location), location=location, local=True)
         shown = errors.redact_url(target.url)
+        limiter = limiter or CallLimiter(wait_timeout=timeout)
         try:
             client = QdrantClient(
                 url=target.url,
                 api_key=target.api_key,
                 timeout=max(1, math.ceil(timeout)),
                 check_compatibility=False,
+                pool_size=limiter.max_in_flight,
             )
         except ValueError:
             raise ValueError(f"invalid Qdrant url {shown!r}") from None
-        return cls(client, location=shown, local=False)
+        return cls(
+            client,
+            location=shown,
+            local=False,
+            limiter=limiter,
+            breaker=breaker,
+            count_timeout=count_timeout,
+        )
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -125,25 +174,84 @@ class ClientGateway:
     def _where(self) -> str:
         return local.shown(self._location) if self._local else f"Qdrant at {self._location}"
 
+    @property
+    def breaker(self) -> Breaker | None:
+        """The server's breaker (None for a local store)."""
+        return self._breaker
+
+    @property
+    def limiter(self) -> CallLimiter | None:
+        """The server's call limiter (None for a local store)."""
+        return self._limiter
+
+    def _serial(self, collection: str | None) -> contextlib.AbstractContextManager[object]:
+        """Held across the calls of one step: the local store's lock, or the collection's
+        lane on a server (re-entrant for the thread that holds it)."""
+        if self._limiter is None:
+            return self._lock
+        if collection is None:
+            return contextlib.nullcontext()
+        return self._limiter.lane(collection)
+
     def _call(self, what: str, fn: Callable[[], T], *, collection: str | None = None) -> T:
-        """Run one client call under the lock, translating its failures.
+        """Run one client call, translating its failures.
 
         The translated error is raised outside the `except` block, so the original
         exception (whose request may carry the api-key header) is neither its cause nor its
         context.
         """
-        with self._lock:
-            if self._closed:
-                raise GatewayError(f"{self._where()}: the gateway is closed")
-            try:
-                return fn()
-            except Exception as exc:
-                where = self._where()
-                error = errors.translate(exc, what, where, collection)
-                if error is None and self._local:
-                    error = local.translate(exc, what, where, collection)
-                if error is None:
+        if self._closed:
+            raise GatewayError(f"{self._where()}: the gateway is closed")
+        if self._limiter is None or self._breaker is None:
+            with self._lock:
+                return self._translated(what, fn, collection)
+        return self._guarded(self._limiter, self._breaker, what, fn, collection)
+
+    def _guarded(
+        self,
+        limiter: CallLimiter,
+        breaker: Breaker,
+        what: str,
+        fn: Callable[[], T],
+        collection: str | None,
+    ) -> T:
+        """A server call: refused at once while the server is known down, else run in the
+        collection's lane within the server's in-flight bound, its outcome told to the
+        breaker (an answer of any kind but 5xx means the server is up)."""
+        error: GatewayError
+        try:
+            breaker.check()  # no point queueing for a call that cannot go
+            with self._serial(collection), limiter.slot():
+                permit = breaker.admit()
+                try:
+                    result = self._translated(what, fn, collection)
+                except QdrantUnavailable as exc:
+                    breaker.failure(permit, str(exc))
                     raise
+                except GatewayError:
+                    breaker.success(permit)
+                    raise
+                except BaseException:
+                    breaker.release(permit)
+                    raise
+                breaker.success(permit)
+                return result
+        except BreakerOpen as exc:
+            error = QdrantUnavailable(str(exc))
+        except LimitTimeout as exc:
+            error = QdrantUnavailable(f"{self._where()} is saturated: {exc}")
+        raise error
+
+    def _translated(self, what: str, fn: Callable[[], T], collection: str | None) -> T:
+        try:
+            return fn()
+        except Exception as exc:
+            where = self._where()
+            error = errors.translate(exc, what, where, collection)
+            if error is None and self._local:
+                error = local.translate(exc, what, where, collection)
+            if error is None:
+                raise
         raise error
 
     def _get_collection(self, collection: str) -> qm.CollectionInfo:
@@ -156,17 +264,15 @@ class ClientGateway:
     # -- QdrantGateway -------------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
-        with self._lock:
-            if self._capabilities is None:
-                info = self._call("read its version", self._client.info)
-                version = convert.parse_version(info.version)
-                self._capabilities = Capabilities(
-                    server_version=info.version,
-                    in_place_vectors=version is not None and version >= IN_PLACE_VECTORS_SINCE,
-                    tunes_vectors=not self._local,
-                    reports_cluster_settings=not self._local,
-                )
-            return self._capabilities
+        if self._capabilities is None:  # read once (a race reads it twice: harmless)
+            info = self._call("read its version", self._client.info)
+            version = convert.parse_version(info.version)
+            self._capabilities = Capabilities(
+                server_version=info.version,
+                in_place_vectors=version is not None and version >= IN_PLACE_VECTORS_SINCE,
+                tunes_vectors=not self._local,
+            )
+        return self._capabilities
 
     def observe(self, collection: str) -> ObservedCollection | None:
         try:
@@ -174,25 +280,38 @@ class ClientGateway:
         except CollectionNotFound:
             return None
         metadata, datatypes = local.split_datatypes(info.config.metadata)
-        return convert.observed(collection, info, metadata=metadata, datatypes=datatypes)
+        metadata, recorded = local.split_settings(metadata)
+        observed = convert.observed(collection, info, metadata=metadata, datatypes=datatypes)
+        if self._local:
+            # local mode keeps no cluster settings: report what was asked at creation
+            return dataclasses.replace(observed, settings=recorded)
+        return observed
 
-    def count_with_vector(self, collection: str, vector: str) -> int:
+    def count_with_vector(self, collection: str, vector: str, exact: bool = True) -> int:
+        """Points carrying `vector`. Exact counts get `count_timeout` (a server-side limit,
+        and a deadline for the scroll fallback) and raise `QdrantTimeout` past it; with
+        `exact=False` the server estimates (from its index statistics)."""
         flt = qm.Filter(must=[qm.HasVectorCondition(has_vector=vector)])
+        budget = max(1, math.ceil(self._count_timeout)) if exact else None
         try:
             result = self._call(
                 f"count points with vector {vector!r}",
-                lambda: self._client.count(collection, count_filter=flt, exact=True),
+                lambda: self._client.count(
+                    collection, count_filter=flt, exact=exact, timeout=budget
+                ),
                 collection=collection,
             )
         except QdrantRejected:
             # servers without `has_vector` filters: count by scrolling that vector
             _log.debug("has_vector count refused by %s; counting by scroll", self._where())
-            return self._count_by_scroll(collection, vector)
+            return self._count_by_scroll(collection, vector, exact=exact)
         return result.count
 
-    def _count_by_scroll(self, collection: str, vector: str) -> int:
-        """Exact count by scrolling pages with only that vector: slow, always available."""
-        total = 0
+    def _count_by_scroll(self, collection: str, vector: str, *, exact: bool = True) -> int:
+        """Count by scrolling pages with only that vector: slow, always available. Exact
+        within `count_timeout`; an estimate extrapolates from the first pages."""
+        deadline = time.monotonic() + self._count_timeout
+        total = scanned = pages = 0
         offset: qm.ExtendedPointId | None = None
         while True:
             records, offset = self._call(
@@ -207,6 +326,8 @@ class ClientGateway:
                 ),
                 collection=collection,
             )
+            pages += 1
+            scanned += len(records)
             for record in records:
                 if isinstance(record.vector, dict):
                     total += vector in record.vector
@@ -214,6 +335,14 @@ class ClientGateway:
                     total += 1
             if offset is None:
                 return total
+            if not exact and pages >= ESTIMATE_PAGES:
+                points = self._get_collection(collection).points_count or scanned
+                return round(total * points / scanned) if scanned else 0
+            if exact and time.monotonic() > deadline:
+                raise QdrantTimeout(
+                    f"{self._where()} took more than {self._count_timeout:g}s to count the "
+                    f"points with vector {vector!r}"
+                )
 
     def create_collection(
         self,
@@ -226,6 +355,8 @@ class ClientGateway:
             v.name: convert.vector_params(v) for v in vectors if v.type is not VectorType.SPARSE
         }
         sparse = {v.name: convert.sparse_params(v) for v in vectors if v.type is VectorType.SPARSE}
+        if self._local:
+            metadata = {**metadata, **local.settings_metadata(settings)}
         self._call(
             "create the collection",
             lambda: self._client.create_collection(
@@ -262,7 +393,7 @@ class ClientGateway:
                 on_disk=vector.on_disk,
             )
         config = convert.vector_name_config(vector)
-        with self._lock:
+        with self._serial(collection):
             self._call(
                 f"create vector {vector.name!r}",
                 lambda: self._client.create_vector_name(collection, vector.name, config),
@@ -282,7 +413,7 @@ class ClientGateway:
                 )
 
     def delete_vector(self, collection: str, vector: str) -> None:
-        with self._lock:
+        with self._serial(collection):
             self._call(
                 f"delete vector {vector!r}",
                 lambda: self._client.delete_vector_name(collection, vector),
@@ -333,8 +464,8 @@ class ClientGateway:
 
     def set_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
         """Merge `metadata` into the collection's; a `None` value deletes that key."""
-        update = {k: v for k, v in metadata.items() if k != local.LOCAL_DATATYPES_METADATA_KEY}
-        with self._lock:
+        update = {k: v for k, v in metadata.items() if k not in local.RESERVED_METADATA_KEYS}
+        with self._serial(collection):
             if any(v is None for v in update.values()):
                 # Deleting a key that is not there must not store a null (local mode does,
                 # when the collection has no metadata at all): send only real deletions.
@@ -363,6 +494,7 @@ class ClientGateway:
         )
 
     def close(self) -> None:
+        """Close the client; calls in flight on a server fail, later ones are refused."""
         with self._lock:
             if self._closed:
                 return

@@ -25,6 +25,11 @@ class QdrantUnavailable(GatewayError):
     """Qdrant could not be reached or failed (connection, timeout, 5xx): retry later."""
 
 
+class QdrantTimeout(QdrantUnavailable):
+    """The call ran out of time (the server may be slow rather than down): a count that
+    times out is replaced by an estimate."""
+
+
 class QdrantRejected(GatewayError):
     """Qdrant refused the request (4xx other than not found): retrying will not help."""
 
@@ -50,7 +55,8 @@ def translate(exc: Exception, what: str, where: str, collection: str | None) -> 
                 return CollectionNotFound(f"collection {collection!r} does not exist in {where}")
             return QdrantRejected(f"{where} cannot {what}: HTTP 404: {detail}")
         if status is None or status >= 500:
-            return QdrantUnavailable(f"{where} failed to {what}: HTTP {status}: {detail}")
+            kind = QdrantTimeout if "timeout" in detail.lower() else QdrantUnavailable
+            return kind(f"{where} failed to {what}: HTTP {status}: {detail}")
         if status in (401, 403):
             return QdrantRejected(f"{where} refused to {what}: HTTP {status}, check the API key")
         return QdrantRejected(f"{where} could not {what}: {detail}")
@@ -58,10 +64,16 @@ def translate(exc: Exception, what: str, where: str, collection: str | None) -> 
         source = exc.source
         if isinstance(source, ValidationError):
             return QdrantUnavailable(f"{where} sent an unexpected answer to {what}")
-        return QdrantUnavailable(f"{where} is unreachable: {transport_detail(source)}")
+        return _unreachable(source, what, where)
     if isinstance(exc, httpx.HTTPError | ConnectionError | TimeoutError):
-        return QdrantUnavailable(f"{where} is unreachable: {transport_detail(exc)}")
+        return _unreachable(exc, what, where)
     return None
+
+
+def _unreachable(exc: BaseException, what: str, where: str) -> QdrantUnavailable:
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return QdrantTimeout(f"{where} did not answer in time to {what}: timed out")
+    return QdrantUnavailable(f"{where} is unreachable: {transport_detail(exc)}")
 
 
 def server_detail(exc: UnexpectedResponse) -> str:

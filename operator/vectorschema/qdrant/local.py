@@ -10,8 +10,13 @@ place.
   every vector as float32 anyway, so only the reported schema matters;
 - `update_collection(metadata={k: None})` on a collection without metadata stores the
   `None` instead of deleting: the client sends only real deletions;
-- `update_collection(vectors_config=...)` is accepted and ignored, and shard/replication
-  settings are not kept: the client's `capabilities()` says so;
+- `update_collection(vectors_config=...)` is accepted and ignored: the client's
+  `capabilities()` says so;
+- shard/replication/payload settings are not kept (local mode has no shards, replicas or
+  payload placement): the settings a collection was created with are recorded in a
+  reserved metadata key (`LOCAL_SETTINGS_METADATA_KEY`, see `settings_metadata`) and
+  reported by `observe` (`split_settings`; Qdrant's defaults when nothing was recorded),
+  so a change of one is planned exactly as on a server, never ignored;
 - failures surface as `ValueError` / `RuntimeError`, mapped here (`translate`).
 """
 
@@ -26,6 +31,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 
 from vectorschema.api import Datatype
+from vectorschema.core.schema import CollectionSettings
 from vectorschema.qdrant.errors import (
     CollectionNotFound,
     GatewayError,
@@ -36,7 +42,14 @@ from vectorschema.qdrant.errors import (
 
 #: Where the datatypes of vectors added in place are remembered.
 LOCAL_DATATYPES_METADATA_KEY = "vectorschema.dev/local-datatypes"
+#: Where the settings a collection was created with are remembered.
+LOCAL_SETTINGS_METADATA_KEY = "vectorschema.dev/local-settings"
+RESERVED_METADATA_KEYS = frozenset({LOCAL_DATATYPES_METADATA_KEY, LOCAL_SETTINGS_METADATA_KEY})
 MEMORY = ":memory:"
+#: What a server reports for settings not given at creation.
+SERVER_DEFAULTS = CollectionSettings(
+    shard_number=1, replication_factor=1, write_consistency_factor=1, on_disk_payload=True
+)
 
 
 def default_path() -> str:
@@ -118,3 +131,37 @@ def datatypes_update(
         known[vector] = datatype.value
     # None deletes the key when the last entry goes (the key exists, so it really goes)
     return {LOCAL_DATATYPES_METADATA_KEY: known or None}
+
+
+_SETTINGS_KEYS = {
+    "shardNumber": "shard_number",
+    "replicationFactor": "replication_factor",
+    "writeConsistencyFactor": "write_consistency_factor",
+    "onDiskPayload": "on_disk_payload",
+}
+
+
+def settings_metadata(settings: CollectionSettings) -> dict[str, Any]:
+    """The metadata that records the settings a collection is created with (unset ones
+    as a server would default them)."""
+    recorded = {
+        camel: getattr(settings, field)
+        if getattr(settings, field) is not None
+        else getattr(SERVER_DEFAULTS, field)
+        for camel, field in _SETTINGS_KEYS.items()
+    }
+    return {LOCAL_SETTINGS_METADATA_KEY: recorded}
+
+
+def split_settings(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], CollectionSettings]:
+    """The collection's own metadata, and the settings recorded at creation (a server's
+    defaults when none were: a collection made by hand, or before they were recorded)."""
+    own = dict(metadata)
+    raw = own.pop(LOCAL_SETTINGS_METADATA_KEY, None)
+    if not isinstance(raw, Mapping):
+        return own, SERVER_DEFAULTS
+    values = {
+        field: raw.get(camel, getattr(SERVER_DEFAULTS, field))
+        for camel, field in _SETTINGS_KEYS.items()
+    }
+    return own, CollectionSettings(**values)

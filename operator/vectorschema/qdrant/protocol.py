@@ -20,6 +20,11 @@ from vectorschema.core.schema import (
 class QdrantGateway(Protocol):
     """The calls the operator makes to Qdrant, and nothing else."""
 
+    @property
+    def location(self) -> str:
+        """Which Qdrant, as shown to people (a redacted url, or the local store's path)."""
+        ...
+
     def capabilities(self) -> Capabilities: ...
 
     def check(self, vectors: Sequence[VectorDef]) -> None:
@@ -28,7 +33,10 @@ class QdrantGateway(Protocol):
 
     def observe(self, collection: str) -> ObservedCollection | None: ...
 
-    def count_with_vector(self, collection: str, vector: str) -> int: ...
+    def count_with_vector(self, collection: str, vector: str, exact: bool = True) -> int:
+        """Points carrying `vector`; an exact count raises `QdrantTimeout` when it takes
+        too long, `exact=False` asks Qdrant for its estimate."""
+        ...
 
     def create_collection(
         self,

@@ -1,0 +1,55 @@
+"""Operator settings: the refusal of a per-Pod embedded store, and Qdrant's limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vectorschema.k8s import settings
+
+
+@pytest.fixture
+def token(tmp_path: Path) -> Path:
+    path = tmp_path / "serviceaccount" / "token"
+    path.parent.mkdir()
+    path.write_text("a-token")
+    return path
+
+
+def test_in_a_pod_without_a_qdrant_it_refuses_and_says_what_to_set(token: Path) -> None:
+    refusal = settings.embedded_store_refusal({}, token)
+    assert refusal is not None
+    assert "QDRANT_URL" in refusal and "QDRANT_PATH" in refusal and "persistent" in refusal
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"QDRANT_URL": "http://qdrant.qdrant.svc:6333"},
+        {"QDRANT_PATH": "/data/qdrant"},  # the embedded store on a volume, on purpose
+    ],
+)
+def test_in_a_pod_with_a_qdrant_it_starts(token: Path, env: dict[str, str]) -> None:
+    assert settings.embedded_store_refusal(env, token) is None
+
+
+def test_outside_a_pod_the_embedded_default_is_fine(tmp_path: Path) -> None:
+    assert settings.embedded_store_refusal({}, tmp_path / "no-token") is None
+
+
+def test_an_empty_variable_counts_as_unset(token: Path) -> None:
+    assert settings.embedded_store_refusal({"QDRANT_URL": "", "QDRANT_PATH": ""}, token)
+
+
+def test_qdrant_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VECTORSCHEMA_QDRANT_TIMEOUT", "3")
+    monkeypatch.setenv("VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT", "4")
+    monkeypatch.setenv("VECTORSCHEMA_COUNT_TIMEOUT", "1.5")
+    limits = settings.qdrant_limits()
+    assert (limits.timeout, limits.max_in_flight, limits.count_timeout) == (3.0, 4, 1.5)
+    monkeypatch.delenv("VECTORSCHEMA_QDRANT_TIMEOUT")
+    monkeypatch.delenv("VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT")
+    monkeypatch.delenv("VECTORSCHEMA_COUNT_TIMEOUT")
+    limits = settings.qdrant_limits()
+    assert (limits.timeout, limits.max_in_flight, limits.count_timeout) == (10.0, 16, 5.0)
