@@ -57,8 +57,8 @@ test-unit: install ## Unit tests (pure, no cluster)
 test-conformance: install ## The Qdrant gateway contract against the embedded backend (part of `make test`)
 	env -u CONFORMANCE_QDRANT_URL -u CONFORMANCE_QDRANT_API_KEY $(BIN)/pytest tests/conformance $(PYTEST_ARGS)
 
-conformance: install ## The gateway contract against a Qdrant server: make conformance QDRANT_URL=... [QDRANT_API_KEY=...]
-	@test -n "$(QDRANT_URL)" || { echo 'conformance: set QDRANT_URL=http(s)://host:port (and QDRANT_API_KEY if the server has one)'; exit 2; }
+conformance: install ## The gateway contract against your Qdrant: make conformance QDRANT_URL=... [QDRANT_API_KEY=...] (no URL: the embedded store)
+	@test -n "$(QDRANT_URL)" || echo 'conformance: no QDRANT_URL given: running against the embedded store (qdrant-client local mode)'
 	CONFORMANCE_QDRANT_URL='$(QDRANT_URL)' CONFORMANCE_QDRANT_API_KEY='$(QDRANT_API_KEY)' $(BIN)/pytest tests/conformance -ra $(PYTEST_ARGS)
 
 test-e2e: install controlplane ## End-to-end tests on the real local control plane
