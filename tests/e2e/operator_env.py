@@ -9,6 +9,7 @@ real server would. `wakeups()` is the running operator's wake-up state, from its
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -26,6 +27,7 @@ import kopf
 import pytest
 import yaml
 
+from devenv import ControlPlane
 from vectorschema.controller.locks import ResourceLocks
 from vectorschema.k8s.wakeups import Wakeups
 from vectorschema.qdrant.client import ClientGateway
@@ -55,6 +57,26 @@ class Kubectl(Protocol):
         check: bool = True,
         kubeconfig: Path | None = None,
     ) -> subprocess.CompletedProcess[str]: ...
+
+
+@contextlib.contextmanager
+def private_plane(session: ControlPlane, kubectl: Kubectl, path: Path) -> Iterator[ControlPlane]:
+    """A control plane of a module's own (binaries from the session's build), with our CRDs
+    Established: an operator process run on it is the only one that sees its objects."""
+    own = ControlPlane(path, session.bin_dir)
+    own.start()
+    try:
+        kubectl("apply", "-f", str(REPO / "crds"), kubeconfig=own.kubeconfig)
+        kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd/namespaces.vectorschema.dev",
+            "--timeout=60s",
+            kubeconfig=own.kubeconfig,
+        )
+        yield own
+    finally:
+        own.stop()
 
 
 def run_kubectl(

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from qdrant_client import models as qm
-from tests.e2e.operator_env import Kubectl
+from tests.e2e.operator_env import Kubectl, private_plane
 from tests.seams import client_of, forget
 
 from devenv import ControlPlane
@@ -38,20 +38,8 @@ def plane(
     control_plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControlPlane]:
     """A second control plane (binaries from the session's build), with our CRDs."""
-    own = ControlPlane(tmp_path_factory.mktemp("crash-plane"), control_plane.bin_dir)
-    own.start()
-    try:
-        kubectl("apply", "-f", str(REPO / "crds"), kubeconfig=own.kubeconfig)
-        kubectl(
-            "wait",
-            "--for=condition=Established",
-            "crd/namespaces.vectorschema.dev",
-            "--timeout=60s",
-            kubeconfig=own.kubeconfig,
-        )
+    with private_plane(control_plane, kubectl, tmp_path_factory.mktemp("crash-plane")) as own:
         yield own
-    finally:
-        own.stop()
 
 
 def start_operator(
