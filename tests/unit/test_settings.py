@@ -53,3 +53,16 @@ def test_qdrant_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("VECTORSCHEMA_COUNT_TIMEOUT")
     limits = settings.qdrant_limits()
     assert (limits.timeout, limits.max_in_flight, limits.count_timeout) == (10.0, 16, 5.0)
+
+
+def test_the_operator_does_not_start(token: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf ends the operator when a startup handler fails permanently."""
+    import kopf
+
+    from vectorschema.k8s import handlers
+
+    monkeypatch.setattr(settings, "SERVICE_ACCOUNT_TOKEN", token)
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    monkeypatch.delenv("QDRANT_PATH", raising=False)
+    with pytest.raises(kopf.PermanentError, match="running in a Pod without QDRANT_URL"):
+        handlers.configure(settings=kopf.OperatorSettings(), memo=kopf.Memo())
