@@ -106,6 +106,7 @@ def runs_in(loop: asyncio.AbstractEventLoop, failing: Any, seconds: float) -> in
     async def one_pass() -> Result | None:
         nonlocal runs
         runs += 1
+        await asyncio.sleep(0)  # a real pass awaits its thread: a tight loop would spin here
         if failing is None:
             raise RuntimeError("bug")
         result: Result = failing()
