@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from vectorschema.api import LastReconfigure, NamespaceStatus, Reason
+from vectorschema.controller.backoff import RetryKind
 from vectorschema.controller.metering import (
     MeteredGateway,
     pass_result,
@@ -69,7 +70,7 @@ def report(fingerprint: str, deleted: int) -> LastReconfigure:
     ("result", "expected"),
     [
         (None, "gone"),
-        (Result(status=NamespaceStatus(), retry_after=0.5), "conflict"),
+        (Result(status=NamespaceStatus(), retry=RetryKind.CONFLICT), "conflict"),
         (Result(status=status("ready")), "ready"),
         (Result(status=status("awaiting")), "awaiting_approval"),
         (Result(status=status("stalled")), "stalled"),

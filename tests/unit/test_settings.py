@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def test_the_operator_does_not_start(token: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("QDRANT_URL", raising=False)
     monkeypatch.delenv("QDRANT_PATH", raising=False)
     with pytest.raises(kopf.PermanentError, match="running in a Pod without QDRANT_URL"):
-        handlers.configure(
-            settings=kopf.OperatorSettings(), memo=kopf.Memo(), logger=logging.getLogger("t")
+        asyncio.run(
+            handlers.configure(
+                settings=kopf.OperatorSettings(), memo=kopf.Memo(), logger=logging.getLogger("t")
+            )
         )
