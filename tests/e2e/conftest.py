@@ -72,6 +72,14 @@ def wait_for(
         time.sleep(interval)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Close the shared Qdrant gateways while the interpreter still runs: a local-mode
+    client closed by its finaliser at exit prints an ImportError traceback."""
+    from vectorschema.qdrant.pool import close_all
+
+    close_all()
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build (or find cached) binaries before any test runs, outside the test timeout."""
     if session.config.option.collectonly:
