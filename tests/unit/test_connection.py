@@ -199,7 +199,9 @@ def test_release_posts_what_finalize_did() -> None:
     assert event == done.event
 
 
-@pytest.mark.parametrize("error", [QdrantUnavailable("down"), ConnectionUnavailable("no Secret")])
+@pytest.mark.parametrize(
+    "error", [QdrantUnavailable("down"), ConnectionUnavailable("no Secret"), RuntimeError("bug")]
+)
 def test_release_retries_then_lets_go_with_a_warning(error: Exception) -> None:
     kwargs: Any = {"retries": 3, "delay": 2.0, "connector_for": lambda r: None}
     with pytest.raises(kopf.TemporaryError) as info:

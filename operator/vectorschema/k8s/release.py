@@ -1,7 +1,8 @@
 """Releasing a Namespace's collection on deletion, without ever holding the resource
 forever: Qdrant unreachable or the Secret gone is retried a bounded number of times, a
 connection that can never work (refused by the admin's policy, invalid) is not retried,
-and then the resource goes with a Warning Event saying what may be left behind.
+an unexpected error is retried like an outage, and then the resource goes with a Warning
+Event saying what may be left behind.
 
 The release holds the resource's lock (`controller.locks`): it waits for a pass still in
 flight (a cancelled daemon does not stop its thread), and once it is done, no pass of the
@@ -117,8 +118,10 @@ def _release(
         )
     try:
         done = release_collection(resource, connector_for(resource))
-    except (ConnectorError, GatewayError) as exc:
-        message = SCRUBBER.scrub(str(exc))
+    except Exception as exc:  # anything else too: a deletion is never held for ever
+        if not isinstance(exc, ConnectorError | GatewayError):
+            log.warning("releasing %s failed: %s", resource.owner_id, type(exc).__name__)
+        message = SCRUBBER.scrub(str(exc)) or type(exc).__name__
         if not isinstance(exc, ConnectionRefused) and retry + 1 < retries:
             raise kopf.TemporaryError(message, delay=delay) from None
         attempts = f"after {retry + 1} attempts " if not isinstance(exc, ConnectionRefused) else ""
