@@ -459,6 +459,27 @@ def test_update_vector_carries_the_new_tuning_and_says_what_changes() -> None:
     assert "onDisk None -> True" in action.detail
 
 
+def test_an_unset_hnsw_or_on_disk_is_no_opinion_so_a_kept_setting_never_replans() -> None:
+    """A real Qdrant 1.18.3 keeps a per-vector HNSW `m` (and the on-disk flag) after an
+    update that leaves them unset (found by `make conformance`): planning "unset" as a
+    change would write the same update on every pass, for ever."""
+    kept = dense(V, on_disk=True, hnsw={"m": 8, "efConstruct": 64})
+
+    assert plan_of(desired_of(dense(V)), observed_of(kept)).empty
+    assert plan_of(desired_of(dense(V, hnsw={"m": 8})), observed_of(kept)).empty
+    (action,) = plan_of(desired_of(dense(V, hnsw={"m": 16})), observed_of(kept)).actions
+    assert action.kind is UPDATE and "m" in action.detail
+    (action,) = plan_of(desired_of(dense(V, on_disk=False)), observed_of(kept)).actions
+    assert action.kind is UPDATE
+
+
+def test_quantization_left_unset_is_removed() -> None:
+    quantized = dense(V, quantization={"type": "scalar", "quantile": 0.99})
+
+    (action,) = plan_of(desired_of(dense(V)), observed_of(quantized)).actions
+    assert action.kind is UPDATE and action.vector == vdef(dense(V))
+
+
 def test_tuning_is_not_planned_when_qdrant_cannot_apply_it_and_a_note_says_so() -> None:
     desired = desired_of(dense(V, on_disk=True), IMAGE)
 

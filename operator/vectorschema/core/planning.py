@@ -207,7 +207,7 @@ def _make_plan(
         for v in desired.vectors
         if v.name in have
         and have[v.name].structure == v.structure
-        and have[v.name].tuning != v.tuning
+        and not v.tuning_met_by(have[v.name])
     ]
     notes: list[str] = []
     if retuned and not capabilities.tunes_vectors:

@@ -79,8 +79,8 @@ class VectorDef:
     """One named vector, normalised.
 
     `structure` is what Qdrant cannot change in place (type, size, distance, datatype,
-    multivector, sparse modifier); `tuning` is what `update_collection` can change
-    (on-disk, HNSW, quantization).
+    multivector, sparse modifier); its tuning (on-disk, HNSW, quantization) is what
+    `update_collection` can change, compared by `tuning_met_by`.
     """
 
     name: str
@@ -97,9 +97,20 @@ class VectorDef:
     def structure(self) -> tuple[Any, ...]:
         return (self.type, self.size, self.distance, self.datatype, self.modifier)
 
-    @property
-    def tuning(self) -> tuple[Any, ...]:
-        return (self.on_disk, self.hnsw, self.quantization)
+    def tuning_met_by(self, live: VectorDef) -> bool:
+        """Whether `live`'s tuning is what this (desired) vector asks for.
+
+        An unset on-disk flag or HNSW setting is no opinion: Qdrant keeps such a setting
+        once given and has no way to drop a per-vector override (a real 1.18 server keeps
+        `m` after an empty HNSW diff), so asking for "unset" would re-plan the same update
+        on every pass. Quantization is exact: it can be disabled.
+        """
+        if self.on_disk is not None and live.on_disk != self.on_disk:
+            return False
+        have = live.hnsw.set_fields()
+        if any(have.get(k) != v for k, v in self.hnsw.set_fields().items()):
+            return False
+        return live.quantization == self.quantization
 
     @property
     def has_tuning(self) -> bool:

@@ -423,9 +423,10 @@ class ClientGateway:
                 self._remember_local_datatype(collection, vector, None)
 
     def update_vector(self, collection: str, vector: VectorDef) -> None:
-        """Set the vector's tuning to exactly `vector`'s: unset hnsw/quantization are reset.
+        """Set the vector's tuning to `vector`'s: unset quantization is removed.
 
-        Dense: an empty HNSW diff resets the vector to the collection's HNSW settings and
+        Dense: the HNSW settings `vector` sets are applied and the others kept (Qdrant has
+        no way to drop a per-vector HNSW override: the planner reads unset as no opinion),
         `Disabled` removes its quantization; `on_disk None` leaves the flag as it is.
         Sparse: the index's fullScanThreshold / onDisk are set (unset ones are kept).
         """
