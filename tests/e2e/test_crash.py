@@ -149,9 +149,17 @@ def test_a_crash_mid_recreate_is_finished_by_the_next_operator(
         o = k8s.vns()
         return o if ready(o).get("status") == "True" and "operation" not in o["status"] else None
 
+    def resumed_event() -> bool:
+        events = json.loads(
+            k8s.run("get", "events", "--field-selector", "involvedObject.name=crash", "-o", "json")
+        )["items"]
+        return any(e["reason"] == "OperationResumed" for e in events)
+
     last = start_operator(plane, store, log)
     try:
         obj = wait_for(finished, 60, "the interrupted plan finished", 0.5)
+        # The Event is posted after the status write: wait for it before stopping.
+        wait_for(resumed_event, 30, "the OperationResumed Event", 0.5)
     finally:
         stop(last)
     report = obj["status"]["lastReconfigure"]
@@ -164,7 +172,4 @@ def test_a_crash_mid_recreate_is_finished_by_the_next_operator(
     forget(path=str(store))
     assert live is not None and sorted(live.names) == ["image_v1", "text_v1"]
     assert live.points_count == 0
-    events = json.loads(
-        k8s.run("get", "events", "--field-selector", "involvedObject.name=crash", "-o", "json")
-    )["items"]
-    assert any(e["reason"] == "OperationResumed" for e in events)
+    assert resumed_event()
