@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install controlplane helm cluster cluster-down crds lint lint-manifests test test-unit test-conformance conformance test-e2e soak run bench clean
+.PHONY: help install controlplane node helm cluster cluster-down crds lint lint-manifests test test-unit test-conformance conformance test-e2e soak run bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,13 +25,16 @@ install: $(STAMP) ## Create .venv and install the project (editable) with dev de
 controlplane: ## Build (or reuse from ~/.cache/vectorschema) kube-apiserver, controller-manager, etcd
 	@bash tools/controlplane/build.sh >/dev/null
 
+node: ## Build (or reuse from ~/.cache/vectorschema) kubelet, kube-proxy, scheduler, containerd, runc, CNI plugins
+	@bash tools/node/build.sh >/dev/null
+
 helm: ## Build (or reuse from ~/.cache/vectorschema) the pinned helm, from the Go module proxy
 	@bash tools/helm/build.sh >/dev/null
 
-cluster: install controlplane ## Start the local control plane in the background; prints the export line last
+cluster: install controlplane ## Start the local control plane (and a node, when the host can) in the background; prints the export line last
 	@PYTHONPATH=tools $(BIN)/python -m devenv up
 
-cluster-down: ## Stop the local control plane started by `make cluster`
+cluster-down: ## Stop the local control plane and its node started by `make cluster`
 	@PYTHONPATH=tools $(BIN)/python -m devenv down
 
 crds: install ## Generate crds/*.yaml from the Pydantic models, and their chart/kustomize copies
@@ -45,7 +48,7 @@ lint: install lint-manifests ## ruff, mypy --strict, import-linter, gofmt, helm 
 	$(BIN)/mypy --strict tools/devenv tools/controlplane/gen_gomod.py tools/run.py tools/crdcopies.py
 	$(BIN)/mypy --strict bench/run.py bench/cluster.py bench/bench_hooks.py bench/baseline_responder.py
 	$(BIN)/lint-imports
-	@test -z "$$(gofmt -l tools/kstatus tools/argocdhealth tools/helm)" || { gofmt -l tools/kstatus tools/argocdhealth tools/helm; echo 'gofmt: files above need formatting'; exit 1; }
+	@test -z "$$(gofmt -l tools/kstatus tools/argocdhealth tools/helm tools/node)" || { gofmt -l tools/kstatus tools/argocdhealth tools/helm tools/node; echo 'gofmt: files above need formatting'; exit 1; }
 
 lint-manifests: install helm ## helm lint of the chart; checkov over the rendered chart and the kustomize output
 	"$$(bash tools/helm/build.sh)" lint --strict charts/vectorschema

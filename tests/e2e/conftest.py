@@ -12,6 +12,14 @@ Fixtures (all reusable by any module in ``tests/e2e``):
     ``check=True`` a non-zero exit fails the test with kubectl's output.
 ``k8s_api`` (session)
     A ``kubernetes.client.ApiClient`` with admin credentials.
+``node_cluster`` (session)
+    A started :class:`devenv.ControlPlane` with ``node=True``: its own plane plus a Ready
+    node (:attr:`devenv.ControlPlane.node`, a :class:`devenv.Node`: containerd, kubelet,
+    kube-proxy, kube-scheduler), Pods with pod networking and Services. Use its
+    ``kubeconfig`` explicitly (``run_kubectl(node_cluster.kubeconfig, ...)``): it does not
+    touch ``KUBECONFIG``. Images: ``node_cluster.node.import_image(archive)``, Pods with
+    ``imagePullPolicy: Never``. If this host cannot run a node, the fixture fails with the
+    reason (never skips). Only one node runs per machine: it waits for another to stop.
 ``namespace`` (function)
     A fresh namespace name (created; deleted without waiting afterwards).
 ``wait_for`` (session)
@@ -35,7 +43,8 @@ from typing import Any, TypeVar
 import pytest
 from tests.e2e.operator_env import KUBECTL, Kubectl, run_kubectl
 
-from devenv import ControlPlane, ControlPlaneError, build_binaries
+from devenv import ControlPlane, ControlPlaneError, build_binaries, cannot_run_node
+from devenv.node import NODE_BUILD_SCRIPT
 
 START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_START_TIMEOUT", "90"))
 
@@ -43,6 +52,8 @@ T = TypeVar("T")
 
 _bin_dir_key = pytest.StashKey[Path]()
 _build_error_key = pytest.StashKey[str]()
+_node_build_error_key = pytest.StashKey[str]()
+NODE_START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_NODE_START_TIMEOUT", "240"))
 
 
 def wait_for(
@@ -84,7 +95,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Build (or find cached) binaries before any test runs, outside the test timeout."""
     if session.config.option.collectonly:
         return
-    if not any("control_plane" in getattr(i, "fixturenames", ()) for i in session.items):
+    names = [set(getattr(i, "fixturenames", ())) for i in session.items]
+    plane, node = (
+        any(n & {"control_plane", "node_cluster"} for n in names),
+        any("node_cluster" in n for n in names),
+    )
+    if not plane:
         return
     capture = session.config.pluginmanager.getplugin("capturemanager")
     ctx = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
@@ -93,6 +109,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             session.config.stash[_bin_dir_key] = build_binaries()
         except ControlPlaneError as exc:
             session.config.stash[_build_error_key] = str(exc)
+        if node and cannot_run_node() is None:
+            try:
+                build_binaries(NODE_BUILD_SCRIPT)
+            except ControlPlaneError as exc:
+                session.config.stash[_node_build_error_key] = str(exc)
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +141,31 @@ def control_plane(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def node_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """A plane of its own plus a Ready node (see the module docstring)."""
+    stash = request.config.stash
+    for key in (_build_error_key, _node_build_error_key):
+        if key in stash:
+            pytest.fail(stash[key], pytrace=False)
+    reason = cannot_run_node()
+    if reason is not None:
+        pytest.fail(f"this host cannot run the local node: {reason}", pytrace=False)
+    plane = ControlPlane(
+        tmp_path_factory.mktemp("node-cluster"), stash.get(_bin_dir_key, None), node=True
+    )
+    try:
+        try:
+            plane.start(timeout=NODE_START_TIMEOUT)
+        except ControlPlaneError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield plane
+    finally:
+        plane.stop()
 
 
 @pytest.fixture(scope="session")

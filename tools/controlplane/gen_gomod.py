@@ -64,6 +64,9 @@ def write_k8s(k8s_version: str) -> None:
         TOOLS_HEADER + "import (\n"
         '\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n'
         '\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n'
+        '\t_ "k8s.io/kubernetes/cmd/kube-proxy"\n'
+        '\t_ "k8s.io/kubernetes/cmd/kube-scheduler"\n'
+        '\t_ "k8s.io/kubernetes/cmd/kubelet"\n'
         ")\n"
     )
     subprocess.run(["go", "mod", "tidy"], cwd=d, check=True)

@@ -47,10 +47,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
     bin_dir: Path | None = args.bin_dir
     if args.foreground:
         with state_lock(state_dir):
-            plane = ControlPlane(state_dir, bin_dir, port=args.port)
+            plane = ControlPlane(state_dir, bin_dir, port=args.port, node=args.node)
             t0 = time.monotonic()
             plane.start(timeout=args.timeout)
         _info(f"ready in {time.monotonic() - t0:.1f} s at {plane.server}; Ctrl-C stops it")
+        _node_line(plane)
         print(export_line(plane.kubeconfig), flush=True)
         try:
             while plane.running:
@@ -67,24 +68,38 @@ def _cmd_up(args: argparse.Namespace) -> int:
         ready = cluster_ready(state_dir)
         if ready is not None:
             _info(f"reusing the running control plane at {ready['server']}")
+            if ready.get("node"):
+                _info(f"with its node {ready['node']} (kubectl get nodes)")
+            else:
+                _info("it runs without a node: make cluster-down, then make cluster, for one")
             print(export_line(Path(ready["kubeconfig"])), flush=True)
             return 0
         if stop_state_dir(state_dir):
             _info("stopped an unhealthy earlier control plane from this state dir")
-        plane = ControlPlane(state_dir, bin_dir, port=args.port, detached=True)
+        plane = ControlPlane(state_dir, bin_dir, port=args.port, detached=True, node=args.node)
         t0 = time.monotonic()
         plane.start(timeout=args.timeout)
     _info(f"ready in {time.monotonic() - t0:.1f} s at {plane.server} (logs: {plane.logs_dir})")
+    _node_line(plane)
     _info(f"stop it with: {down_command(state_dir)}")
     print(export_line(plane.kubeconfig), flush=True)
     return 0
+
+
+def _node_line(plane: ControlPlane) -> None:
+    if plane.node is not None:
+        _info(f"started a node: {plane.node.name} is Ready (kubectl get nodes)")
+    elif plane.node_unavailable is not None:
+        _info(f"started no node: {plane.node_unavailable}; the control plane runs alone")
+    else:
+        _info("started no node (--node=no)")
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir.resolve()
     with state_lock(state_dir):
         if stop_state_dir(state_dir):
-            _info(f"stopped the control plane of {state_dir}")
+            _info(f"stopped the control plane of {state_dir} (and its node, if it had one)")
         else:
             _info(f"no control plane running from {state_dir}")
     return 0
@@ -124,6 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=None, help="kube-apiserver port (default: free)")
     up.add_argument("--timeout", type=float, default=90.0, help="readiness timeout in seconds")
     up.add_argument("--bin-dir", type=Path, default=None, help="binaries (default: build.sh)")
+    up.add_argument(
+        "--node",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        type=str,
+        help="start a node too: auto (when the host can; default), yes (or fail), no",
+    )
     up.set_defaults(func=_cmd_up)
     down = sub.add_parser("down", help="stop the control plane of a state dir")
     add_state_dir(down)
@@ -133,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.set_defaults(func=_cmd_status)
 
     args = parser.parse_args(argv)
+    if getattr(args, "node", None) is not None:
+        args.node = {"auto": "auto", "yes": True, "no": False}[args.node]
     try:
         rc: int = args.func(args)
     except ControlPlaneError as exc:

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devenv import cleanup
 from devenv.errors import ControlPlaneError, PortInUseError
+from devenv.network import GATEWAY, SERVICE_CIDR
+from devenv.node import NODE_CONTROLLERS, Node, NodeUnavailableError
 from devenv.paths import BUILD_SCRIPT, down_command
 from devenv.pki import CertificateAuthority, build_kubeconfig, cert_pem, key_pem, write_private
 from devenv.probes import build_binaries, client_ssl_context, https_get, summarize
@@ -47,7 +49,7 @@ CONTROLLERS = (
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
 )
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_CLUSTER_IP_RANGE = SERVICE_CIDR  # chosen in devenv.network, with the Pod range
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "vectorschema-admin"
 ADMIN_GROUPS = ("system:masters",)
@@ -75,6 +77,12 @@ class ControlPlane:
     ``port`` fixes the kube-apiserver port (default: a free one); etcd always gets free
     ports. Everything listens on 127.0.0.1 only.
 
+    ``node=True`` also starts a real node (:mod:`devenv.node`: containerd, kubelet,
+    kube-proxy, kube-scheduler) and waits until it is Ready; the API server then binds the
+    Pods' gateway address (:data:`devenv.network.GATEWAY`) instead of 127.0.0.1.
+    ``node="auto"`` does so when the host can and otherwise starts the plane alone
+    (:attr:`node_unavailable` says why). :attr:`node` is the :class:`~devenv.node.Node`.
+
     ``audit_log=True`` makes the kube-apiserver write an audit log (JSON lines, level
     Metadata, one line per completed request, every user) to :attr:`audit_log_file`, for
     counting requests by user (off by default).
@@ -88,6 +96,7 @@ class ControlPlane:
         port: int | None = None,
         detached: bool = False,
         audit_log: bool = False,
+        node: bool | str = False,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.audit_log = audit_log
@@ -99,6 +108,11 @@ class ControlPlane:
         self._etcd_url: str | None = None
         self._ca: CertificateAuthority | None = None
         self._lock = threading.RLock()
+        self._want_node = node
+        #: The running node (``node=True``/``"auto"``), else ``None``.
+        self.node: Node | None = None
+        #: Why ``node="auto"`` started no node (``None`` if it did, or was not asked to).
+        self.node_unavailable: str | None = None
 
     # -- paths --------------------------------------------------------------------------
 
@@ -227,6 +241,9 @@ class ControlPlane:
             self._stop_locked()
 
     def _stop_locked(self) -> None:
+        node, self.node = self.node, None
+        if node is not None:
+            node.stop()
         procs, self._procs = self._procs, []
         # Controller-manager and apiserver first, etcd last (the apiserver needs it to drain).
         front = [p for p in procs if p.name != "etcd"]
@@ -287,6 +304,16 @@ class ControlPlane:
     def _start(self, bin_dir: Path, deadline: float, timeout: float) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        address = "127.0.0.1"
+        if self._want_node:
+            node = Node(self.state_dir, detached=self.detached)
+            try:
+                node.prepare()  # the bridge and its gateway address exist from here on
+                self.node, address = node, GATEWAY
+            except NodeUnavailableError as exc:
+                if self._want_node != "auto":
+                    raise
+                self.node_unavailable = str(exc)
         if self._requested_port is not None:
             ensure_port_free(self._requested_port, "kube-apiserver secure port")
             api_port = self._requested_port
@@ -295,7 +322,7 @@ class ControlPlane:
         etcd_port, peer_port = free_port(), free_port()
         while api_port in (etcd_port, peer_port) or etcd_port == peer_port:
             etcd_port, peer_port = free_port(), free_port()
-        self._server = f"https://127.0.0.1:{api_port}"
+        self._server = f"https://{address}:{api_port}"
         self._write_pki()
 
         etcd_url = self._etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -327,13 +354,16 @@ class ControlPlane:
             [
                 f"--etcd-servers={etcd_url}",
                 f"--secure-port={api_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                # Loopback only; with a node, the Pods' gateway (on the project's bridge,
+                # reachable from the host and the Pods only): see devenv.network.GATEWAY.
+                f"--bind-address={address}",
+                f"--advertise-address={address}",
                 f"--cert-dir={pki}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={self.ca_file}",
-                "--authorization-mode=RBAC",
+                # The Node authorizer lets the kubelet (system:node:<name>) see its Pods.
+                f"--authorization-mode={'Node,RBAC' if self.node is not None else 'RBAC'}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--allow-privileged=true",
                 # ServiceAccount admission stays on: the controller-manager creates the
@@ -344,6 +374,11 @@ class ControlPlane:
                 "--profiling=false",
                 f"--admission-control-config-file={self.state_dir / 'admission-config.yaml'}",
                 *self._audit_flags(),
+                *(
+                    self.node.apiserver_flags(self._ca, self.ca_file)
+                    if self.node and self._ca
+                    else []
+                ),
             ],
             ports={api_port: "kube-apiserver secure port"},
         )
@@ -355,7 +390,7 @@ class ControlPlane:
             bin_dir,
             [
                 f"--kubeconfig={self.kubeconfig}",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={','.join(self.controllers)}",
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={self.ca_file}",
                 "--leader-elect=false",
@@ -372,6 +407,22 @@ class ControlPlane:
             deadline,
             timeout,
         )
+        if self.node is not None:
+            # containerd, kubelet and friends need more than the plane's own time.
+            self.node.start(
+                self.server, self._ca_or_load(), self.ca_file, max(deadline, time.monotonic() + 120)
+            )
+            self._write_pids()
+
+    @property
+    def controllers(self) -> tuple[str, ...]:
+        """The controllers kube-controller-manager runs (more with a node)."""
+        return CONTROLLERS + NODE_CONTROLLERS if self.node is not None else CONTROLLERS
+
+    def _ca_or_load(self) -> CertificateAuthority:
+        if self._ca is None:
+            self._ca = CertificateAuthority.load(self.ca_file, self.pki_dir / "ca.key")
+        return self._ca
 
     def _audit_flags(self) -> list[str]:
         if not self.audit_log:
@@ -399,7 +450,7 @@ class ControlPlane:
         cert, key = self._ca.issue(
             "kube-apiserver",
             dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
-            ip_addresses=["127.0.0.1", "10.0.0.1"],
+            ip_addresses=["127.0.0.1", "10.0.0.1", GATEWAY],
             server=True,
         )
         write_private(pki / "apiserver.key", key_pem(key))
@@ -532,6 +583,7 @@ class ControlPlane:
             "server": self._server,
             "kubeconfig": str(self.kubeconfig),
             "ca_file": str(self.ca_file),
+            "node": self.node.name if self.node is not None else None,
             "processes": [{"name": p.name, "pid": p.pid, "exe": p.exe} for p in self._procs],
         }
         write_private(self.state_dir / PIDS_FILE, (json.dumps(data, indent=2) + "\n").encode())

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from devenv.nodehost import stop_node_of
 from devenv.probes import client_ssl_context, https_get
 from devenv.processes import pid_alive, stop_pid
 
@@ -64,10 +65,12 @@ def cluster_ready(state_dir: Path) -> dict[str, Any] | None:
 
 
 def stop_state_dir(state_dir: Path) -> bool:
-    """Stop the processes recorded in ``state_dir``; True if any was running."""
+    """Stop the processes recorded in ``state_dir`` and its node (if this machine's node
+    belongs to it: every process, mount and rule of it); True if any was running."""
+    node_was_running = stop_node_of(state_dir)
     pids = read_pids(state_dir)
     if pids is None:
-        return False
+        return node_was_running
     procs = _processes(pids)
     was_running = any(pid_alive(pid, exe) for _, pid, exe in procs)
     front = [p for p in procs if p[0] != "etcd"]
@@ -82,7 +85,7 @@ def stop_state_dir(state_dir: Path) -> bool:
             stop_pid(pid, exe)
     with contextlib.suppress(OSError):
         (Path(state_dir) / PIDS_FILE).unlink()
-    return was_running
+    return was_running or node_was_running
 
 
 # --------------------------------------------------------------------------------------

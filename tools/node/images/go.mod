@@ -1,0 +1,3 @@
+module vectorschema.dev/node/images
+
+go 1.26
