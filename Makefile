@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install controlplane node helm cluster cluster-down crds lint lint-manifests test test-unit test-conformance conformance test-e2e soak run bench clean
+.PHONY: help install controlplane node helm cluster cluster-down crds docs docs-gen docs-serve lint lint-manifests test test-unit test-conformance conformance test-e2e soak run bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + "): install it and re-run, or set PYTHON=python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install the project (editable) with dev dependencies
+install: $(STAMP) ## Create .venv and install the project (editable) with dev and docs dependencies
 
 controlplane: ## Build (or reuse from ~/.cache/vectorschema) kube-apiserver, controller-manager, etcd
 	@bash tools/controlplane/build.sh >/dev/null
@@ -41,11 +41,20 @@ crds: install ## Generate crds/*.yaml from the Pydantic models, and their chart/
 	$(BIN)/python -m vectorschema.crdgen --out crds
 	$(BIN)/python tools/crdcopies.py
 
-lint: install lint-manifests ## ruff, mypy --strict, import-linter, gofmt, helm lint, checkov
+docs: install ## Build the docs site into site/ (mkdocs build --strict: a broken link or a missing page fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-gen: install ## Regenerate the generated reference pages (CRDs, Helm values, metrics, reasons, env, CLI) under docs/reference/
+	PYTHONPATH=tools $(BIN)/python tools/docsgen.py
+
+docs-serve: install ## Serve the docs site on http://127.0.0.1:8000 with live reload
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+lint: install lint-manifests docs ## ruff, mypy --strict, import-linter, gofmt, helm lint, checkov, the docs site
 	$(BIN)/ruff check operator tests tools bench
 	$(BIN)/ruff format --check operator tests tools bench
 	$(BIN)/mypy --strict
-	$(BIN)/mypy --strict tools/devenv tools/controlplane/gen_gomod.py tools/run.py tools/crdcopies.py
+	$(BIN)/mypy --strict tools/devenv tools/controlplane/gen_gomod.py tools/run.py tools/crdcopies.py tools/docsgen.py
 	$(BIN)/mypy --strict bench/run.py bench/cluster.py bench/bench_hooks.py bench/baseline_responder.py
 	$(BIN)/lint-imports
 	@test -z "$$(gofmt -l tools/kstatus tools/argocdhealth tools/helm tools/node)" || { gofmt -l tools/kstatus tools/argocdhealth tools/helm tools/node; echo 'gofmt: files above need formatting'; exit 1; }
@@ -83,5 +92,5 @@ bench: install controlplane ## Benchmarks: bench/run.py (ratios), then the opera
 	$(BIN)/python bench/run.py
 	PYTHONPATH=tools $(BIN)/python bench/cluster.py
 
-clean: ## Remove the virtualenv, local state and the embedded Qdrant data
-	rm -rf $(VENV) .state .data
+clean: ## Remove the virtualenv, local state, the embedded Qdrant data and the built docs site
+	rm -rf $(VENV) .state .data site

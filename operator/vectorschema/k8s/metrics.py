@@ -1,18 +1,24 @@
 """Prometheus metrics and the readiness endpoint, served on `VECTORSCHEMA_METRICS_PORT`
 (unset: neither is served).
 
-- `vectorschema_reconcile_total{result}`: passes by how they ended (`controller.metering.
-  pass_result`: ready, awaiting_approval, reconciling, stalled, conflict, gone, error);
-- `vectorschema_reconcile_duration_seconds`: how long a pass took;
+- `vectorschema_reconcile_total{result}`: reconcile passes by how they ended
+  (`controller.metering.pass_result`): `ready`, `awaiting_approval`, `reconciling`
+  (retrying, e.g. Qdrant unavailable), `stalled`, `conflict` (the object changed under the
+  pass; it runs again), `gone`, `error`;
+- `vectorschema_reconcile_duration_seconds`: the duration of a reconcile pass;
 - `vectorschema_namespaces{ready,reason}`: Namespace resources this replica serves, by the
   status and reason of their Ready condition;
-- `vectorschema_plans_awaiting_approval`: those whose destructive plan waits for approval;
-- `vectorschema_destructive_operations_total{kind}`: Qdrant calls that destroy stored data
-  (`deleteCollection`, `deleteVector`);
-- `vectorschema_points_deleted_total`: points lost to reconfigures this replica applied;
-- `vectorschema_qdrant_requests_total{server,outcome}`: Qdrant calls by server origin and
-  outcome (ok, unavailable, rejected, error);
-- `vectorschema_qdrant_request_duration_seconds`: how long each took.
+- `vectorschema_plans_awaiting_approval`: Namespace resources whose destructive plan waits
+  for approval;
+- `vectorschema_destructive_operations_total{kind}`: Qdrant calls that destroyed stored
+  data: `deleteCollection` (a recreate, or `deletionPolicy: Delete`), `deleteVector` (a
+  removed or replaced vector);
+- `vectorschema_points_deleted_total`: points lost to reconfigures this replica applied
+  (recreating a collection);
+- `vectorschema_qdrant_requests_total{server,outcome}`: Qdrant calls by server origin
+  (`scheme://host:port`, or `embedded`; never a credential) and outcome: `ok`,
+  `unavailable`, `rejected`, `error`;
+- `vectorschema_qdrant_request_duration_seconds`: the duration of a Qdrant call.
 
 The two gauges are computed at scrape time from what the passes last saw, so they never
 show a half-updated state. `GET /readyz` answers 200 once the operator has started (its
