@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install controlplane node helm cluster cluster-down crds docs docs-gen docs-serve lint lint-manifests test test-unit test-conformance conformance test-e2e soak run bench clean
+.PHONY: help install controlplane node helm cluster cluster-down crds docs docs-gen docs-serve image lint lint-manifests test test-unit test-conformance conformance test-e2e soak run bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +30,9 @@ node: ## Build (or reuse from ~/.cache/vectorschema) kubelet, kube-proxy, schedu
 
 helm: ## Build (or reuse from ~/.cache/vectorschema) the pinned helm, from the Go module proxy
 	@bash tools/helm/build.sh >/dev/null
+
+image: install ## Build (or reuse) the operator image from the Dockerfile (buildah, no daemon); prints the OCI archive and the image name last
+	@PYTHONPATH=tools $(BIN)/python -m image
 
 cluster: install controlplane ## Start the local control plane (and a node, when the host can) in the background; prints the export line last
 	@PYTHONPATH=tools $(BIN)/python -m devenv up
@@ -54,7 +57,7 @@ lint: install lint-manifests docs ## ruff, mypy --strict, import-linter, gofmt, 
 	$(BIN)/ruff check operator tests tools bench
 	$(BIN)/ruff format --check operator tests tools bench
 	$(BIN)/mypy --strict
-	$(BIN)/mypy --strict tools/devenv tools/controlplane/gen_gomod.py tools/run.py tools/crdcopies.py tools/docsgen.py
+	$(BIN)/mypy --strict tools/devenv tools/image tools/controlplane/gen_gomod.py tools/run.py tools/crdcopies.py tools/docsgen.py
 	$(BIN)/mypy --strict bench/run.py bench/cluster.py bench/bench_hooks.py bench/baseline_responder.py
 	$(BIN)/lint-imports
 	@test -z "$$(gofmt -l tools/kstatus tools/argocdhealth tools/helm tools/node)" || { gofmt -l tools/kstatus tools/argocdhealth tools/helm tools/node; echo 'gofmt: files above need formatting'; exit 1; }
