@@ -335,6 +335,16 @@ EVENT_REASONS: dict[str, tuple[str, str]] = {
     "Reconfigured": ("Normal", "a plan was applied; the message is `lastReconfigure.message`"),
     "CollectionCreated": ("Normal", "the collection was created"),
     "OperationResumed": ("Normal", "a recorded operation is resumed after a restart or an outage"),
+    "OperationAbandoned": (
+        "Normal",
+        "the annotation `vectorschema.dev/abandon=<fingerprint>` abandoned a recorded "
+        "operation; what remains is planned afresh",
+    ),
+    "OperationIgnored": (
+        "Warning",
+        "`status.operation` names an operation the collection does not record (written by "
+        "hand): status is not an approval, nothing of it runs",
+    ),
     "DriftDetected": (
         "Warning",
         "defined but not posted by this version: a collection changed by hand shows as a plan "

@@ -19,9 +19,16 @@ must carry the tenant's prefix. One test per numbered scenario of the issue:
 9. one pass per resource at a time: a second pass waits for the one in flight, and the
    finaliser waits for it too (nothing is written after release).
 
-States that only an outage or a crash can produce (an operation recorded in status, a
-collection half-changed) are produced the way the existing crash test does: by writing
-`status.operation` through the status subresource and changing Qdrant directly.
+Issue 17 (tenancy, round two), in the sections after those:
+
+- status is not an approval: a forged `status.operation` writes nothing, clearing
+  `status.appliedPlans` does not re-arm a spent `confirmPlan`, and an operation is
+  abandoned with an annotation (no right on status needed).
+
+States that only an outage or a crash can produce (an operation recorded, a collection
+half-changed) are produced by writing what the operator writes before its first step
+(its record on the collection, `record_on_collection`, and `status.operation` through the
+status subresource) and changing Qdrant directly.
 """
 
 from __future__ import annotations
@@ -53,7 +60,10 @@ from tests.e2e.operator_env import (
 )
 from tests.seams import client_of
 
+from vectorschema.api import NamespaceSpec
 from vectorschema.controller.passes import run_pass
+from vectorschema.core.operation import Intent, intent_metadata
+from vectorschema.core.planning import fingerprint, resolve_desired
 from vectorschema.core.policy import Policy
 from vectorschema.k8s import kube
 from vectorschema.k8s.connection import connection_id, connectors
@@ -224,6 +234,36 @@ def operation(
     }
 
 
+def record_on_collection(
+    kubectl: KubectlFn,
+    qdrant: ClientGateway,
+    ns: str,
+    name: str,
+    fp: str,
+    approved_by: str,
+    steps: list[tuple[str, str | None, str]],
+) -> None:
+    """The operator's own record of an approved operation, on the collection (where no
+    tenant writes), as a pass writes it before its first step. With `status.operation`
+    (see `operation`) it stands for a crash or an outage right after that write; status
+    alone is not an approval (issue 17)."""
+    obj = vns(kubectl, ns, name)
+    collection = obj["status"]["collection"]
+    spec = NamespaceSpec.model_validate(obj["spec"])
+    desired = resolve_desired(spec, {})  # the tests' plugins are all inline
+    intent = Intent(
+        uid=obj["metadata"]["uid"],
+        plan=fp,
+        desired=fingerprint(collection, desired, None, spec.strategy, qdrant.capabilities()),
+        approved_by=approved_by,
+        generation=obj["metadata"]["generation"],
+        steps=tuple((a, v) for a, v, _ in steps),
+        connection="embedded",
+        started="2026-01-01T00:00:00Z",
+    )
+    qdrant.set_metadata(collection, intent_metadata(intent))
+
+
 def outcome(fp: str, **fields: Any) -> dict[str, Any]:
     base = {
         "status": "reconfigured",
@@ -329,6 +369,9 @@ def test_withdrawn_approval_halts_the_recorded_operation(
 
     # confirm: true was set, the intent recorded, and the first step hit an outage; the
     # user then withdrew the approval (confirm is false in the spec).
+    record_on_collection(
+        kubectl, qdrant, victim, "shrink", fp, "confirm", [("removeVector", "kw_v1", "Pending")]
+    )
     patch_status(
         kubectl,
         victim,
@@ -672,6 +715,15 @@ def test_interrupted_multi_step_plan_resumes_and_reports_the_truth(
     assert steps == [("removeVector", "text_v1"), ("replaceVector", "image_v1")], steps
 
     # It was approved by confirmPlan and crashed right after its first step.
+    record_on_collection(
+        kubectl,
+        qdrant,
+        victim,
+        "multi",
+        fp,
+        "confirmPlan",
+        [("removeVector", "text_v1", "Done"), ("replaceVector", "image_v1", "Pending")],
+    )
     qdrant.delete_vector(collection, "text_v1")
     patch_status(
         kubectl,
@@ -916,3 +968,193 @@ def test_release_waits_for_the_pass_in_flight_and_nothing_is_written_after(
     assert pause.writes[-1] == "set_metadata", pause.writes
     live = qdrant.observe(collection)
     assert live is not None and OWNER not in live.metadata
+
+
+# --- issue 17, item 1: status is not an approval ----------------------------------------------
+#
+# The attacker holds full write on `namespaces/status` (here: the admin's kubectl, a
+# superset). Status may then lie about its own resource, but never cause a Qdrant write.
+
+
+def shrinking(kubectl: KubectlFn, qdrant: ClientGateway, ns: str, name: str) -> dict[str, Any]:
+    """A collection with text_v1 and kw_v1 on 30 points, and a spec that drops kw_v1:
+    the object once the removal awaits confirmation."""
+    doc = namespace_doc(ns, name, plugins=[TEXT, KEYWORDS])
+    apply(kubectl, doc)
+    ready(kubectl, ns, name)
+    seed(
+        qdrant,
+        f"{ns}_{name}",
+        30,
+        text_v1=[1.0] * 8,
+        kw_v1=qm.SparseVector(indices=[1, 2], values=[1.0, 2.0]),
+    )
+    doc["spec"]["plugins"] = [TEXT]
+    apply(kubectl, doc)
+    return awaiting(kubectl, ns, name)
+
+
+def test_a_forged_operation_in_status_never_writes(
+    kubectl: KubectlFn, qdrant: ClientGateway, victim: str
+) -> None:
+    obj = shrinking(kubectl, qdrant, victim, "forged")
+    fp = obj["status"]["plan"]["fingerprint"]
+    collection = f"{victim}_forged"
+
+    # The issue's run: approvedBy annotation, the current generation, one removeVector
+    # step; no confirm, confirmPlan or annotation was ever set.
+    patch_status(
+        kubectl,
+        victim,
+        "forged",
+        {
+            "operation": operation(
+                fp,
+                collection,
+                "annotation",
+                obj["metadata"]["generation"],
+                [("removeVector", "kw_v1", "Pending")],
+                outcome(fp, vectorsRemoved=["kw_v1"], vectorsTotal=["text_v1"]),
+            )
+        },
+    )
+    obj = until(
+        kubectl,
+        victim,
+        "forged",
+        lambda o: "operation" not in o.get("status", {}),
+        60,
+        "the operator to act on the forged operation",
+    )
+    live = qdrant.observe(collection)
+    assert live is not None and sorted(live.names) == ["kw_v1", "text_v1"], (
+        "a forged status.operation removed kw_v1: nothing approved it"
+    )
+    assert live.points_count == 30
+    assert condition(obj, "Ready").get("reason") == "AwaitingConfirmation", obj["status"]
+    ignored = [e for e in events(kubectl, victim, "forged") if e["reason"] == "OperationIgnored"]
+    assert ignored and "status is not an approval" in ignored[0]["message"]
+    # Passes go on (resync) and still nothing is written.
+    again = until(
+        kubectl,
+        victim,
+        "forged",
+        lambda o: (
+            condition(o, "Ready").get("reason") == "AwaitingConfirmation"
+            and condition(o, "Ready").get("lastTransitionTime") is not None
+        ),
+        60,
+        "the plan still awaiting confirmation",
+    )
+    assert again["status"]["plan"]["fingerprint"] == fp
+    live = qdrant.observe(collection)
+    assert live is not None and sorted(live.names) == ["kw_v1", "text_v1"]
+
+
+def test_clearing_applied_plans_does_not_rearm_a_spent_confirm_plan(
+    kubectl: KubectlFn, qdrant: ClientGateway, victim: str
+) -> None:
+    obj = shrinking(kubectl, qdrant, victim, "rearm")
+    fp = obj["status"]["plan"]["fingerprint"]
+    collection = f"{victim}_rearm"
+    kw_def = qdrant.observe(collection)
+    assert kw_def is not None
+    sparse_kw = kw_def.by_name["kw_v1"]
+    doc = namespace_doc(victim, "rearm", plugins=[TEXT], confirmPlan=fp)
+    apply(kubectl, doc)
+    obj = until(
+        kubectl,
+        victim,
+        "rearm",
+        lambda o: o["status"].get("lastReconfigure", {}).get("planFingerprint") == fp,
+        60,
+        "the approved removal",
+    )
+    applied_at = obj["status"]["lastReconfigure"]["time"]
+    assert fp in obj["status"]["appliedPlans"]
+
+    # The tenant makes status forget that the approval was spent ...
+    patch_status(kubectl, victim, "rearm", {"appliedPlans": None})
+    assert "appliedPlans" not in vns(kubectl, victim, "rearm")["status"]
+    # ... and the same plan comes back (kw_v1 re-added and filled by someone with Qdrant
+    # access): the same fingerprint again.
+    qdrant.create_vector(collection, sparse_kw)
+    seed(
+        qdrant,
+        collection,
+        20,
+        text_v1=[1.0] * 8,
+        kw_v1=qm.SparseVector(indices=[3], values=[1.0]),
+    )
+    obj = until(
+        kubectl,
+        victim,
+        "rearm",
+        lambda o: (
+            condition(o, "Ready").get("reason") == "AwaitingConfirmation"
+            or o["status"]["lastReconfigure"]["time"] != applied_at
+        ),
+        60,
+        "the recurring plan to wait (or run)",
+    )
+    live = qdrant.observe(collection)
+    assert live is not None and sorted(live.names) == ["kw_v1", "text_v1"], (
+        "clearing status.appliedPlans re-armed the spent confirmPlan: kw_v1 was deleted"
+    )
+    assert obj["status"]["plan"]["fingerprint"] == fp
+    assert "spent" in condition(obj, "Ready")["message"]
+
+
+def test_an_operation_is_abandoned_without_any_right_on_status(
+    kubectl: KubectlFn, qdrant: ClientGateway, victim: str
+) -> None:
+    obj = shrinking(kubectl, qdrant, victim, "abandon")
+    fp = obj["status"]["plan"]["fingerprint"]
+    collection = f"{victim}_abandon"
+    # An operation approved by confirm: true hit an outage; then confirm was withdrawn.
+    steps: list[tuple[str, str | None, str]] = [("removeVector", "kw_v1", "Pending")]
+    record_on_collection(kubectl, qdrant, victim, "abandon", fp, "confirm", steps)
+    patch_status(
+        kubectl,
+        victim,
+        "abandon",
+        {
+            "operation": operation(
+                fp,
+                collection,
+                "confirm",
+                obj["metadata"]["generation"],
+                steps,
+                outcome(fp, vectorsRemoved=["kw_v1"], vectorsTotal=["text_v1"]),
+            )
+        },
+    )
+    obj = until(
+        kubectl,
+        victim,
+        "abandon",
+        lambda o: condition(o, "Stalled").get("reason") == "OperationHalted",
+        60,
+        "the operation to be halted",
+    )
+    message = condition(obj, "Stalled")["message"]
+    assert f"vectorschema.dev/abandon={fp}" in message, message
+    assert "status.operation" not in message, message
+
+    # The tenant's own right (annotate its Namespace resource) is enough to give it up.
+    kubectl("annotate", "vns", "abandon", "-n", victim, f"vectorschema.dev/abandon={fp}")
+    obj = until(
+        kubectl,
+        victim,
+        "abandon",
+        lambda o: (
+            "operation" not in o["status"]
+            and condition(o, "Ready").get("reason") == "AwaitingConfirmation"
+        ),
+        60,
+        "the operation to be abandoned",
+    )
+    live = qdrant.observe(collection)
+    assert live is not None and sorted(live.names) == ["kw_v1", "text_v1"]
+    assert "vectorschema.dev/operation" not in live.metadata
+    assert any(e["reason"] == "OperationAbandoned" for e in events(kubectl, victim, "abandon"))

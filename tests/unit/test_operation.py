@@ -3,7 +3,21 @@ fresh plan continues exactly them."""
 
 from __future__ import annotations
 
-from vectorschema.core.operation import Continuation, continuation, describe_steps, progress
+from typing import Any
+
+import pytest
+
+from vectorschema.api import APPLIED_METADATA_KEY, OPERATION_METADATA_KEY
+from vectorschema.core.operation import (
+    Continuation,
+    applied_plans,
+    continuation,
+    describe_steps,
+    finished_metadata,
+    intent_metadata,
+    progress,
+    recorded_intent,
+)
 
 REMOVE_TEXT = ("removeVector", "text_v")
 REPLACE_IMAGE = ("replaceVector", "image_v")
@@ -57,3 +71,57 @@ def test_with_another_desired_schema_only_a_removal_can_be_seen_done() -> None:
     assert continuation(recorded, [False, True], [], same_desired=False) == Continuation((), (0,))
     # "nothing left for image_v" may just mean the spec changed back: not done
     assert continuation(recorded, [True, False], [], same_desired=False) is None
+
+
+# --- the operator's own record (issue 17) ---------------------------------------------------
+
+RECORD = {
+    "uid": "uid-1",
+    "plan": "0123456789abcdef",
+    "desired": "fedcba9876543210",
+    "approvedBy": "confirmPlan",
+    "generation": 3,
+    "steps": [["removeVector", "text_v"], ["recreateCollection", None]],
+    "connection": "embedded",
+    "started": "2026-01-01T00:00:00Z",
+}
+
+
+def test_a_record_round_trips_through_metadata() -> None:
+    intent = recorded_intent({OPERATION_METADATA_KEY: RECORD}, "uid-1")
+    assert intent is not None
+    assert intent.steps == (("removeVector", "text_v"), ("recreateCollection", None))
+    assert intent_metadata(intent) == {OPERATION_METADATA_KEY: RECORD}
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"uid": "uid-2"},  # another resource's
+        {"approvedBy": "status"},
+        {"plan": "not-a-fingerprint"},
+        {"desired": None},
+        {"generation": "3"},
+        {"generation": True},
+        {"steps": []},
+        {"steps": [["removeVector"]]},
+        {"steps": [["removeVector", 7]]},
+        {"steps": "removeVector text_v"},
+        {"connection": None},
+    ],
+)
+def test_anything_but_the_operators_record_is_no_record(broken: dict[str, Any]) -> None:
+    assert recorded_intent({OPERATION_METADATA_KEY: {**RECORD, **broken}}, "uid-1") is None
+    assert recorded_intent({OPERATION_METADATA_KEY: "a string"}, "uid-1") is None
+    assert recorded_intent({}, "uid-1") is None
+
+
+def test_spent_approvals_read_back_only_fingerprints_and_finishing_spends_the_plan() -> None:
+    metadata = {APPLIED_METADATA_KEY: ["0123456789abcdef", 7, "junk", "fedcba9876543210"]}
+    assert applied_plans(metadata) == ["0123456789abcdef", "fedcba9876543210"]
+    assert applied_plans({APPLIED_METADATA_KEY: "0123456789abcdef"}) == []
+    done = finished_metadata("1111111111111111", applied_plans(metadata))
+    assert done == {
+        OPERATION_METADATA_KEY: None,
+        APPLIED_METADATA_KEY: ["1111111111111111", "0123456789abcdef", "fedcba9876543210"],
+    }

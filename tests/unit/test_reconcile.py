@@ -15,12 +15,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import IMAGE, IMAGE_VECTOR, TEXT, TEXT_VECTOR, dense, inline, namespace, sparse
+from conftest import (
+    IMAGE,
+    IMAGE_VECTOR,
+    TEXT,
+    TEXT_VECTOR,
+    dense,
+    inline,
+    namespace,
+    ns_spec,
+    sparse,
+)
 from qdrant_client import models as qm
 from tests.seams import client_of
 
 from vectorschema.api import (
+    ABANDON_ANNOTATION,
+    APPLIED_METADATA_KEY,
     CONFIRM_ANNOTATION,
+    OPERATION_METADATA_KEY,
     OWNER_METADATA_KEY,
     OWNER_UID_METADATA_KEY,
     RETAINED_BY_METADATA_KEY,
@@ -41,6 +54,8 @@ from vectorschema.controller.backoff import RetryKind
 from vectorschema.controller.reconcile import reconcile
 from vectorschema.controller.results import Result
 from vectorschema.controller.status_writer import Conflict
+from vectorschema.core.operation import Intent, intent_metadata
+from vectorschema.core.planning import fingerprint, resolve_desired
 from vectorschema.core.policy import Policy
 from vectorschema.core.schema import Capabilities, CollectionSettings, ObservedCollection, VectorDef
 from vectorschema.k8s.connection import ConnectionUnavailable
@@ -596,7 +611,11 @@ def test_confirm_plan_applies_after_recording_the_intent(qdrant: ClientGateway) 
 
     assert is_ready(result.status)
     assert harness.log.index("write_intent") < harness.log.index("delete_vector")
-    assert harness.gateway.writes == ["delete_vector"]
+    # the operator's own record on the collection, the step, then the record goes and
+    # the plan is spent (on the collection, where no tenant writes)
+    assert harness.gateway.writes == ["set_metadata", "delete_vector", "set_metadata"]
+    assert OPERATION_METADATA_KEY not in live(qdrant).metadata
+    assert live(qdrant).metadata[APPLIED_METADATA_KEY] == [fingerprint]
     intent, step_done = harness.intents.written
     assert intent.operation is not None and step_done.operation is not None
     assert intent.operation.plan_fingerprint == fingerprint
@@ -657,7 +676,7 @@ def test_annotation_is_consumed_before_anything_runs(qdrant: ClientGateway) -> N
     assert is_ready(result.status)
     assert not result.remove_annotation  # already gone
     first = [c for c in harness.log if c in WRITES or c in ("write_intent", "consume_annotation")]
-    assert first[:3] == ["consume_annotation", "write_intent", "delete_vector"]
+    assert first[:4] == ["consume_annotation", "write_intent", "set_metadata", "delete_vector"]
     assert live(qdrant).names == ["text_v"]
 
 
@@ -735,7 +754,14 @@ def test_the_seed_example_waits_then_recreates_when_confirmed(qdrant: ClientGate
 
     assert is_ready(result.status)
     writes = [c for c in harness.log if c in WRITES or c == "write_intent"]
-    assert writes == ["write_intent", "delete_collection", "create_collection", "write_intent"]
+    assert writes == [
+        "write_intent",
+        "set_metadata",  # the record, on the collection about to be dropped
+        "delete_collection",
+        "create_collection",
+        "write_intent",
+        "set_metadata",  # the plan spent, on the new collection
+    ]
     report = result.status.last_reconfigure
     assert report is not None
     assert report.status == "reconfigured"
@@ -791,12 +817,10 @@ def test_crash_after_delete_collection_resumes_and_reports_the_recorded_operatio
 
     result, harness = run(qdrant, resource.model_copy(update={"status": intent}), now=LATER)
 
+    # Its record went with the dropped collection: the pass creates the missing
+    # collection as it would any (no approval needed), and keeps the recorded report.
     assert is_ready(result.status)
     assert harness.gateway.writes == ["create_collection"]
-    claim, done = harness.intents.written  # the claim, then the step done
-    assert claim.operation is not None and claim.operation.claims == 1
-    assert done.operation is not None and done.operation.done == [True]
-    assert harness.log.index("write_intent") < harness.log.index("create_collection")
     assert result.status.operation is None
     report = result.status.last_reconfigure
     assert report == intent.operation.result
@@ -804,7 +828,6 @@ def test_crash_after_delete_collection_resumes_and_reports_the_recorded_operatio
     assert report.previous_points_count == 40
     assert report.points_deleted == 40
     assert report.vectors_added == ["image_v"]
-    assert EventReason.RESUMED in [e.reason for e in result.events]
     observed = live(qdrant)
     assert observed.names == ["text_v", "image_v"]
     assert observed.metadata[OWNER_METADATA_KEY] == OWNER
@@ -817,7 +840,7 @@ def test_crash_before_the_first_write_resumes_the_same_plan(qdrant: ClientGatewa
     result, harness = run(qdrant, resource.model_copy(update={"status": intent}), now=LATER)
 
     assert is_ready(result.status)
-    assert harness.gateway.writes == ["delete_collection", "create_collection"]
+    assert harness.gateway.writes == ["delete_collection", "create_collection", "set_metadata"]
     assert result.status.last_reconfigure is not None
     assert result.status.last_reconfigure.previous_points_count == 40
     assert live(qdrant).points_count == 0
@@ -861,8 +884,11 @@ def test_recorded_operation_is_dropped_when_the_spec_moved_on(qdrant: ClientGate
 
     assert result.status.operation is None
     assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
-    assert harness.gateway.writes == []
-    assert live(qdrant) == before
+    assert harness.gateway.writes == ["set_metadata"]  # its record goes, nothing else
+    after = live(qdrant)
+    assert OPERATION_METADATA_KEY in before.metadata
+    assert OPERATION_METADATA_KEY not in after.metadata
+    assert (after.names, after.points_count) == (before.names, before.points_count)
 
 
 # --- drift ------------------------------------------------------------------------------
@@ -1030,6 +1056,37 @@ def recorded(
     )
 
 
+def record_on_collection(
+    qdrant: ClientGateway,
+    resource: NamespaceResource,
+    operation: Operation,
+    spec: Mapping[str, Any],
+) -> Operation:
+    """Write the operator's own record of `operation` on the collection, as a pass does
+    before its first step (what a resume trusts), for the desired schema of `spec`;
+    returns `operation` as status shows it."""
+    parsed = ns_spec(spec)
+    desired = fingerprint(
+        COLLECTION,
+        resolve_desired(parsed, PLUGINS),
+        None,
+        parsed.strategy,
+        qdrant.capabilities(),
+    )
+    intent = Intent(
+        uid=resource.metadata.uid or "",
+        plan=operation.plan_fingerprint,
+        desired=desired,
+        approved_by=operation.approved_by,
+        generation=operation.generation,
+        steps=tuple(operation.step_pairs),
+        connection=operation.connection,
+        started=operation.started,
+    )
+    qdrant.set_metadata(COLLECTION, intent_metadata(intent))
+    return operation.model_copy(update={"desired_fingerprint": desired})
+
+
 def with_operation(
     resource: NamespaceResource, operation: Operation, spec: Mapping[str, Any]
 ) -> NamespaceResource:
@@ -1085,7 +1142,8 @@ def test_every_destructive_step_rereads_ownership(qdrant: ClientGateway) -> None
     result = harness.run(
         next_pass(resource, None, {**BASE, "plugins": [{"name": "text"}], "confirm": True})
     )
-    assert harness.gateway.writes == ["delete_vector"]  # the second removal never ran
+    # the record, then the first removal; the second never ran
+    assert harness.gateway.writes == ["set_metadata", "delete_vector"]
     assert condition(result.status, "Stalled")[1] == Reason.OPERATION_HALTED
     op = result.status.operation
     assert op is not None and op.done == [True, False]
@@ -1117,7 +1175,7 @@ def test_a_withdrawn_approval_stops_the_next_step(qdrant: ClientGateway) -> None
         harness.run(
             next_pass(resource, None, {**BASE, "plugins": [{"name": "text"}], "confirm": True})
         )
-    assert harness.gateway.writes == ["delete_vector"]
+    assert harness.gateway.writes == ["set_metadata", "delete_vector"]
     assert sorted(live(qdrant).names) == ["sparse_v", "text_v"]
 
 
@@ -1128,6 +1186,7 @@ def test_a_stale_claim_resumes_nothing(qdrant: ClientGateway) -> None:
         [(ActionKind.REMOVE_VECTOR, "image_v", StepState.PENDING)],
         approved_by="confirm",
     )
+    op = record_on_collection(qdrant, resource, op, DROP_IMAGE)
     harness = Harness(qdrant)
 
     def stale(status: NamespaceStatus) -> None:
@@ -1163,6 +1222,7 @@ def test_a_recorded_operation_halts_without_its_approval_and_tells_the_truth(
         approved_by=approved_by,
         generation=1,
     )
+    op = record_on_collection(qdrant, resource, op, {**BASE, "plugins": [{"name": "image"}]})
     harness = Harness(qdrant)
     result = harness.run(
         with_operation(resource, op, {**BASE, "plugins": [{"name": "image"}], **spec})
@@ -1196,6 +1256,7 @@ def test_an_approved_operation_resumes_only_its_remaining_steps(qdrant: ClientGa
             (ActionKind.REPLACE_VECTOR, "image_v", StepState.PENDING),
         ],
     )
+    op = record_on_collection(qdrant, resource, op, {**BASE, "plugins": [{"name": "image"}]})
     harness = Harness(qdrant)
     result = harness.run(
         with_operation(
@@ -1205,7 +1266,8 @@ def test_an_approved_operation_resumes_only_its_remaining_steps(qdrant: ClientGa
         )
     )
     assert is_ready(result.status)
-    assert harness.gateway.writes == ["delete_vector", "create_vector"]  # the replace only
+    # the replace only, then the record goes
+    assert harness.gateway.writes == ["delete_vector", "create_vector", "set_metadata"]
     assert harness.log.index("write_intent") < harness.log.index("delete_vector")
     claim = harness.intents.written[0].operation
     assert claim is not None and claim.claims == 1
@@ -1229,12 +1291,14 @@ def test_an_operation_whose_plan_changed_is_closed_with_what_really_ran(
         ],
         approved_by="confirm",
     )
+    op = record_on_collection(qdrant, resource, op, {**BASE, "plugins": [{"name": "image"}]})
     harness = Harness(qdrant)
     keep_image = {**BASE, "plugins": [IMAGE_5], "confirm": True}
     result = harness.run(with_operation(resource, op, keep_image))
     assert is_ready(result.status)
     assert result.status.operation is None
-    assert harness.gateway.writes == []
+    assert harness.gateway.writes == ["set_metadata"]  # its record goes, nothing else
+    assert OPERATION_METADATA_KEY not in live(qdrant).metadata
     report = result.status.last_reconfigure
     assert report is not None
     assert report.vectors_removed == ["text_v"] and report.vectors_replaced == []
@@ -1329,3 +1393,128 @@ def test_vector_settings_qdrant_cannot_take_are_refused_before_any_write(
     assert stalled is not None and "sparse vectors have no HNSW graph" in stalled.message
     assert harness.gateway.writes == [] and harness.intents.written == []
     assert live(qdrant).names == ["text_v"]
+
+
+# --- status is not an approval (issue 17, item 1) ---------------------------------------
+#
+# A tenant may hold write on `namespaces/status`: whatever it writes there may make status
+# lie about its own resource, but never causes a Qdrant write.
+
+
+def forged(resource: NamespaceResource, operation: Operation) -> NamespaceResource:
+    """`resource` as the next pass reads it after someone wrote `operation` into its
+    status (the spec, and so the generation, unchanged)."""
+    status = (resource.status or NamespaceStatus()).model_copy(update={"operation": operation})
+    return resource.model_copy(update={"status": status})
+
+
+@pytest.mark.parametrize("approved_by", ["annotation", "confirm", "confirmPlan"])
+def test_a_forged_operation_in_status_writes_nothing(
+    qdrant: ClientGateway, approved_by: str
+) -> None:
+    """The issue's run: a plan awaits confirmation; an operation record with the current
+    generation and the plan's removeVector step is written into status; nothing approved
+    it in spec or annotations."""
+    resource = with_image_points(qdrant)
+    pending, _ = run(qdrant, next_pass(resource, None, DROP_IMAGE))
+    assert pending.status.plan is not None
+    fp = pending.status.plan.fingerprint
+    waiting = next_pass(next_pass(resource, None, DROP_IMAGE), pending)
+    op = recorded(
+        fp,
+        [(ActionKind.REMOVE_VECTOR, "image_v", StepState.PENDING)],
+        approved_by=approved_by,
+        generation=waiting.metadata.generation or 0,
+    )
+
+    result, harness = run(qdrant, forged(waiting, op), now=LATER)
+
+    assert harness.gateway.writes == [], "a forged status.operation caused a Qdrant write"
+    assert sorted(live(qdrant).names) == ["image_v", "text_v"]
+    assert live(qdrant).points_count == 30
+    assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
+    assert result.status.operation is None
+    ignored = [e for e in result.events if e.reason == EventReason.IGNORED]
+    assert ignored and "status is not an approval" in ignored[0].message
+
+
+def test_a_record_of_another_resource_resumes_nothing(qdrant: ClientGateway) -> None:
+    """A record on the collection binds one resource (UID): an earlier resource's is not
+    this one's approval."""
+    resource = with_image_points(qdrant)
+    pending, _ = run(qdrant, next_pass(resource, None, DROP_IMAGE))
+    assert pending.status.plan is not None
+    waiting = next_pass(next_pass(resource, None, DROP_IMAGE), pending)
+    op = recorded(
+        pending.status.plan.fingerprint,
+        [(ActionKind.REMOVE_VECTOR, "image_v", StepState.PENDING)],
+        approved_by="annotation",
+        generation=waiting.metadata.generation or 0,
+    )
+    earlier = waiting.model_copy(
+        update={"metadata": waiting.metadata.model_copy(update={"uid": "uid-0"})}
+    )
+    op = record_on_collection(qdrant, earlier, op, DROP_IMAGE)
+
+    result, harness = run(qdrant, forged(waiting, op), now=LATER)
+
+    assert harness.gateway.writes == []
+    assert sorted(live(qdrant).names) == ["image_v", "text_v"]
+    assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
+
+
+def test_a_spent_confirm_plan_stays_spent_when_status_forgets_it(qdrant: ClientGateway) -> None:
+    resource = with_image_points(qdrant)
+    pending, _ = run(qdrant, next_pass(resource, None, DROP_IMAGE))
+    assert pending.status.plan is not None
+    fp = pending.status.plan.fingerprint
+    spec = {**DROP_IMAGE, "confirmPlan": fp}
+    applied, _ = run(qdrant, next_pass(resource, pending, spec))
+    assert applied.status.applied_plans == [fp]
+    assert live(qdrant).metadata[APPLIED_METADATA_KEY] == [fp]
+    qdrant.create_vector(COLLECTION, VectorDef("image_v", I.type, 3, I.distance))  # by hand
+    forgetful = applied.status.model_copy(update={"applied_plans": None})
+
+    result, harness = run(qdrant, next_pass(resource, Result(status=forgetful), spec))
+
+    assert harness.gateway.writes == [], "clearing status.appliedPlans re-armed confirmPlan"
+    assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
+    ready = result.status.condition("Ready")
+    assert ready is not None and "was spent" in ready.message
+    assert sorted(live(qdrant).names) == ["image_v", "text_v"]
+
+
+def test_an_operation_is_abandoned_with_the_annotation(qdrant: ClientGateway) -> None:
+    """No right on status is needed to give up an operation: the annotation names it."""
+    resource = create_ready(qdrant, {**BASE, "plugins": [{"name": "text"}, IMAGE_5]})
+    qdrant.delete_vector(COLLECTION, "text_v")  # its first step ran
+    op = recorded(
+        "0123456789abcdef",
+        [
+            (ActionKind.REMOVE_VECTOR, "text_v", StepState.DONE),
+            (ActionKind.REPLACE_VECTOR, "image_v", StepState.PENDING),
+        ],
+        approved_by="confirm",
+    )
+    spec = {**BASE, "plugins": [{"name": "image"}]}  # confirm withdrawn
+    op = record_on_collection(qdrant, resource, op, spec)
+    halted, _ = run(qdrant, with_operation(resource, op, spec))
+    assert condition(halted.status, "Stalled")[1] == Reason.OPERATION_HALTED
+    stalled = halted.status.condition("Stalled")
+    assert stalled is not None and f"{ABANDON_ANNOTATION}={op.plan_fingerprint}" in stalled.message
+    assert "remove status.operation" not in stalled.message
+
+    abandoning = next_pass(
+        with_operation(resource, op, spec),
+        halted,
+        annotations={ABANDON_ANNOTATION: op.plan_fingerprint},
+    )
+    result, harness = run(qdrant, abandoning, now=LATER)
+
+    assert harness.gateway.writes == ["set_metadata"]  # its record goes, nothing else runs
+    assert OPERATION_METADATA_KEY not in live(qdrant).metadata
+    assert result.status.operation is None
+    assert live(qdrant).by_name["image_v"].size == 5
+    # what remains is a plan of its own, waiting for its own approval
+    assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
+    assert EventReason.ABANDONED in [e.reason for e in result.events]

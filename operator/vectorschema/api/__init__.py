@@ -20,7 +20,9 @@ from vectorschema.api.conditions import (
     timestamp,
 )
 from vectorschema.api.constants import (
+    ABANDON_ANNOTATION,
     API_VERSION,
+    APPLIED_METADATA_KEY,
     CATEGORY,
     COLLECTION_NAME_PATTERN,
     CONFIRM_ANNOTATION,
@@ -33,6 +35,7 @@ from vectorschema.api.constants import (
     NAMESPACE_RESOURCE,
     NAMESPACE_SHORT,
     NAMESPACE_SINGULAR,
+    OPERATION_METADATA_KEY,
     OWNER_METADATA_KEY,
     OWNER_UID_METADATA_KEY,
     PLUGIN_KIND,
@@ -82,7 +85,9 @@ from vectorschema.api.vectors import (
 )
 
 __all__ = [
+    "ABANDON_ANNOTATION",
     "API_VERSION",
+    "APPLIED_METADATA_KEY",
     "CATEGORY",
     "COLLECTION_NAME_PATTERN",
     "CONDITION_TYPES",
@@ -96,6 +101,7 @@ __all__ = [
     "NAMESPACE_RESOURCE",
     "NAMESPACE_SHORT",
     "NAMESPACE_SINGULAR",
+    "OPERATION_METADATA_KEY",
     "OWNER_METADATA_KEY",
     "OWNER_UID_METADATA_KEY",
     "PLUGIN_KIND",

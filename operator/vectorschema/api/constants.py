@@ -23,6 +23,9 @@ PLUGIN_RESOURCE = f"{PLUGIN_PLURAL}.{GROUP}"
 
 # Annotation that approves exactly one plan, once (removed by the operator after use).
 CONFIRM_ANNOTATION = f"{GROUP}/confirm"
+# Annotation that abandons the recorded operation whose plan fingerprint it holds (the
+# way to give up an interrupted operation without any right on status).
+ABANDON_ANNOTATION = f"{GROUP}/abandon"
 # Finalizer guarding the Qdrant collection of a Namespace.
 FINALIZER = f"{GROUP}/collection"
 # Keys stamped into the Qdrant collection's metadata.
@@ -32,6 +35,11 @@ OWNER_UID_METADATA_KEY = f"{GROUP}/owner-uid"
 # collection stays its Kubernetes namespace's (only that namespace may adopt it).
 RETAINED_BY_METADATA_KEY = f"{GROUP}/retained-by"
 RETAINED_UID_METADATA_KEY = f"{GROUP}/retained-uid"
+# The operator's own records, kept in the collection's metadata where a tenant (who can
+# write the Namespace resource and, maybe, its status) cannot write: the operation it
+# started and may resume, and the plans whose approval is spent.
+OPERATION_METADATA_KEY = f"{GROUP}/operation"
+APPLIED_METADATA_KEY = f"{GROUP}/applied-plans"
 
 # A Qdrant vector name or collection name we accept: letters, digits, '_', '-', '.'.
 VECTOR_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"

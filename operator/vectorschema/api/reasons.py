@@ -52,6 +52,8 @@ class EventReason(StrEnum):
     RECONFIGURED = "Reconfigured"
     COLLECTION_CREATED = "CollectionCreated"
     RESUMED = "OperationResumed"
+    ABANDONED = "OperationAbandoned"
+    IGNORED = "OperationIgnored"
     DRIFT = "DriftDetected"
     DELETED = "CollectionDeleted"
     RETAINED = "CollectionRetained"

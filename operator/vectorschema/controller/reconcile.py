@@ -29,7 +29,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from vectorschema.api import (
+    ABANDON_ANNOTATION,
     CONFIRM_ANNOTATION,
+    OPERATION_METADATA_KEY,
+    ActionKind,
     EventReason,
     LastReconfigure,
     NamespaceResource,
@@ -48,7 +51,16 @@ from vectorschema.controller.executor import perform
 from vectorschema.controller.results import Event, Result
 from vectorschema.core.actions import Action, AtRisk, CreateCollection, Plan
 from vectorschema.core.approval import ApprovedBy, approval, needs_approval, still_approves
-from vectorschema.core.operation import continuation, partial_report, progress
+from vectorschema.core.operation import (
+    Intent,
+    applied_plans,
+    continuation,
+    finished_metadata,
+    intent_metadata,
+    partial_report,
+    progress,
+    recorded_intent,
+)
 from vectorschema.core.ownership import (
     adoption_metadata,
     needs_stamp,
@@ -148,6 +160,8 @@ class Pass:
         self.result = Result(status=self.status)
         self.collection = resource.collection_name
         self.annotation = resource.metadata.annotations.get(CONFIRM_ANNOTATION)
+        #: The report of a recreate interrupted after its drop (see `_unrecorded`).
+        self._interrupted: LastReconfigure | None = None
 
     # -- the pass -------------------------------------------------------------------------
 
@@ -216,8 +230,18 @@ class Pass:
             self._stalled(Reason.INVALID_SPEC, f"spec.plugins: {exc}")
             return
 
-        operation = self.old.operation
-        if operation is not None and self._continue(desired, capabilities, observed, operation):
+        metadata = observed.metadata if observed is not None else {}
+        intent = recorded_intent(metadata, resource.metadata.uid)
+        abandon = resource.metadata.annotations.get(ABANDON_ANNOTATION)
+        if intent is not None and abandon == intent.plan:
+            self._abandon(intent.plan, observed, recorded=True)
+            intent = None
+        if intent is not None:
+            if self._continue(desired, capabilities, observed, intent):
+                return
+        elif self.old.operation is not None and self._unrecorded(
+            self.old.operation, observed, abandon
+        ):
             return
 
         plan = make_plan(
@@ -237,7 +261,9 @@ class Pass:
             self._finish(observed, order=desired.names, touched=False)
             return
 
-        verdict = approval(plan, spec, self.annotation, status.applied_plans)
+        # Spent approvals: the operator's record on the collection; status can only add.
+        spent = [*applied_plans(metadata), *(status.applied_plans or [])]
+        verdict = approval(plan, spec, self.annotation, spent)
         if not verdict.approved:
             detail = verdict.message
             if self.annotation is not None and self.annotation != plan.fingerprint:
@@ -250,36 +276,65 @@ class Pass:
             return
 
         outcome = report(plan, desired, observed, spec, time=timestamp(self.now))
+        if self._interrupted is not None and plan.creates:
+            outcome = self._interrupted
         approved = needs_approval(plan, spec.strategy)
+        stamp = not plan.recreates  # a recreate stamps the new collection itself
         if approved:
             if verdict.by is ApprovedBy.ANNOTATION:
                 # Spent before anything runs: if it cannot be removed, nothing runs.
                 self.consume_annotation()
             assert verdict.by is not None and verdict.by is not ApprovedBy.NOT_NEEDED
+            intent = Intent(
+                uid=resource.metadata.uid or "",
+                plan=plan.fingerprint,
+                desired=self._desired_fingerprint(desired, capabilities),
+                approved_by=verdict.by.value,
+                generation=resource.metadata.generation,
+                steps=tuple((a.kind.value, a.name or None) for a in plan.actions),
+                connection=self.connection,
+                started=timestamp(self.now),
+            )
             status.operation = Operation(
                 plan_fingerprint=plan.fingerprint,
-                started=timestamp(self.now),
+                started=intent.started,
                 collection=self.collection,
                 connection=self.connection,
                 approved_by=verdict.by.value,
-                generation=resource.metadata.generation,
+                generation=intent.generation,
                 steps=[OperationStep(action=a.kind, vector=a.name or None) for a in plan.actions],
-                desired_fingerprint=self._desired_fingerprint(desired, capabilities),
+                desired_fingerprint=intent.desired,
                 result=outcome,
             )
             self._reconciling(
                 Reason.APPLYING, f"applying plan {plan.fingerprint} ({verdict.message})"
             )
-            self.write_intent(status)
-        if not plan.recreates:  # a recreate stamps the new collection itself
+            self.write_intent(status)  # guarded: a pass working from an old read stops here
+            if observed is not None:
+                # The record a resume trusts, where no tenant writes (with the adoption
+                # stamps, when due, in the same call).
+                update = intent_metadata(intent)
+                if stamp and needs_stamp(resource, observed):
+                    update = {**adoption_metadata(resource), **update}
+                self.gateway.set_metadata(self.collection, update)
+                stamp = False
+        if stamp:
             self._stamp_adopted(observed)
         self._run_steps(plan.actions, range(len(plan.actions)))
         status.operation = None
         status.last_reconfigure = outcome
         if approved:
-            status.applied_plans = remember_applied(plan.fingerprint, status.applied_plans or [])
+            self.gateway.set_metadata(self.collection, finished_metadata(plan.fingerprint, spent))
+            status.applied_plans = remember_applied(plan.fingerprint, spent)
         created = EventReason.COLLECTION_CREATED if observed is None else EventReason.RECONFIGURED
-        self.result.events.append(Event("Normal", created, outcome.message))
+        message = outcome.message
+        if outcome is self._interrupted:
+            created = EventReason.RESUMED
+            message = (
+                f"finished plan {outcome.plan_fingerprint}, interrupted after dropping the "
+                f"collection: created it again; {outcome.message}"
+            )
+        self.result.events.append(Event("Normal", created, message))
         self._finish(None, order=desired.names)
 
     # -- recorded operations --------------------------------------------------------------
@@ -289,23 +344,17 @@ class Pass:
         desired: DesiredSchema,
         capabilities: Capabilities,
         observed: ObservedCollection | None,
-        operation: Operation,
+        intent: Intent,
     ) -> bool:
-        """Resume a recorded operation, or halt it. False: it no longer applies (the plan
-        changed since it started); it is closed, and the pass plans afresh."""
-        spec, status = self.resource.spec, self.status
-        fp = operation.plan_fingerprint
-        if operation.collection != self.collection:
-            moved = (
-                f"spec.collectionName changed since it started ({operation.collection!r} -> "
-                f"{self.collection!r})"
-            )
-            self._halt(operation, moved, observed)
-            return True
-        if operation.connection != self.connection:
-            self._halt(operation, "the Qdrant connection (spec.qdrant) changed", observed)
-            return True
+        """Resume the operation the operator recorded on the collection, or halt it.
 
+        It resumes only while the plan computed now is the recorded plan (same
+        fingerprint) or what remains of it (its steps not yet done, in order, for the same
+        desired schema), and the spec still approves it. False: it no longer applies (the
+        spec or the collection changed since it started); its record is removed, and the
+        pass plans afresh (what remains needs its own approval)."""
+        spec, status = self.resource.spec, self.status
+        fp = intent.plan
         plan = make_plan(
             self.collection,
             desired,
@@ -314,19 +363,29 @@ class Pass:
             capabilities=capabilities,
             last_applied=None,
         )
-        recorded_desired = operation.desired_fingerprint
-        current_desired = self._desired_fingerprint(desired, capabilities)
-        fit = continuation(
-            operation.step_pairs,
-            operation.done,
-            [(a.kind.value, a.name or None) for a in plan.actions],
-            same_desired=recorded_desired == current_desired,
-        )
-        if fit is None or recorded_desired not in (None, current_desired):
+        operation = self._report_of(intent, plan, desired, observed)
+        if intent.connection != self.connection:
+            self._halt(operation, "the Qdrant connection (spec.qdrant) changed", observed)
+            return True
+
+        fit = None
+        if intent.desired == self._desired_fingerprint(desired, capabilities):
+            fit = continuation(
+                intent.steps,
+                [False] * len(intent.steps),  # which are done: the live collection tells
+                [(a.kind.value, a.name or None) for a in plan.actions],
+            )
+        if fit is None:
             # The spec or the collection changed since it started: what ran is reported
-            # as it is, and what is left is a new plan that needs its own approval.
+            # as it is (which steps are done: as status last showed them, a report only),
+            # and what is left is a new plan that needs its own approval.
+            shown = self.old.operation
+            if shown is not None and shown.step_pairs == operation.step_pairs:
+                operation.steps = [s.model_copy() for s in shown.steps]
             if any(operation.done):
                 status.last_reconfigure = self._partial(operation, observed)
+            if observed is not None:
+                self.gateway.set_metadata(self.collection, {OPERATION_METADATA_KEY: None})
             status.operation = None
             self.result.events.append(
                 Event(
@@ -339,18 +398,18 @@ class Pass:
             return False
 
         withdrawn = still_approves(
-            operation.approved_by,
+            intent.approved_by,
             fp,
             spec,
             generation=self.resource.metadata.generation,
-            recorded_generation=operation.generation,
+            recorded_generation=intent.generation,
         )
+        for index in fit.done:
+            self._mark_done(operation, index)
         if withdrawn is not None:
             self._halt(operation, withdrawn, observed)
             return True
 
-        for index in fit.done:
-            self._mark_done(operation, index)
         # Claim it: a write guarded by the version this pass read, so a replica (or a
         # pass) working from an older read does nothing.
         operation.claims += 1
@@ -363,9 +422,14 @@ class Pass:
         if not (plan.recreates or plan.creates):
             self._stamp_adopted(observed)
         self._run_steps(plan.actions, fit.steps)
+        spent = [
+            *applied_plans(observed.metadata if observed else {}),
+            *(status.applied_plans or []),
+        ]
+        self.gateway.set_metadata(self.collection, finished_metadata(fp, spent))
         status.operation = None
         status.last_reconfigure = operation.result
-        status.applied_plans = remember_applied(fp, status.applied_plans or [])
+        status.applied_plans = remember_applied(fp, spent)
         self.result.events.append(
             Event(
                 "Normal",
@@ -377,8 +441,105 @@ class Pass:
         self._finish(None, order=desired.names)
         return True
 
+    def _report_of(
+        self,
+        intent: Intent,
+        plan: Plan,
+        desired: DesiredSchema,
+        observed: ObservedCollection | None,
+    ) -> Operation:
+        """status.operation for the recorded `intent`, its steps all pending (the caller
+        marks those the live collection shows done). Everything that decides a resume
+        comes from `intent` and the live collection; from status only what is reported
+        (the outcome prepared before the first step, and the claims)."""
+        shown = self.old.operation
+        steps = [OperationStep(action=ActionKind(k), vector=v) for k, v in intent.steps]
+        result: LastReconfigure | None = None
+        claims = 0
+        if shown is not None and shown.plan_fingerprint == intent.plan:
+            result, claims = shown.result, shown.claims
+        if result is None:  # what remains of it, as far as the operator can tell now
+            result = report(plan, desired, observed, self.resource.spec, time=intent.started)
+            result = result.model_copy(update={"plan_fingerprint": intent.plan})
+        return Operation(
+            plan_fingerprint=intent.plan,
+            started=intent.started,
+            collection=self.collection,
+            connection=intent.connection,
+            approved_by=intent.approved_by,  # one of the three (checked by parse)
+            generation=intent.generation,
+            steps=steps,
+            desired_fingerprint=intent.desired,
+            claims=claims,
+            result=result,
+        )
+
+    def _unrecorded(
+        self, operation: Operation, observed: ObservedCollection | None, abandon: str | None
+    ) -> bool:
+        """status.operation with no record of it on this collection. Status is a report,
+        never an approval: nothing of it runs. True: the pass stops here (halted).
+
+        - abandoned with the annotation: it goes;
+        - on another collection or connection (spec changed mid-way): halted, as a report
+          of what may be left half-done there;
+        - on this collection, its plan applied (the final status write was lost): done;
+        - the collection is gone: the pass creates it like any missing collection (the
+          report of an interrupted recreate is kept for the creation's);
+        - otherwise it is not the operator's record (written by hand): it goes, with a
+          Warning Event, and the pass plans afresh (any change needs its own approval).
+        """
+        fp = operation.plan_fingerprint
+        if abandon == fp:
+            self._abandon(fp, observed, recorded=False)
+            return False
+        if operation.collection != self.collection:
+            moved = (
+                f"spec.collectionName changed since it started ({operation.collection!r} -> "
+                f"{self.collection!r})"
+            )
+            self._halt(operation, moved, observed)
+            return True
+        if operation.connection != self.connection:
+            self._halt(operation, "the Qdrant connection (spec.qdrant) changed", observed)
+            return True
+        self.status.operation = None
+        if observed is None:
+            # Its record went with the collection (a recreate stopped between drop and
+            # create): the pass creates it as for any missing collection, by the usual rules.
+            if operation.step_pairs == [("recreateCollection", None)]:
+                self._interrupted = operation.result
+            return False
+        if fp in applied_plans(observed.metadata):
+            self.status.last_reconfigure = operation.result
+            return False
+        self.result.events.append(
+            Event(
+                "Warning",
+                EventReason.IGNORED,
+                f"status.operation (plan {fp}) is not recorded on collection "
+                f"{self.collection}: status is not an approval; nothing of it runs, planning "
+                "again",
+            )
+        )
+        return False
+
+    def _abandon(self, fp: str, observed: ObservedCollection | None, *, recorded: bool) -> None:
+        """The annotation abandons operation `fp`: its record goes, nothing more of it
+        runs; the pass plans afresh (what remains needs its own approval)."""
+        if recorded and observed is not None:
+            self.gateway.set_metadata(self.collection, {OPERATION_METADATA_KEY: None})
+        self.status.operation = None
+        self.result.events.append(
+            Event(
+                "Normal",
+                EventReason.ABANDONED,
+                f"operation {fp} abandoned ({ABANDON_ANNOTATION}={fp}); planning again",
+            )
+        )
+
     def _halt(self, operation: Operation, why: str, observed: ObservedCollection | None) -> None:
-        """Stop a recorded operation: it stays in status, and status tells the truth."""
+        """Stop a recorded operation: it stays recorded, and status tells the truth."""
         status = self.status
         fp = operation.plan_fingerprint
         status.plan = None
@@ -388,8 +549,8 @@ class Pass:
         message = (
             f"operation {fp} (approved by {operation.approved_by}) halted: {why}; "
             f"{progress(operation.step_pairs, operation.done)}. To finish it, approve plan "
-            f"{fp} again on the same collection and connection; to abandon it, remove "
-            "status.operation"
+            f"{fp} again on the same collection and connection; to abandon it, annotate "
+            f"{ABANDON_ANNOTATION}={fp}"
         )
         before = self.old.condition("Stalled")
         if before is None or before.reason != Reason.OPERATION_HALTED:

@@ -15,14 +15,28 @@ gives the actions still needed; each must continue a recorded step that is not d
 
 An action that continues no remaining step means the world moved on (the spec or the
 collection changed): the operation cannot be resumed as approved.
+
+Status is a report, not an authority: a tenant may be able to write `status.operation` and
+`status.appliedPlans`. The operator's own record of an operation (`Intent`) and of the
+plans it applied (`applied_plans`) live in the collection's Qdrant metadata, which only
+the operator writes; an operation resumes only from that record (see `recorded_intent`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from vectorschema.api import LastReconfigure
+from vectorschema.api import (
+    APPLIED_METADATA_KEY,
+    FINGERPRINT_PATTERN,
+    OPERATION_METADATA_KEY,
+    LastReconfigure,
+)
+from vectorschema.api.status import APPLIED_PLANS_KEPT
+from vectorschema.core.policy import remember_applied
 
 Step = tuple[str, str | None]
 
@@ -36,6 +50,115 @@ _CONTINUES: dict[str, tuple[str, ...]] = {
     "updateVector": ("updateVector",),
 }
 _COLLECTION_ACTIONS = ("createCollection", "recreateCollection")
+
+
+_FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
+_APPROVERS = ("confirm", "confirmPlan", "annotation")
+#: Bounds of a record read back from metadata (anything larger is not the operator's).
+_MAX_STEPS = 1024
+
+
+@dataclass(frozen=True)
+class Intent:
+    """The operator's record of an operation it started, kept in the collection's
+    metadata (`OPERATION_METADATA_KEY`) before the first step and removed after the last.
+
+    `uid` binds it to one resource; `plan` is the fingerprint of the approved plan,
+    `desired` that of the desired schema it was approved for; `approved_by` and
+    `generation` say what approved it; `steps` are the plan's steps in order.
+    """
+
+    uid: str
+    plan: str
+    desired: str
+    approved_by: str
+    generation: int | None
+    steps: tuple[Step, ...]
+    connection: str
+    started: str
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON kept in the collection's metadata."""
+        return {
+            "uid": self.uid,
+            "plan": self.plan,
+            "desired": self.desired,
+            "approvedBy": self.approved_by,
+            "generation": self.generation,
+            "steps": [[kind, vector] for kind, vector in self.steps],
+            "connection": self.connection,
+            "started": self.started,
+        }
+
+    @classmethod
+    def parse(cls, raw: Any) -> Intent | None:
+        """The record, or None when `raw` is not one the operator wrote."""
+        if not isinstance(raw, Mapping):
+            return None
+        steps = raw.get("steps")
+        generation = raw.get("generation")
+        texts = [raw.get(k) for k in ("uid", "plan", "desired", "approvedBy", "connection")]
+        if (
+            not all(isinstance(t, str) for t in texts)
+            or not isinstance(raw.get("started", ""), str)
+            or not _FINGERPRINT.match(str(raw.get("plan")))
+            or not _FINGERPRINT.match(str(raw.get("desired")))
+            or raw.get("approvedBy") not in _APPROVERS
+            or not (generation is None or type(generation) is int)
+            or not isinstance(steps, list)
+            or not 0 < len(steps) <= _MAX_STEPS
+        ):
+            return None
+        parsed: list[Step] = []
+        for step in steps:
+            if (
+                not isinstance(step, list)
+                or len(step) != 2
+                or not isinstance(step[0], str)
+                or not (step[1] is None or isinstance(step[1], str))
+            ):
+                return None
+            parsed.append((step[0], step[1]))
+        return cls(
+            uid=str(raw["uid"]),
+            plan=str(raw["plan"]),
+            desired=str(raw["desired"]),
+            approved_by=str(raw["approvedBy"]),
+            generation=generation,
+            steps=tuple(parsed),
+            connection=str(raw["connection"]),
+            started=str(raw.get("started", "")),
+        )
+
+
+def recorded_intent(metadata: Mapping[str, Any], uid: str | None) -> Intent | None:
+    """The operation the operator recorded on this collection for the resource `uid`
+    (None: none, or one of another resource, or not a record the operator wrote)."""
+    intent = Intent.parse(metadata.get(OPERATION_METADATA_KEY))
+    if intent is None or intent.uid != (uid or ""):
+        return None
+    return intent
+
+
+def intent_metadata(intent: Intent) -> dict[str, Any]:
+    """The metadata update that records `intent`."""
+    return {OPERATION_METADATA_KEY: intent.wire()}
+
+
+def applied_plans(metadata: Mapping[str, Any]) -> list[str]:
+    """The plans the operator applied to this collection (newest first): spent approvals."""
+    raw = metadata.get(APPLIED_METADATA_KEY)
+    if not isinstance(raw, list):
+        return []
+    return [fp for fp in raw if isinstance(fp, str) and _FINGERPRINT.match(fp)][:APPLIED_PLANS_KEPT]
+
+
+def finished_metadata(fingerprint: str, applied: Iterable[str]) -> dict[str, Any]:
+    """The metadata update once an operation is done: its record goes, its plan is spent."""
+    return {
+        OPERATION_METADATA_KEY: None,
+        APPLIED_METADATA_KEY: remember_applied(fingerprint, applied),
+    }
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vectorschema.api import (
+    OPERATION_METADATA_KEY,
     OWNER_METADATA_KEY,
     OWNER_UID_METADATA_KEY,
     RETAINED_BY_METADATA_KEY,
@@ -52,8 +53,10 @@ def adoption_metadata(resource: NamespaceResource) -> dict[str, Any]:
 
 def release_metadata(resource: NamespaceResource) -> dict[str, Any]:
     """The metadata update of a Retain release: the owner stamps go, the retained-by
-    stamps say whose namespace the collection stays with."""
+    stamps say whose namespace the collection stays with; an operation recorded by the
+    resource goes with it."""
     return {
+        OPERATION_METADATA_KEY: None,
         OWNER_METADATA_KEY: None,
         OWNER_UID_METADATA_KEY: None,
         RETAINED_BY_METADATA_KEY: resource.owner_id,

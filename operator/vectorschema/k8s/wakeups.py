@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from vectorschema.api import CONFIRM_ANNOTATION
+from vectorschema.api import ABANDON_ANNOTATION, CONFIRM_ANNOTATION
 from vectorschema.controller.backoff import Backoff, RetryKind
 from vectorschema.controller.results import Event, Result
 from vectorschema.k8s.retries import KubeUnavailable
@@ -35,7 +35,8 @@ class Wakeups:
     """Per-operator wake-up state: one in kopf's `memo` (see `handlers.configure`)."""
 
     wakers: dict[Key, asyncio.Event] = field(default_factory=dict)
-    #: What each Namespace's last event showed: (generation, approval annotation).
+    #: What each Namespace's last event showed: (generation, approval and abandon
+    #: annotations).
     seen: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
     #: Reconcile passes per Namespace, and wake-ups by cause (observability).
     passes: Counter[Key] = field(default_factory=Counter)
@@ -54,10 +55,16 @@ class Wakeups:
             waker.set()
 
     def namespace_event(self, key: Key, event_type: str | None, body: Mapping[str, Any]) -> bool:
-        """A Namespace event: wake its loop when the spec (generation) or the approval
-        annotation changed, not on status writes or kopf's bookkeeping. True if woken."""
+        """A Namespace event: wake its loop when the spec (generation), the approval
+        or the abandon annotation changed, not on status writes or kopf's bookkeeping. True if
+        woken."""
         meta = body.get("metadata", {})
-        seen = (meta.get("generation"), (meta.get("annotations") or {}).get(CONFIRM_ANNOTATION))
+        annotations = meta.get("annotations") or {}
+        seen = (
+            meta.get("generation"),
+            annotations.get(CONFIRM_ANNOTATION),
+            annotations.get(ABANDON_ANNOTATION),
+        )
         woken = self.seen.get(key) != seen
         if woken:
             self.seen[key] = seen
