@@ -65,6 +65,7 @@ from vectorschema.controller.passes import run_pass
 from vectorschema.core.operation import Intent, intent_metadata
 from vectorschema.core.planning import fingerprint, resolve_desired
 from vectorschema.core.policy import Policy
+from vectorschema.core.schema import VectorDef
 from vectorschema.k8s import kube
 from vectorschema.k8s.connection import connection_id, connectors
 from vectorschema.qdrant.client import ClientGateway
@@ -278,6 +279,39 @@ def outcome(fp: str, **fields: Any) -> dict[str, Any]:
     return base
 
 
+def plan_comes_back(
+    kubectl: KubectlFn,
+    qdrant: ClientGateway,
+    ns: str,
+    name: str,
+    kw_def: VectorDef,
+    applied_at: str,
+) -> dict[str, Any]:
+    """Someone with Qdrant access re-adds kw_v1 to `ns`_`name` and fills it: the plan
+    applied at `applied_at` (same fingerprint) comes back. The object once it waits again,
+    or once it ran again."""
+    collection = f"{ns}_{name}"
+    qdrant.create_vector(collection, kw_def)
+    seed(
+        qdrant,
+        collection,
+        20,
+        text_v1=[1.0] * 8,
+        kw_v1=qm.SparseVector(indices=[3], values=[1.0]),
+    )
+    return until(
+        kubectl,
+        ns,
+        name,
+        lambda o: (
+            condition(o, "Ready").get("reason") == "AwaitingConfirmation"
+            or o["status"]["lastReconfigure"]["time"] != applied_at
+        ),
+        60,
+        "the recurring plan to wait (or run)",
+    )
+
+
 def everything_shown(kubectl: KubectlFn, ns: str, name: str) -> str:
     """Status and Events of a Namespace resource, as text (to grep for a secret)."""
     shown = [json.dumps(events(kubectl, ns, name))]
@@ -351,20 +385,9 @@ def test_leftover_operation_never_bypasses_ownership(
 def test_withdrawn_approval_halts_the_recorded_operation(
     kubectl: KubectlFn, qdrant: ClientGateway, victim: str
 ) -> None:
-    doc = namespace_doc(victim, "shrink", plugins=[TEXT, KEYWORDS])
-    apply(kubectl, doc)
-    ready(kubectl, victim, "shrink")
+    obj = shrinking(kubectl, qdrant, victim, "shrink")
+    doc = namespace_doc(victim, "shrink", plugins=[TEXT])
     collection = f"{victim}_shrink"
-    seed(
-        qdrant,
-        collection,
-        30,
-        text_v1=[1.0] * 8,
-        kw_v1=qm.SparseVector(indices=[1, 2], values=[1.0, 2.0]),
-    )
-    doc["spec"]["plugins"] = [TEXT]
-    apply(kubectl, doc)
-    obj = awaiting(kubectl, victim, "shrink")
     fp = obj["status"]["plan"]["fingerprint"]
 
     # confirm: true was set, the intent recorded, and the first step hit an outage; the
@@ -648,25 +671,7 @@ def test_approvals_are_spent_once(kubectl: KubectlFn, qdrant: ClientGateway, vic
     applied_at = obj["status"]["lastReconfigure"]["time"]
 
     # Someone re-adds kw_v1 by hand and fills it: the same plan (same fingerprint) again.
-    qdrant.create_vector(collection, kw_def)
-    seed(
-        qdrant,
-        collection,
-        20,
-        text_v1=[1.0] * 8,
-        kw_v1=qm.SparseVector(indices=[3], values=[1.0]),
-    )
-    obj = until(
-        kubectl,
-        victim,
-        "replay",
-        lambda o: (
-            condition(o, "Ready").get("reason") == "AwaitingConfirmation"
-            or o["status"]["lastReconfigure"]["time"] != applied_at
-        ),
-        60,
-        "the recurring plan to wait (or run)",
-    )
+    obj = plan_comes_back(kubectl, qdrant, victim, "replay", kw_def, applied_at)
     live = qdrant.observe(collection)
     assert live is not None and sorted(live.names) == ["kw_v1", "text_v1"], (
         "the spent confirmPlan approved the same plan again: kw_v1, filled by hand, was deleted"
@@ -1078,25 +1083,7 @@ def test_clearing_applied_plans_does_not_rearm_a_spent_confirm_plan(
     assert "appliedPlans" not in vns(kubectl, victim, "rearm")["status"]
     # ... and the same plan comes back (kw_v1 re-added and filled by someone with Qdrant
     # access): the same fingerprint again.
-    qdrant.create_vector(collection, sparse_kw)
-    seed(
-        qdrant,
-        collection,
-        20,
-        text_v1=[1.0] * 8,
-        kw_v1=qm.SparseVector(indices=[3], values=[1.0]),
-    )
-    obj = until(
-        kubectl,
-        victim,
-        "rearm",
-        lambda o: (
-            condition(o, "Ready").get("reason") == "AwaitingConfirmation"
-            or o["status"]["lastReconfigure"]["time"] != applied_at
-        ),
-        60,
-        "the recurring plan to wait (or run)",
-    )
+    obj = plan_comes_back(kubectl, qdrant, victim, "rearm", sparse_kw, applied_at)
     live = qdrant.observe(collection)
     assert live is not None and sorted(live.names) == ["kw_v1", "text_v1"], (
         "clearing status.appliedPlans re-armed the spent confirmPlan: kw_v1 was deleted"
