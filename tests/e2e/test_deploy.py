@@ -927,7 +927,7 @@ spec:
 def test_documented_uninstall_order(
     plane: ControlPlane, kc: Kubectl, installed: Any, tmp_path: Path, wait_for: WaitFor
 ) -> None:
-    """README, "Uninstall": 1. delete the Namespace resources while the operator runs (each
+    """docs/how-to/uninstall.md: 1. delete the Namespace resources while the operator runs (each
     one's deletionPolicy decides its collection); 2. `kubectl delete -k manifests/operator`;
     3. delete vectorschema's two CRDs. Each step returns promptly (no finalizer is left to
     wait for), kopf's peering CRDs, shared with other operators, stay."""

@@ -221,7 +221,8 @@ def test_two_replicas_with_peering_never_both_act(plane: ControlPlane, tmp_path:
         return op
 
     # The serving replica first, then the standby (a rolling start). Two replicas started
-    # at the same instant both serve until each has seen the other (README, Reliability).
+    # at the same instant both serve until each has seen the other
+    # (docs/explanation/reliability.md).
     replicas: dict[int, OperatorProcess] = {}
     try:
         replicas[200] = start(200, 1)

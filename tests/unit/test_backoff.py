@@ -34,7 +34,8 @@ def test_no_schedule_allows_a_tight_loop(failure: RetryKind) -> None:
 
 
 def test_the_documented_schedule() -> None:
-    """The README's table, row for row: change both or neither."""
+    """The documented schedule, row for row (also in the backoff docstring; the docs page is
+    generated from SCHEDULES): a change here is a change of behaviour users rely on."""
     assert {
         RetryKind.UNAVAILABLE: Schedule(2.0, 2.0, 300.0),
         RetryKind.REJECTED: Schedule(30.0, 30.0, 900.0),

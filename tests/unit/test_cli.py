@@ -657,7 +657,7 @@ def test_bad_yaml_on_stdin_names_stdin(
 def test_the_sample_manifests_directory_plans_cleanly(
     capsys: pytest.CaptureFixture[str], qdrant: ClientGateway
 ) -> None:
-    """`-f manifests/samples/`, as the README shows it: every .yaml file of the directory,
+    """`-f manifests/samples/`, as the docs show it: every .yaml file of the directory,
     the core v1 Namespace among them skipped."""
     code, plan = plan_json(capsys, str(SAMPLES), qdrant)
     assert code == 0

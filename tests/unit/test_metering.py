@@ -1,6 +1,7 @@
 """What the operator counts (controller.metering) and how it shows it (k8s.metrics):
 each pass's result class, the Namespace gauges, deleted points, and every Qdrant call
-through `MeteredGateway`, with exactly the metric names the README lists."""
+through `MeteredGateway`, with exactly the metric names the docs list
+(docs/reference/metrics.md)."""
 
 from __future__ import annotations
 

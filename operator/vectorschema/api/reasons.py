@@ -1,7 +1,8 @@
 """Condition reasons and Event reasons: CamelCase constants, in one place.
 
-Every reason a user can see in `kubectl get vns` / `kubectl describe vns` is here, so the
-README's status contract and the code cannot drift apart. Imports nothing.
+Every reason a user can see in `kubectl get vns` / `kubectl describe vns` is here; the docs'
+reference page (docs/reference/reasons.md) is generated from this module by `make docs-gen`,
+so the docs and the code cannot drift apart. Imports nothing.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ retry is ever immediate). The draw is tenacity's `wait_random_exponential`, not 
 A success resets the resource's attempts; so does a change of failure kind (a conflict
 after an outage is retried quickly again).
 
-The schedules (seconds; also in the README):
+The schedules (seconds; docs/reference/retry-schedule.md is generated from `SCHEDULES`):
 
 | failure        | meaning                                    | floor | base | cap |
 |----------------|--------------------------------------------|-------|------|-----|
