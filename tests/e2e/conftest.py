@@ -45,6 +45,7 @@ from tests.e2e.operator_env import KUBECTL, Kubectl, run_kubectl
 
 from devenv import ControlPlane, ControlPlaneError, build_binaries, cannot_run_node
 from devenv.node import NODE_BUILD_SCRIPT
+from devenv.nodehost import leftovers
 
 START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_START_TIMEOUT", "90"))
 
@@ -89,6 +90,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from vectorschema.qdrant.pool import close_all
 
     close_all()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``node_lifecycle`` first: they start nodes of their own, and only one
+    node runs per machine (the session's ``node_cluster`` holds it until the end)."""
+    items.sort(key=lambda item: item.get_closest_marker("node_lifecycle") is None)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -165,7 +172,12 @@ def node_cluster(
             pytest.fail(str(exc), pytrace=False)
         yield plane
     finally:
+        node = plane.node
         plane.stop()
+    if node is not None:
+        left = leftovers(node.bin_dir, node.node_dir)
+        if left:
+            pytest.fail(f"the node's stop left traces behind: {left}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -36,8 +36,8 @@ The e2e fixture ``node_cluster`` (tests/e2e/conftest.py) is a session-wide plane
 
 from devenv.cli import export_line, main
 from devenv.controlplane import ControlPlane
-from devenv.errors import ControlPlaneError, PortInUseError
-from devenv.node import Node, NodeUnavailableError
+from devenv.errors import ControlPlaneError, NodeBusyError, NodeUnavailableError, PortInUseError
+from devenv.node import Node
 from devenv.nodeconfig import NETTEST_IMAGE, PAUSE_IMAGE
 from devenv.nodehost import cannot_run_node
 from devenv.pki import CertificateAuthority, build_kubeconfig
@@ -59,6 +59,7 @@ __all__ = [
     "ControlPlane",
     "ControlPlaneError",
     "Node",
+    "NodeBusyError",
     "NodeUnavailableError",
     "PortInUseError",
     "build_binaries",

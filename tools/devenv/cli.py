@@ -47,7 +47,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     bin_dir: Path | None = args.bin_dir
     if args.foreground:
         with state_lock(state_dir):
-            plane = ControlPlane(state_dir, bin_dir, port=args.port, node=args.node)
+            plane = ControlPlane(
+                state_dir, bin_dir, port=args.port, node=args.node, node_lock_timeout=args.node_wait
+            )
             t0 = time.monotonic()
             plane.start(timeout=args.timeout)
         _info(f"ready in {time.monotonic() - t0:.1f} s at {plane.server}; Ctrl-C stops it")
@@ -76,7 +78,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
             return 0
         if stop_state_dir(state_dir):
             _info("stopped an unhealthy earlier control plane from this state dir")
-        plane = ControlPlane(state_dir, bin_dir, port=args.port, detached=True, node=args.node)
+        plane = ControlPlane(
+            state_dir,
+            bin_dir,
+            port=args.port,
+            detached=True,
+            node=args.node,
+            node_lock_timeout=args.node_wait,
+        )
         t0 = time.monotonic()
         plane.start(timeout=args.timeout)
     _info(f"ready in {time.monotonic() - t0:.1f} s at {plane.server} (logs: {plane.logs_dir})")
@@ -145,6 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         type=str,
         help="start a node too: auto (when the host can; default), yes (or fail), no",
+    )
+    up.add_argument(
+        "--node-wait",
+        type=float,
+        default=0.0,
+        help="seconds to wait for another checkout's node to stop (default 0: do not wait)",
     )
     up.set_defaults(func=_cmd_up)
     down = sub.add_parser("down", help="stop the control plane of a state dir")

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devenv import cleanup
-from devenv.errors import ControlPlaneError, PortInUseError
+from devenv.errors import ControlPlaneError, NodeUnavailableError, PortInUseError
 from devenv.network import GATEWAY, SERVICE_CIDR
-from devenv.node import NODE_CONTROLLERS, Node, NodeUnavailableError
+from devenv.node import LOCK_TIMEOUT, NODE_CONTROLLERS, Node
 from devenv.paths import BUILD_SCRIPT, down_command
 from devenv.pki import CertificateAuthority, build_kubeconfig, cert_pem, key_pem, write_private
 from devenv.probes import build_binaries, client_ssl_context, https_get, summarize
@@ -82,6 +82,8 @@ class ControlPlane:
     Pods' gateway address (:data:`devenv.network.GATEWAY`) instead of 127.0.0.1.
     ``node="auto"`` does so when the host can and otherwise starts the plane alone
     (:attr:`node_unavailable` says why). :attr:`node` is the :class:`~devenv.node.Node`.
+    One node runs per machine: a second one waits ``node_lock_timeout`` s for the first to
+    stop, then fails (``node=True``) or starts no node (``"auto"``).
 
     ``audit_log=True`` makes the kube-apiserver write an audit log (JSON lines, level
     Metadata, one line per completed request, every user) to :attr:`audit_log_file`, for
@@ -97,6 +99,7 @@ class ControlPlane:
         detached: bool = False,
         audit_log: bool = False,
         node: bool | str = False,
+        node_lock_timeout: float = LOCK_TIMEOUT,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.audit_log = audit_log
@@ -109,6 +112,7 @@ class ControlPlane:
         self._ca: CertificateAuthority | None = None
         self._lock = threading.RLock()
         self._want_node = node
+        self._node_lock_timeout = node_lock_timeout
         #: The running node (``node=True``/``"auto"``), else ``None``.
         self.node: Node | None = None
         #: Why ``node="auto"`` started no node (``None`` if it did, or was not asked to).
@@ -306,7 +310,9 @@ class ControlPlane:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         address = "127.0.0.1"
         if self._want_node:
-            node = Node(self.state_dir, detached=self.detached)
+            node = Node(
+                self.state_dir, detached=self.detached, lock_timeout=self._node_lock_timeout
+            )
             try:
                 node.prepare()  # the bridge and its gateway address exist from here on
                 self.node, address = node, GATEWAY

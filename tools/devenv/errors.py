@@ -9,3 +9,11 @@ class ControlPlaneError(RuntimeError):
 
 class PortInUseError(ControlPlaneError):
     """A port the control plane needs is taken."""
+
+
+class NodeUnavailableError(ControlPlaneError):
+    """This host cannot run the local node now (the message says why)."""
+
+
+class NodeBusyError(NodeUnavailableError):
+    """Another local node runs on this machine (only one can)."""

@@ -8,6 +8,8 @@
   new one at once until ``resume()``. TLS passes through untouched: the API server's
   certificate is valid for 127.0.0.1, whichever port the client dials.
 - :func:`proxied_kubeconfig`: the admin kubeconfig, pointed at such a proxy.
+- :func:`crash`: SIGKILL every process of a plane and its node at once and forget them,
+  as when their launcher dies: the node's shims, Pods, mounts and rules stay behind.
 
 Stopping and starting one component is :meth:`ControlPlane.stop_component` /
 :meth:`ControlPlane.start_component`.
@@ -18,12 +20,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
+import signal
 import socket
 import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from devenv import cleanup
 from devenv.controlplane import ControlPlane
 from devenv.errors import ControlPlaneError
 from devenv.pki import write_private
@@ -56,6 +61,24 @@ def compact_etcd(plane: ControlPlane) -> int:
     revision = etcd_revision(plane)
     _etcd_post(plane, "/v3/kv/compaction", {"revision": str(revision), "physical": True})
     return revision
+
+
+def crash(plane: ControlPlane) -> None:
+    """SIGKILL every process of ``plane`` and of its node (kubelet, containerd, the lock
+    holder...) at once, and forget them: no clean-up runs. Container shims and Pods, which
+    run in their own sessions, survive, as after a real crash of the launcher."""
+    node = plane.node
+    procs = [*plane._procs, *(node._procs if node is not None else [])]
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+    for proc in procs:
+        proc.popen.wait()
+    plane._procs = []
+    plane.node = None
+    if node is not None:
+        node._procs, node._record = [], None
+    cleanup.unregister(plane)
 
 
 def proxied_kubeconfig(plane: ControlPlane, port: int, path: Path) -> Path:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from devenv import network, nodeconfig, nodehost, ociimage
-from devenv.errors import ControlPlaneError
+from devenv.errors import ControlPlaneError, NodeUnavailableError
 from devenv.nodeconfig import NETTEST_IMAGE, NODE_NAME, PAUSE_IMAGE, NodePaths
 from devenv.paths import TOOLS
 from devenv.pki import CertificateAuthority, build_kubeconfig, cert_pem, key_pem, write_private
@@ -66,10 +66,6 @@ NODE_CONTROLLERS = (
     # Lifts the ``node.kubernetes.io/not-ready`` taint the kubelet registers with.
     "node-lifecycle-controller",
 )
-
-
-class NodeUnavailableError(ControlPlaneError):
-    """This host cannot run the node (the message says why)."""
 
 
 class Node:
@@ -139,9 +135,16 @@ class Node:
             nodehost.write_record(self._record)
             images = next(bin_dir.glob("images-*"))
             self._spawn("node-lock", images / "pause", [], pass_fds=(fd,))
-        finally:
+        except BaseException:
             os.close(fd)
-        network.up()
+            self.stop()
+            raise
+        os.close(fd)  # the holder keeps the lock
+        try:
+            network.up()
+        except BaseException:
+            self.stop()
+            raise
 
     def apiserver_flags(self, ca: CertificateAuthority, ca_file: Path) -> list[str]:
         """kube-apiserver flags for ``kubectl logs/exec`` (its client certificate for the

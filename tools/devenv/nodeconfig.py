@@ -1,7 +1,8 @@
 """The configuration files of the local node's components (pure: text and dicts).
 
-Every path lives under the node's directory (:class:`NodePaths`), every
-address in the project's own ranges (:mod:`devenv.network`).
+Every path lives under the node's directory (:class:`NodePaths`; containerd's socket in
+the machine's node directory), every address in the project's own ranges
+(:mod:`devenv.network`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from devenv import network
+from devenv.nodehost import RUN_DIR
 
 NODE_NAME = "vectorschema-node"
 KUBELET_PORT = 10250
@@ -26,7 +28,10 @@ class NodePaths:
 
     @property
     def containerd_socket(self) -> Path:
-        return self.root / "containerd" / "containerd.sock"
+        """In the machine's node directory: a unix socket path may not exceed 104 bytes
+        (with ``.ttrpc``), which a state dir under pytest's tmp path would; one node per
+        machine makes a fixed path safe."""
+        return RUN_DIR / "containerd.sock"
 
     @property
     def resolv_conf(self) -> Path:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from devenv import network
-from devenv.errors import ControlPlaneError
+from devenv.errors import NodeBusyError
 from devenv.processes import pid_alive, stop_pid
 
 RUN_DIR = Path("/run/vectorschema-node")
@@ -99,7 +99,7 @@ def acquire_lock(timeout: float, who: str) -> int:
         )
         if time.monotonic() >= deadline:
             os.close(fd)
-            raise ControlPlaneError(
+            raise NodeBusyError(
                 f"another local node runs on this machine: {holder}; only one can run at a "
                 f"time (bridge and iptables chains are global). Stop it first (make "
                 f"cluster-down in its checkout), or wait"
@@ -198,6 +198,48 @@ def unmount_all(root: Path) -> None:
             subprocess.run(["umount", "-l", point], capture_output=True, stdin=subprocess.DEVNULL)
 
 
+#: Paths the kubelet, containerd and libcni hard-code (no flag moves them): the files
+#: our node leaves there, and the directories to remove when they are empty afterwards.
+HOST_LEFTOVERS = (
+    (Path("/var/lib/kubelet/device-plugins"), ("kubelet.sock",)),
+    (Path("/var/lib/kubelet"), ()),
+    (Path("/var/lib/cni/results"), ("vectorschema-*", "cni-loopback-*")),
+    (Path("/var/lib/cni"), ()),
+    (RUN_DIR, ("containerd.sock", "containerd.sock.ttrpc")),  # the directory keeps the lock
+)
+SHIM_SOCKETS = Path("/run/containerd/s")
+
+
+def _bound_unix_sockets() -> set[str]:
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    return {words[-1] for words in (ln.split() for ln in lines) if len(words) >= 8}
+
+
+def remove_host_leftovers() -> None:
+    """Remove what the node leaves in hard-coded host paths: shim sockets nobody listens
+    on any more, the kubelet's device-plugin socket, libcni's result cache of our network,
+    and those directories when they are empty."""
+    bound = _bound_unix_sockets()
+    with contextlib.suppress(OSError):
+        for sock in SHIM_SOCKETS.iterdir():
+            if sock.is_socket() and str(sock) not in bound and f"unix://{sock}" not in bound:
+                sock.unlink()
+    for directory in (SHIM_SOCKETS, SHIM_SOCKETS.parent):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    for directory, patterns in HOST_LEFTOVERS:
+        for pattern in patterns:
+            for path in directory.glob(pattern):
+                if str(path) not in bound:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
 def scrub(record: dict[str, Any]) -> None:
     """Remove every trace of the node in ``record`` (processes, shims, Pods, mounts,
     cgroups, chains, route, bridge, sysctls). Idempotent; safe on a half-started node."""
@@ -226,6 +268,7 @@ def scrub(record: dict[str, Any]) -> None:
         )
     network.remove_guard()
     network.down()
+    remove_host_leftovers()
     saved = record.get("sysctls")
     if isinstance(saved, dict):
         network.restore_sysctls({str(k): str(v) for k, v in saved.items()})
@@ -234,6 +277,42 @@ def scrub(record: dict[str, Any]) -> None:
             stop_pid(int(p["pid"]), str(p["exe"]), grace=2.0)
     with contextlib.suppress(OSError):
         RECORD_FILE.unlink()
+
+
+def leftovers(bin_dir: Path, node_dir: Path | None = None) -> list[str]:
+    """Every trace of a node that is still on this machine (empty after a clean stop):
+    processes of the node's binaries, Pod processes, the bridge, the local route, chains
+    named like ours, mounts under ``node_dir``, ``kubepods`` cgroups, the record, and files
+    in the hard-coded host paths."""
+    found: list[str] = []
+    prefix = str(bin_dir).rstrip("/") + "/"
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _exe(int(entry.name)).startswith(prefix):
+            found.append(f"process {entry.name} {_exe(int(entry.name))}")
+    pods = set().union(*(_cgroup_pids(d) for d in _kubepods_dirs())) if _kubepods_dirs() else set()
+    found += [f"Pod process {pid}" for pid in sorted(pods)]
+    found += [f"cgroup {d}" for d in _kubepods_dirs()]
+    if network.run(["ip", "link", "show", network.BRIDGE], check=False).returncode == 0:
+        found.append(f"bridge {network.BRIDGE}")
+    if network.local_route_present():
+        found.append(f"local route {network.SERVICE_CIDR}")
+    for ipv6 in (False, True):
+        ipt = network.iptables_binary(ipv6)
+        for table in network.TABLES if ipt else ():
+            listing = network.run([str(ipt), "-w", "-t", table, "-S"], check=False).stdout
+            found += [
+                f"{Path(str(ipt)).name} -t {table} {ln}"
+                for ln in listing.splitlines()
+                if ln.startswith("-N ") and ln.split()[1].startswith(network.OUR_CHAIN_PREFIXES)
+            ]
+    if node_dir is not None:
+        found += [f"mount {m}" for m in mounts_under(node_dir)]
+    if RECORD_FILE.exists():
+        found.append(f"record {RECORD_FILE}")
+    for directory, patterns in HOST_LEFTOVERS:
+        for pattern in patterns:
+            found += [f"file {path}" for path in directory.glob(pattern)]
+    return found
 
 
 def stop_node_of(state_dir: Path) -> bool:
