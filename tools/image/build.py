@@ -32,6 +32,8 @@ TOOLS = Path(__file__).resolve().parent.parent
 REPO = TOOLS.parent
 REPOSITORY = "localhost/vectorschema"
 DEV_TAG = "dev"
+# Archives (and their names in buildah's storage) kept in the cache: the newest, by use.
+KEEP = 6
 # What enters the build context (besides the Dockerfile): see .dockerignore.
 CONTEXT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")
 CONTEXT_DIRS = ("operator",)
@@ -111,6 +113,7 @@ def build_image(repo: Path = REPO, *, force: bool = False) -> BuiltImage:
     archive = cache / f"vectorschema-{version(repo)}-{key}.oci.tar"
     if archive.is_file() and not force:
         log(f"image: {name} is up to date ({archive})")
+        archive.touch()
         return BuiltImage(archive=archive, name=name, key=key, built=False)
     log(f"image: building {name} from {repo / 'Dockerfile'}")
     common = [
@@ -135,7 +138,19 @@ def build_image(repo: Path = REPO, *, force: bool = False) -> BuiltImage:
     partial.unlink(missing_ok=True)
     buildah("push", "--quiet", name, f"oci-archive:{partial}:{name}")
     partial.rename(archive)
+    prune(cache)
     return BuiltImage(archive=archive, name=name, key=key, built=True)
+
+
+def prune(cache: Path, keep: int = KEEP) -> None:
+    """Drop all but the ``keep`` most recently used archives, and their names in storage."""
+    archives = sorted(
+        cache.glob("vectorschema-*.oci.tar"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    for old in archives[keep:]:
+        tag = old.name.removeprefix("vectorschema-").removesuffix(".oci.tar")
+        buildah("rmi", f"{REPOSITORY}:{tag}", check=False, capture=True)
+        old.unlink(missing_ok=True)
 
 
 def build_stages(dockerfile: Path) -> list[str]:
