@@ -20,7 +20,15 @@ import pytest
 from tests.e2e.conftest import wait_for
 from tests.e2e.operator_env import run_kubectl
 
-from devenv import ControlPlane, ControlPlaneError, Node, network, ociimage
+from devenv import (
+    ControlPlane,
+    ControlPlaneError,
+    Node,
+    NodeUnavailableError,
+    network,
+    nodehost,
+    ociimage,
+)
 from devenv.nodeconfig import NODE_NAME
 
 pytestmark = pytest.mark.timeout(900)
@@ -212,3 +220,35 @@ def test_a_second_node_is_refused_while_one_runs(
     # The refusal touched nothing of the running node.
     assert node_cluster.node is not None and node_cluster.node.running
     assert network.forward_rules()[0].endswith(network.GUARD_CHAIN)
+
+
+def test_auto_starts_the_plane_alone_while_another_node_runs(
+    node_cluster: ControlPlane, tmp_path: Path
+) -> None:
+    """``make cluster`` in a second checkout: the machine's one node is taken, so the plane
+    starts alone on loopback and says why."""
+    plane = ControlPlane(tmp_path / "alone", node="auto", node_lock_timeout=0)
+    try:
+        plane.start(timeout=120)
+        assert plane.node is None
+        assert plane.node_unavailable is not None
+        assert "another local node runs on this machine" in plane.node_unavailable
+        assert plane.server.startswith("https://127.0.0.1:")
+        assert "node-lifecycle-controller" not in plane.controllers
+    finally:
+        plane.stop()
+    assert node_cluster.node is not None and node_cluster.node.running
+
+
+def test_auto_starts_the_plane_alone_on_a_host_without_a_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nodehost, "cannot_run_node", lambda: "the node needs root (test)")
+    plane = ControlPlane(tmp_path / "rootless", node="auto")
+    try:
+        plane.start(timeout=120)
+        assert plane.node is None and plane.node_unavailable == "the node needs root (test)"
+    finally:
+        plane.stop()
+    with pytest.raises(NodeUnavailableError, match="needs root"):
+        ControlPlane(tmp_path / "strict", node=True).start(timeout=120)
