@@ -318,6 +318,13 @@ REASONS: dict[str, tuple[str, str]] = {
         "a recorded destructive operation cannot go on as approved (approval withdrawn, "
         "collection or connection changed); the message lists the steps done and remaining",
     ),
+    "LimitExceeded": (
+        "Stalled",
+        "the spec (or its Kubernetes namespace) is over a cap the platform admin sets "
+        "(`VECTORSCHEMA_MAX_*`): API key size, Namespace resources per Kubernetes namespace, "
+        "vectors, dimensions, `shardNumber`, `replicationFactor`, steps per pass; the message "
+        "names the field and the variable",
+    ),
     "Valid": (
         "Ready",
         "Plugins only: the Plugin's vectors are valid",
@@ -623,6 +630,35 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "seconds, every Kubernetes call the operator makes itself (5 to connect)",
     ),
     "VECTORSCHEMA_WORKERS": ("`64`", "threads for reconcile passes and releases"),
+    "VECTORSCHEMA_WORKERS_PER_TENANT": (
+        "a quarter of `VECTORSCHEMA_WORKERS`",
+        "threads one Kubernetes namespace's passes may hold at once (`0`: the default)",
+    ),
+    "VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT_PER_TENANT": (
+        "a quarter of `VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT`",
+        "Qdrant calls one Kubernetes namespace may have in flight per server (`0`: the default)",
+    ),
+    "VECTORSCHEMA_MAX_API_KEY_BYTES": (
+        "`4096`",
+        "longest API key read from a tenant's Secret; a longer one is refused "
+        "(`SecretInvalid`) and never sent",
+    ),
+    "VECTORSCHEMA_MAX_NAMESPACES_PER_KUBE_NAMESPACE": (
+        "`100`",
+        "Namespace resources served per Kubernetes namespace, the oldest first; the newer "
+        "ones are `LimitExceeded`",
+    ),
+    "VECTORSCHEMA_MAX_VECTORS": ("`64`", "named vectors per collection (`LimitExceeded`)"),
+    "VECTORSCHEMA_MAX_DIMENSIONS": (
+        "`65536`",
+        "`size` of a dense or multidense vector (`LimitExceeded`)",
+    ),
+    "VECTORSCHEMA_MAX_SHARD_NUMBER": ("`64`", "`spec.shardNumber` (`LimitExceeded`)"),
+    "VECTORSCHEMA_MAX_REPLICATION_FACTOR": ("`8`", "`spec.replicationFactor` (`LimitExceeded`)"),
+    "VECTORSCHEMA_MAX_STEPS_PER_PASS": (
+        "`64`",
+        "Qdrant writes one plan may take; a bigger plan is refused whole (`LimitExceeded`)",
+    ),
     "VECTORSCHEMA_RECOVERY_SPREAD_SECONDS": (
         "`30`",
         "when a server is back, its Namespaces retry within this window",

@@ -33,9 +33,11 @@ status subresource) and changing Qdrant directly.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -45,6 +47,7 @@ from typing import Any
 import pytest
 from qdrant_client import models as qm
 from tests.e2e.operator_env import (
+    SECRET_LABEL,
     KubectlFn,
     Listener,
     Received,
@@ -80,6 +83,7 @@ OWNER = "vectorschema.dev/owner"
 OWNER_UID = "vectorschema.dev/owner-uid"
 RETAINED_BY = "vectorschema.dev/retained-by"
 CONFIRM = "vectorschema.dev/confirm"
+SECRET_LABEL_KEY = SECRET_LABEL[0]
 
 
 # --- fixtures and helpers ---------------------------------------------------------------
@@ -917,7 +921,7 @@ def test_a_second_pass_waits_for_the_pass_in_flight(
                 victim,
                 "handover",
                 {},
-                connectors({}, Policy.from_env(os.environ)),
+                connectors(Policy.from_env(os.environ)),
                 locks=locks(),
                 connection_of=connection_id,
             )
@@ -1145,3 +1149,259 @@ def test_an_operation_is_abandoned_without_any_right_on_status(
     assert live is not None and sorted(live.names) == ["kw_v1", "text_v1"]
     assert "vectorschema.dev/operation" not in live.metadata
     assert any(e["reason"] == "OperationAbandoned" for e in events(kubectl, victim, "abandon"))
+
+
+# --- issue 17, items 3 and 4: bounded cost per tenant; the webhook reads no Secret -----------
+#
+# Kept apart from the tests above (another change adds tests to this module too). The
+# operator runs in this process: its caps are read from the environment on every pass, so
+# a test sets them with monkeypatch; the webhook's handler is called as kopf would call it,
+# with the running operator's memo, against the real API server.
+
+
+def _operator_memo() -> Any:
+    from tests.e2e.operator_env import _memos
+
+    return _memos[-1]
+
+
+def create(kubectl: KubectlFn, doc: dict[str, Any]) -> None:
+    """`kubectl create` (apply would copy a huge Secret into an annotation, over its cap)."""
+    kubectl("create", "-f", "-", input=json.dumps(doc))
+
+
+def forge(
+    kubectl: KubectlFn, namespace: str, name: str, spec: dict[str, Any], victim_index: Any
+) -> tuple[str | None, list[str]]:
+    """Post a forged AdmissionReview CREATE to the webhook's handler (as kopf would call
+    it for a request that reached the port): (refusal, warnings).
+
+    `victim_index` is what an operator that indexed labelled Secrets kept (the webhook of
+    earlier versions read API keys from it); the current handler takes no such argument.
+    """
+    import asyncio
+
+    import kopf
+
+    from vectorschema.k8s import handlers
+
+    doc = {
+        "apiVersion": "vectorschema.dev/v1alpha1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())},
+        "spec": spec,
+    }
+    warnings: list[str] = []
+    try:
+        asyncio.run(
+            handlers.plan_at_admission(  # type: ignore[call-arg]
+                body=doc,  # type: ignore[arg-type]
+                old=None,
+                warnings=warnings,
+                memo=_operator_memo(),
+                labelled_secrets=victim_index,
+            )
+        )
+    except kopf.AdmissionError as exc:
+        return str(exc), warnings
+    return None, warnings
+
+
+def test_a_forged_create_reads_no_secret_and_learns_nothing(
+    kubectl: KubectlFn, qdrant: ClientGateway, allowed_ports: list[int], victim: str
+) -> None:
+    """A forged CREATE in the victim's namespace, naming the victim's collection and
+    labelled Secret: no key leaves, nothing is read, and the answer is the same as for a
+    collection and a Secret that do not exist."""
+    from vectorschema.api import default_collection_name
+
+    key = f"victim-key-{uuid.uuid4().hex}"
+    apply(kubectl, secret_doc(victim, "qdrant-key", {"api-key": key.encode()}))
+    apply(kubectl, namespace_doc(victim, "catalog", plugins=[TEXT]))
+    ready(kubectl, victim, "catalog")
+    collection = default_collection_name(victim, "catalog")
+    text_only(qdrant, collection, 7)
+    index = {
+        (victim, "qdrant-key"): [
+            {
+                "labels": {SECRET_LABEL_KEY: "true"},
+                "data": {"api-key": base64.b64encode(key.encode()).decode()},
+            }
+        ]
+    }
+
+    with Listener(allowed_ports[0]) as listener:
+
+        def probe(collection_name: str, secret: str, own_url: bool) -> tuple[str, str]:
+            spec: dict[str, Any] = {
+                "plugins": [IMAGE],
+                "collectionName": collection_name,
+                "adopt": True,
+            }
+            if own_url:
+                spec["qdrant"] = {
+                    "url": listener.url,
+                    "apiKeySecretRef": {"name": secret, "key": "api-key"},
+                }
+            refusal, warnings = forge(kubectl, victim, "probe", spec, index)
+            said = json.dumps([refusal, warnings])
+            # the request's own words are not a leak: take them out before comparing
+            return said.replace(collection_name, "<C>").replace(secret, "<S>"), said
+
+        for own_url in (True, False):
+            real, real_text = probe(collection, "qdrant-key", own_url)
+            fake, _ = probe(f"{victim}_nothing-here", "no-such-secret", own_url)
+            assert real == fake, f"the answer tells the victim's data apart: {real} vs {fake}"
+            for secret_data in (key, "catalog", "text_v1", "7 point"):
+                assert secret_data not in real_text, f"{secret_data!r} leaked: {real_text}"
+        assert listener.received == [], [r.text() for r in listener.received]
+
+
+def test_an_api_key_over_the_cap_is_refused_naming_the_secret_and_never_sent(
+    kubectl: KubectlFn, allowed_ports: list[int], attacker: str
+) -> None:
+    huge = b"K" * 200_000  # one line of printable ASCII: only its size is wrong
+    create(kubectl, secret_doc(attacker, "huge", {"api-key": huge}))
+    with Listener(allowed_ports[1]) as server:
+        apply(
+            kubectl,
+            namespace_doc(
+                attacker,
+                "bloated",
+                plugins=[TEXT],
+                qdrant={"url": server.url, "apiKeySecretRef": {"name": "huge", "key": "api-key"}},
+            ),
+        )
+        obj = stalled(kubectl, attacker, "bloated", "SecretInvalid")
+        message = reason_of(obj)[1]
+        assert message.startswith("spec.qdrant.apiKeySecretRef.key: ")
+        assert f"Secret {attacker}/huge" in message and "at most 4096" in message
+        assert server.received == [], "a request reached the server"
+    assert "KKKKKKKK" not in everything_shown(kubectl, attacker, "bloated")
+
+
+def test_the_admins_caps_stall_a_namespace_naming_the_field(
+    kubectl: KubectlFn,
+    qdrant: ClientGateway,
+    attacker: str,
+    victim: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vectorschema.api import default_collection_name
+
+    monkeypatch.setenv("VECTORSCHEMA_MAX_SHARD_NUMBER", "2")
+    monkeypatch.setenv("VECTORSCHEMA_MAX_VECTORS", "1")
+    monkeypatch.setenv("VECTORSCHEMA_MAX_NAMESPACES_PER_KUBE_NAMESPACE", "2")
+
+    apply(kubectl, namespace_doc(attacker, "shards", plugins=[TEXT], shardNumber=3))
+    obj = stalled(kubectl, attacker, "shards", "LimitExceeded")
+    assert reason_of(obj)[1].startswith("spec.shardNumber: 3 is more than the 2")
+    apply(kubectl, namespace_doc(attacker, "wide", plugins=[TEXT, IMAGE]))
+    obj = stalled(kubectl, attacker, "wide", "LimitExceeded")
+    assert "VECTORSCHEMA_MAX_VECTORS" in reason_of(obj)[1]
+    for name in ("shards", "wide"):  # no Qdrant write for either
+        assert qdrant.observe(default_collection_name(attacker, name)) is None
+
+    # Per Kubernetes namespace: the oldest two are served, the newest is refused.
+    for name in ("first", "second"):
+        apply(kubectl, namespace_doc(victim, name, plugins=[TEXT]))
+        ready(kubectl, victim, name)
+    apply(kubectl, namespace_doc(victim, "third", plugins=[TEXT]))
+    obj = stalled(kubectl, victim, "third", "LimitExceeded")
+    assert reason_of(obj)[1].startswith("metadata.namespace: ")
+    assert qdrant.observe(default_collection_name(victim, "third")) is None
+    kubectl("delete", "vns", "first", "-n", victim)
+    ready(kubectl, victim, "third", timeout=90)  # a slot came free
+
+
+def test_a_hostile_tenant_cannot_slow_another_tenants_new_namespace(
+    kubectl: KubectlFn,
+    qdrant: ClientGateway,
+    attacker: str,
+    victim: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Huge labelled Secrets, a flood of Namespace resources up to and past the cap,
+    create/delete churn and forged admission reviews, all at once; meanwhile a victim's
+    new Namespace becomes Ready within the bound, and the attacker causes no Qdrant write
+    it was not allowed."""
+    from vectorschema.api import default_collection_name
+
+    monkeypatch.setenv("VECTORSCHEMA_MAX_NAMESPACES_PER_KUBE_NAMESPACE", "12")
+    closed = "http://127.0.0.1:1"  # on the session's allowlist
+    for i in range(8):
+        create(kubectl, secret_doc(attacker, f"huge-{i}", {"api-key": b"K" * 400_000}))
+    flood = [
+        namespace_doc(
+            attacker,
+            f"flood-{i}",
+            plugins=[TEXT],
+            qdrant={"url": closed, "apiKeySecretRef": {"name": f"huge-{i % 8}", "key": "api-key"}},
+        )
+        for i in range(8)
+    ] + [namespace_doc(attacker, f"bulk-{i}", plugins=[TEXT]) for i in range(12)]
+    apply(kubectl, *flood)
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            doc = namespace_doc(attacker, f"churn-{i % 3}", plugins=[TEXT])
+            kubectl("apply", "-f", "-", input=json.dumps(doc), check=False)
+            kubectl(
+                "delete",
+                "vns",
+                f"churn-{(i + 1) % 3}",
+                "-n",
+                attacker,
+                "--wait=false",
+                "--ignore-not-found",
+                check=False,
+            )
+            i += 1
+
+    def forged_reviews() -> None:
+        while not stop.is_set():
+            try:
+                forge(
+                    kubectl,
+                    victim,
+                    f"probe-{uuid.uuid4().hex[:6]}",
+                    {"plugins": [TEXT], "collectionName": f"{victim}_fresh", "adopt": True},
+                    {},
+                )
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    workers = [threading.Thread(target=churn, daemon=True)] + [
+        threading.Thread(target=forged_reviews, daemon=True) for _ in range(2)
+    ]
+    for w in workers:
+        w.start()
+    try:
+        started = time.monotonic()
+        apply(kubectl, namespace_doc(victim, "fresh", plugins=[TEXT]))
+        ready(kubectl, victim, "fresh", timeout=30)
+        took = time.monotonic() - started
+        sys.__stdout__.write(f"\nthe victim's new Namespace was Ready after {took:.1f} s\n")
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(60)
+    assert not errors, errors
+    for i in range(8):  # the huge keys were refused (or the resource is over the cap)
+        obj = settled(kubectl, attacker, f"flood-{i}")
+        assert condition(obj, "Stalled").get("status") == "True"
+        reason, message = reason_of(obj)
+        assert reason in ("SecretInvalid", "LimitExceeded"), (reason, message)
+        assert "at most 4096" in message or message.startswith("metadata.namespace: ")
+    # the newest of the attacker's resources are beyond the cap: no collection for them
+    over = [
+        name
+        for name in [f"flood-{i}" for i in range(8)] + [f"bulk-{i}" for i in range(12)]
+        if qdrant.observe(default_collection_name(attacker, name)) is not None
+    ]
+    assert len(over) <= 12, over

@@ -251,10 +251,11 @@ def review(
             new,
             old,
             lambda: plugins,
-            connector_for,
             policy=POLICY,
             plan_seconds=plan_seconds,
             read_uid=read_uid or vouching(old),
+            # the API server authenticated as the caller: the operator's own connection
+            default_connection=lambda: connector_for(None)(),
         )
     )
 
@@ -303,7 +304,13 @@ def forged(new: Mapping[str, Any], old: Mapping[str, Any] | None, live: Any) -> 
 
     answer = asyncio.run(
         admission.review(
-            new, old, no_plugins, no_connection, policy=POLICY, plan_seconds=5.0, read_uid=read_uid
+            new,
+            old,
+            no_plugins,
+            policy=POLICY,
+            plan_seconds=5.0,
+            read_uid=read_uid,
+            default_connection=lambda: no_connection(None)(),  # type: ignore[arg-type]
         )
     )
     assert seen == [(KUBE_NS, NAME)]
@@ -433,7 +440,6 @@ def test_a_failure_of_the_webhook_never_refuses_the_request() -> None:
             body({"plugins": ["text"]}),
             None,
             unreadable,
-            no_connection,
             policy=POLICY,
             plan_seconds=5,
             read_uid=vouching(None),

@@ -42,6 +42,22 @@ FULL_VALUES: dict[str, Any] = {
         "secretLabel": "example.com/qdrant=yes",
         "collectionNames": "Any",
     },
+    "limits": {
+        "maxApiKeyBytes": 1024,
+        "maxNamespacesPerKubeNamespace": 10,
+        "maxVectors": 8,
+        "maxDimensions": 4096,
+        "maxShardNumber": 6,
+        "maxReplicationFactor": 3,
+        "maxStepsPerPass": 16,
+        "workersPerTenant": 4,
+        "qdrantInFlightPerTenant": 2,
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+        "webhookFrom": [{"ipBlock": {"cidr": "172.20.0.0/28"}}],
+    },
     "shards": {"count": 2},
     "logFormat": "json",
     "logLevel": "DEBUG",
@@ -236,6 +252,15 @@ def test_default_command_environment_and_peering() -> None:
         "QDRANT_URL": "http://qdrant.qdrant.svc:6333",
         "VECTORSCHEMA_SECRET_LABEL": "vectorschema.dev/qdrant-credentials=true",
         "VECTORSCHEMA_COLLECTION_NAMES": "Prefixed",
+        "VECTORSCHEMA_MAX_API_KEY_BYTES": "4096",
+        "VECTORSCHEMA_MAX_NAMESPACES_PER_KUBE_NAMESPACE": "100",
+        "VECTORSCHEMA_MAX_VECTORS": "64",
+        "VECTORSCHEMA_MAX_DIMENSIONS": "65536",
+        "VECTORSCHEMA_MAX_SHARD_NUMBER": "64",
+        "VECTORSCHEMA_MAX_REPLICATION_FACTOR": "8",
+        "VECTORSCHEMA_MAX_STEPS_PER_PASS": "64",
+        "VECTORSCHEMA_WORKERS_PER_TENANT": "0",
+        "VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT_PER_TENANT": "0",
         "VECTORSCHEMA_SHARD_INDEX": "0",
         "VECTORSCHEMA_SHARD_COUNT": "1",
         "VECTORSCHEMA_SHARD_LEASE_NAME": "vectorschema-shard-layout",
@@ -307,6 +332,17 @@ def test_every_value_reaches_the_objects() -> None:
         assert e["VECTORSCHEMA_SHARD_COUNT"]["value"] == "2"
         assert e["VECTORSCHEMA_METRICS_PORT"]["value"] == "9090"
         assert e["VECTORSCHEMA_RESYNC_SECONDS"]["value"] == "30"
+        assert {k: v["value"] for k, v in e.items() if "_MAX_" in k or "PER_TENANT" in k} == {
+            "VECTORSCHEMA_MAX_API_KEY_BYTES": "1024",
+            "VECTORSCHEMA_MAX_NAMESPACES_PER_KUBE_NAMESPACE": "10",
+            "VECTORSCHEMA_MAX_VECTORS": "8",
+            "VECTORSCHEMA_MAX_DIMENSIONS": "4096",
+            "VECTORSCHEMA_MAX_SHARD_NUMBER": "6",
+            "VECTORSCHEMA_MAX_REPLICATION_FACTOR": "3",
+            "VECTORSCHEMA_MAX_STEPS_PER_PASS": "16",
+            "VECTORSCHEMA_WORKERS_PER_TENANT": "4",
+            "VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT_PER_TENANT": "2",
+        }
         assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
             "health": 9091,
             "metrics": 9090,
@@ -338,6 +374,12 @@ def test_every_value_reaches_the_objects() -> None:
     assert cert["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
     assert cert["spec"]["secretName"] == "vs-vectorschema-webhook-cert"
     assert by_kind(docs, "Issuer") == [] and by_kind(docs, "Secret") == []
+    # The webhook port admits only the API server's addresses the admin named.
+    policy = one(docs, "NetworkPolicy")
+    webhook_rule, metrics_rule = policy["spec"]["ingress"]
+    assert webhook_rule["ports"] == [{"port": "webhook", "protocol": "TCP"}]
+    assert webhook_rule["from"] == [{"ipBlock": {"cidr": "172.20.0.0/28"}}]
+    assert metrics_rule["from"] == FULL_VALUES["networkPolicy"]["metricsFrom"]
     vwc = one(docs, "ValidatingWebhookConfiguration")
     assert vwc["metadata"]["annotations"] == {
         "cert-manager.io/inject-ca-from": "ops/vs-vectorschema-webhook"

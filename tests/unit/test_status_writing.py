@@ -404,7 +404,7 @@ def test_release_waits_for_the_pass_in_flight_and_nothing_runs_after(
     order.append("pass done")  # the pass ended before the finaliser ran
     r.join(30)
     assert released and released[0].message == "released"
-    assert locks.released("u-1")
+    assert locks.released((NS, NAME), "u-1")
     patches = len(store.patches)
     late = Blocking(qdrant)
     late.go.set()
@@ -428,7 +428,7 @@ def test_release_gives_up_waiting_boundedly() -> None:
             run_in_thread(lambda: release(body, 0, **kwargs))
         event = run_in_thread(lambda: release(body, 1, **kwargs))
     assert event.reason == EventReason.RELEASED_UNCLEAN
-    assert not locks.released("u-1")
+    assert not locks.released((NS, NAME), "u-1")
 
 
 def run_in_thread(fn: Any) -> Any:

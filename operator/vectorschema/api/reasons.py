@@ -41,6 +41,8 @@ class Reason(StrEnum):
     COLLECTION_NAME_NOT_ALLOWED = "CollectionNameNotAllowed"
     COLLECTION_RETAINED_ELSEWHERE = "CollectionRetainedElsewhere"
     OPERATION_HALTED = "OperationHalted"
+    # bounded cost per tenant (issue 17): a cap the platform admin sets was exceeded
+    LIMIT_EXCEEDED = "LimitExceeded"
 
     # Plugin conditions
     VALID = "Valid"

@@ -36,6 +36,11 @@ class ConnectionRefused(ConnectorError):
         self.reason = reason
 
 
+class CapExceeded(Exception):
+    """The spec asks more than the admin's caps allow (`core.caps`); the message names
+    the field. Stalled/LimitExceeded, nothing touched, nothing connected."""
+
+
 class Halted(Exception):
     """A recorded operation cannot go on as approved (see `reconcile`): Stalled."""
 
@@ -83,6 +88,8 @@ def classify(exc: BaseException, phase: Phase) -> Failure | None:
     """The failure `exc` is in `phase`; None for anything unexpected (it propagates)."""
     if isinstance(exc, ConnectionRefused):
         return Failure(exc.reason, True, None, clear_plan=True)
+    if isinstance(exc, CapExceeded):
+        return Failure(Reason.LIMIT_EXCEEDED, True, None, clear_plan=True)
     if isinstance(exc, Halted):
         return Failure(Reason.OPERATION_HALTED, True, None, clear_plan=True)
     for row in FAILURES:

@@ -22,6 +22,7 @@ from vectorschema.api import (
     NamespaceResource,
     NamespaceStatus,
     PluginSpec,
+    Reason,
     describe,
 )
 from vectorschema.controller import failpoints
@@ -36,6 +37,7 @@ from vectorschema.controller.status_writer import (
     StatusWriter,
     parse_status,
 )
+from vectorschema.core.caps import Caps
 from vectorschema.core.policy import Policy
 
 log = logging.getLogger("vectorschema")
@@ -52,19 +54,24 @@ def run_pass(
     locks: ResourceLocks | None = None,
     policy: Policy | None = None,
     connection_of: Callable[[NamespaceResource], str] = lambda _: EMBEDDED,
+    caps: Caps | None = None,
+    over_cap: str | None = None,
 ) -> Result | None:
     """Read the object fresh, reconcile it, write what changed. None when it is gone.
+
+    `caps` are the admin's limits on the spec; `over_cap` a refusal decided by the caller
+    (this resource is beyond its Kubernetes namespace's cap): Stalled/LimitExceeded,
+    nothing connected.
 
     With `locks`, the whole pass holds the resource's lock: one pass per resource at a
     time, across tasks, threads and the finaliser; a pass that waited for the finaliser
     finds the resource released and writes nothing.
     """
+    args = (store, namespace, name, plugins, connector_for, now, policy, connection_of)
     if locks is None:
-        return _run_pass(store, namespace, name, plugins, connector_for, now, policy, connection_of)
+        return _run_pass(*args, caps=caps, over_cap=over_cap)
     with locks.hold((namespace, name)):
-        return _run_pass(
-            store, namespace, name, plugins, connector_for, now, policy, connection_of, locks
-        )
+        return _run_pass(*args, locks=locks, caps=caps, over_cap=over_cap)
 
 
 def _run_pass(
@@ -77,6 +84,8 @@ def _run_pass(
     policy: Policy | None,
     connection_of: Callable[[NamespaceResource], str],
     locks: ResourceLocks | None = None,
+    caps: Caps | None = None,
+    over_cap: str | None = None,
 ) -> Result | None:
     try:
         body = store.get(namespace, name)
@@ -84,7 +93,9 @@ def _run_pass(
         return None
     now = now or datetime.now(UTC)
     meta = body.get("metadata", {})
-    if meta.get("deletionTimestamp") or (locks is not None and locks.released(meta.get("uid"))):
+    if meta.get("deletionTimestamp") or (
+        locks is not None and locks.released((namespace, name), meta.get("uid"))
+    ):
         return None
     writer = StatusWriter(store, namespace, name, body)
     old = parse_status(body)
@@ -95,6 +106,11 @@ def _run_pass(
     except ValidationError as exc:
         result = invalid_spec(old, describe(exc), meta.get("generation"), now)
     else:
+        if over_cap is not None:
+            result = invalid_spec(
+                old, over_cap, meta.get("generation"), now, reason=Reason.LIMIT_EXCEEDED
+            )
+            return _finish_pass(store, writer, namespace, name, old, result)
         resource = resource.model_copy(update={"status": parse_status(body)})
         try:
             result = reconcile(
@@ -106,11 +122,23 @@ def _run_pass(
                 policy=policy,
                 connection=connection_of(resource),
                 consume_annotation=lambda: writer.remove_annotation(CONFIRM_ANNOTATION),
+                caps=caps,
             )
         except (Conflict, NotFound):
             # The object changed (or went) while this pass worked: whatever ran was
             # recorded step by step; the next pass starts from a fresh read.
             return Result(status=NamespaceStatus(), retry=RetryKind.CONFLICT)
+    return _finish_pass(store, writer, namespace, name, old, result)
+
+
+def _finish_pass(
+    store: NamespaceStore,
+    writer: StatusWriter,
+    namespace: str,
+    name: str,
+    old: NamespaceStatus,
+    result: Result,
+) -> Result:
     failpoints.before("final_status")
     writer.final(result.status)
     ready = ready_change(old, result.status)

@@ -46,11 +46,12 @@ from vectorschema.api import (
 )
 from vectorschema.api.status import StepState
 from vectorschema.controller.counts import CountCache
-from vectorschema.controller.errors import Failure, Halted, Phase, classify
+from vectorschema.controller.errors import CapExceeded, Failure, Halted, Phase, classify
 from vectorschema.controller.executor import perform
-from vectorschema.controller.results import Event, Result
+from vectorschema.controller.results import Event, Observation, Result
 from vectorschema.core.actions import Action, AtRisk, CreateCollection, Plan
 from vectorschema.core.approval import ApprovedBy, approval, needs_approval, still_approves
+from vectorschema.core.caps import Caps
 from vectorschema.core.operation import (
     Intent,
     applied_plans,
@@ -93,12 +94,17 @@ def _no_annotation_consumer() -> None:
 
 
 def invalid_spec(
-    old: NamespaceStatus, message: str, generation: int | None, now: datetime
+    old: NamespaceStatus,
+    message: str,
+    generation: int | None,
+    now: datetime,
+    reason: Reason = Reason.INVALID_SPEC,
 ) -> Result:
-    """The spec does not parse: say which field, touch nothing."""
+    """The spec does not parse (or is refused before anything is read): say which field,
+    touch nothing."""
     status = old.model_copy(deep=True)
     status.plan = None
-    status.set_stalled(Reason.INVALID_SPEC, message, generation=generation, now=now)
+    status.set_stalled(reason, message, generation=generation, now=now)
     return Result(status=status)
 
 
@@ -113,11 +119,13 @@ def reconcile(
     connection: str = EMBEDDED,
     consume_annotation: AnnotationConsumer = _no_annotation_consumer,
     counts: CountCache = POINTS_AT_RISK,
+    caps: Caps | None = None,
 ) -> Result:
     """One pass of the control loop for `resource`. Never raises for expected failures.
 
     `policy` is the admin's tenancy policy (default: the safe defaults); `connection` is
-    how an operation records the Qdrant this pass talks to (the URL, or `embedded`).
+    how an operation records the Qdrant this pass talks to (the URL, or `embedded`);
+    `caps` the admin's limits on what one tenant may cost (default: `core.caps` defaults).
     """
     return Pass(
         resource,
@@ -128,6 +136,7 @@ def reconcile(
         connection=connection,
         consume_annotation=consume_annotation,
         counts=counts,
+        caps=caps,
     ).run(plugins)
 
 
@@ -145,6 +154,7 @@ class Pass:
         connection: str = EMBEDDED,
         consume_annotation: AnnotationConsumer = _no_annotation_consumer,
         counts: CountCache = POINTS_AT_RISK,
+        caps: Caps | None = None,
     ) -> None:
         self.resource = resource
         self.counts = counts
@@ -155,6 +165,7 @@ class Pass:
         self.policy = policy or Policy()
         self.connection = connection
         self.consume_annotation = consume_annotation
+        self.caps = caps if caps is not None else Caps()
         self.old = resource.status or NamespaceStatus()
         self.status = self.old.model_copy(deep=True)
         self.result = Result(status=self.status)
@@ -182,8 +193,10 @@ class Pass:
             if not self._collection_name_allowed():
                 return self.result
             desired = resolve_desired(self.resource.spec, plugins)
+            self._check_schema(desired)
             capabilities = self.gateway.capabilities()
             observed = self.gateway.observe(self.collection)
+            self._observed(capabilities, observed)
             phase = Phase.APPLY
             self._plan_and_apply(desired, capabilities, observed)
         except Halted as exc:
@@ -197,6 +210,19 @@ class Pass:
                 raise
             self._fail(failure, SCRUBBER.scrub(str(exc)))
         return self.result
+
+    def _observed(self, capabilities: Capabilities, observed: ObservedCollection | None) -> None:
+        uid = self.resource.metadata.uid
+        if uid:
+            self.result.observation = Observation(
+                uid, self.collection, self.connection, capabilities, observed
+            )
+
+    def _check_schema(self, desired: DesiredSchema) -> None:
+        """The admin's caps on the spec and the vectors it resolves to, before connecting."""
+        refused = self.caps.spec_refusals(self.resource.spec) + self.caps.schema_refusals(desired)
+        if refused:
+            raise CapExceeded("; ".join(r.message for r in refused))
 
     def _collection_name_allowed(self) -> bool:
         """The admin's rule for `spec.collectionName`, checked before any connection."""
@@ -252,6 +278,11 @@ class Pass:
             capabilities=capabilities,
             last_applied=status.vectors,
         )
+        too_many = self.caps.steps_refusal(len(plan.actions))
+        if too_many is not None:
+            status.plan = None
+            self._stalled(Reason.LIMIT_EXCEEDED, too_many.message)
+            return
         if plan.empty:
             self._stamp_adopted(observed)
             if status.last_reconfigure is None:
@@ -648,6 +679,8 @@ class Pass:
             else self.gateway.observe(self.collection)
         )
         self.status.plan = None
+        if touched and self.result.observation is not None:
+            self._observed(self.result.observation.capabilities, live)
         if live is not None:
             self.status.set_live(live.points_count, _ordered(live.names, order))
         self._ready(f"collection {self.collection} has {len(self.status.vectors or [])} vector(s)")

@@ -237,11 +237,22 @@ class InvalidKey(ValueError):
     """An API key that cannot be sent; the message never contains the key."""
 
 
-def api_key_from_secret(raw: bytes) -> str:
-    """The API key in a Secret's value: printable ASCII, no whitespace inside.
+#: The longest API key the operator reads, unless the admin sets another
+#: (`VECTORSCHEMA_MAX_API_KEY_BYTES`, `core.caps`): a key is sent as a header on every call.
+MAX_API_KEY_BYTES = 4096
+
+
+def api_key_from_secret(raw: bytes, max_bytes: int = MAX_API_KEY_BYTES) -> str:
+    """The API key in a Secret's value: printable ASCII, no whitespace inside, at most
+    `max_bytes` long.
 
     Surrounding whitespace (a trailing newline from `echo`) is dropped. Raises InvalidKey.
     """
+    if len(raw) > max_bytes and len(raw.strip()) > max_bytes:
+        raise InvalidKey(
+            f"the value is {len(raw)} bytes; an API key may have at most {max_bytes} (the "
+            "platform admin's limit, VECTORSCHEMA_MAX_API_KEY_BYTES)"
+        )
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -262,6 +273,11 @@ def api_key_from_secret(raw: bytes) -> str:
 REDACTED = "<redacted>"
 #: How many secret values the process remembers for scrubbing (most recent kept).
 MAX_SECRETS = 1024
+#: How many bytes of secret forms it keeps (most recent kept): what one tenant's keys can
+#: cost in memory and in scrubbing time is bounded, however many or long they are.
+MAX_SECRET_BYTES = 256 * 1024
+#: Forms shorter than this are not kept (they would redact ordinary words).
+MIN_FORM = 4
 
 
 def secret_forms(value: str | bytes) -> set[str]:
@@ -272,37 +288,88 @@ def secret_forms(value: str | bytes) -> set[str]:
     forms = {text, text.strip(), repr(text)[1:-1], repr(raw)[2:-1]}
     forms.add(base64.b64encode(raw).decode())
     forms.update(line.strip() for line in re.split(r"[\r\n\x00]+", text))
-    return {f for f in forms if len(f) >= 4}
+    return {f for f in forms if len(f) >= MIN_FORM}
 
 
 class Scrubber:
-    """Known secret values, and text with every one of them replaced. Thread-safe."""
+    """Known secret values, and text with every one of them replaced. Thread-safe.
 
-    def __init__(self) -> None:
+    Bounded: at most `max_values` forms and `max_bytes` bytes of them, the oldest dropped
+    first (pinned values, the operator's own key, never). Scrubbing looks each position of
+    the text up by its first four characters (a dict), so its cost grows with the text,
+    not with the number of keys known (one regex over every key did)."""
+
+    def __init__(self, max_values: int = MAX_SECRETS, max_bytes: int = MAX_SECRET_BYTES) -> None:
+        self.max_values = max_values
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._values: dict[str, None] = {}  # insertion-ordered set
-        self._pattern: re.Pattern[str] | None = None
+        self._values: dict[str, None] = {}  # insertion-ordered set, oldest first
+        self._pinned: set[str] = set()
+        self._bytes = 0
+        #: first four characters -> the forms starting with them, longest first
+        self._index: dict[str, tuple[str, ...]] = {}
 
-    def remember(self, value: str | bytes | None) -> None:
+    @property
+    def size(self) -> tuple[int, int]:
+        """(forms kept, bytes kept)."""
+        with self._lock:
+            return len(self._values), self._bytes
+
+    def remember(self, value: str | bytes | None, *, pin: bool = False) -> None:
         if not value:
             return
         forms = secret_forms(value)
         with self._lock:
-            if forms <= self._values.keys():
+            if forms <= self._values.keys() and (not pin or forms <= self._pinned):
                 return  # known already (every pass reads the same key again)
             for form in forms:
-                self._values.pop(form, None)
+                if form in self._values:
+                    del self._values[form]
+                    self._bytes -= len(form)
                 self._values[form] = None
-            while len(self._values) > MAX_SECRETS:
-                del self._values[next(iter(self._values))]
-            longest_first = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(f) for f in longest_first))
+                self._bytes += len(form)
+            if pin:
+                self._pinned |= forms
+            self._evict()
+            index: dict[str, list[str]] = {}
+            for form in self._values:
+                index.setdefault(form[:MIN_FORM], []).append(form)
+            self._index = {k: tuple(sorted(v, key=len, reverse=True)) for k, v in index.items()}
+
+    def _evict(self) -> None:
+        for form in list(self._values):
+            if len(self._values) <= self.max_values and self._bytes <= self.max_bytes:
+                return
+            if form in self._pinned:
+                continue
+            del self._values[form]
+            self._bytes -= len(form)
 
     def scrub(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is None or not text:
+        index = self._index
+        if not index or not text:
             return text
-        return pattern.sub(REDACTED, text)
+        out: list[str] = []
+        start = i = 0
+        end = len(text) - MIN_FORM + 1
+        while i < end:
+            candidates = index.get(text[i : i + MIN_FORM])
+            if candidates is not None:
+                for form in candidates:
+                    if text.startswith(form, i):
+                        out.append(text[start:i])
+                        out.append(REDACTED)
+                        i += len(form)
+                        start = i
+                        break
+                else:
+                    i += 1
+                continue
+            i += 1
+        if not out:
+            return text
+        out.append(text[start:])
+        return "".join(out)
 
     def scrub_all(self, texts: Iterable[str]) -> list[str]:
         return [self.scrub(t) for t in texts]

@@ -7,11 +7,15 @@ The kopf handler (`handlers.plan_at_admission`) hands the request here. `review(
 2. runs the cross-object checks (`core.admission.check_spec`) against the Plugins read
    from the API server, and what the admin's tenancy policy forbids (`policy_refusals`):
    a refusal names its field;
-3. plans against the live collection: the Namespace's own connection
-   (`connection.connector_for`), the same read-only `controller.preview.preview` that
-   `vectorschema plan` runs. Steps 2 and 3 run in a small thread pool of their own, for
-   at most `plan_seconds`; if Qdrant is slower the answer goes without the plan and a
-   warning says so (the read finishes in the background and is dropped);
+3. plans with the same read-only `controller.preview.preview` that `vectorschema plan`
+   runs, against what the operator already observed of this very object, or, only when
+   the API server is authenticated as the caller, the operator's own default connection
+   (`plan_source`). It never reads a Secret and never connects with a tenant's
+   connection: a forged review learns nothing the tenant could not read itself. Steps 2
+   and 3 run in a small thread pool of their own, for at most `plan_seconds`; if that is
+   not enough the answer goes without the plan and a warning says so (the read finishes
+   in the background and is dropped); past `MAX_PENDING` reviews in the pool, a review
+   is answered at once without a plan;
 4. answers with warnings stating the plan (`core.admission.plan_warnings`).
 
 Nothing here writes: no Qdrant write (the preview only reads), no status write, no Event.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,12 +53,15 @@ from vectorschema.api import (
 )
 from vectorschema.controller.errors import ConnectionRefused
 from vectorschema.controller.preview import preview
-from vectorschema.controller.reconcile import Connector
-from vectorschema.core.admission import check_spec, plan_warnings, unknown_plan_warning
+from vectorschema.controller.results import Observation
+from vectorschema.core.admission import PREFIX, check_spec, plan_warnings, unknown_plan_warning
+from vectorschema.core.caps import Caps
 from vectorschema.core.policy import SCRUBBER, Policy
+from vectorschema.core.schema import Capabilities, ObservedCollection
 from vectorschema.k8s import kube
 from vectorschema.k8s.connection import checked_url
 from vectorschema.k8s.settings import WebhookSettings
+from vectorschema.qdrant.protocol import QdrantGateway
 
 log = logging.getLogger("vectorschema")
 
@@ -135,12 +143,15 @@ def evaluate(
     resource: NamespaceResource,
     old: Mapping[str, Any] | None,
     read_plugins: PluginReader,
-    connector_for: Callable[[NamespaceResource], Connector],
+    source: PlanSource,
     policy: Policy,
     read_uid: LiveReader,
+    caps: Caps | None = None,
 ) -> Answer:
     """The answer for a parsed Namespace (blocking: run in a reader thread). Nothing is
-    read (Plugins, Secrets, Qdrant) before the API server vouches for the request."""
+    read (Plugins, Qdrant) before the API server vouches for the request, and no Secret
+    is ever read: the plan comes from `source` (see `PlanSource`)."""
+    caps = caps if caps is not None else Caps()
     try:
         vouched = genuine(resource, old, read_uid)
     except Exception as exc:  # API server unreachable: no plan, never a refusal
@@ -149,8 +160,11 @@ def evaluate(
     if not vouched:
         return Answer(None, [UNVOUCHED_WARNING])
     refused = policy_refusals(resource, policy)
+    refused += [r.message for r in caps.spec_refusals(resource.spec)]
     checked = check_spec(resource.spec, read_plugins())
     warnings = list(checked.warnings)
+    if checked.desired is not None:
+        refused += [r.message for r in caps.schema_refusals(checked.desired)]
     if refused or checked.refusals:
         return Answer("; ".join([*refused, *checked.refusals]), warnings)
     if checked.desired is None:
@@ -158,10 +172,12 @@ def evaluate(
     status = (old or {}).get("status") or {}
     last_applied = status.get("vectors")
     try:
-        seen = preview(
-            resource, checked.desired, connector_for(resource)(), last_applied=last_applied
-        )
-    except Exception as exc:  # Qdrant down, a Secret missing: the reconcile will say it
+        gateway, note = source(resource, old)
+        if gateway is None:
+            warnings.append(unknown_plan_warning(note))
+            return Answer(None, warnings)
+        seen = preview(resource, checked.desired, gateway, last_applied=last_applied)
+    except Exception as exc:  # Qdrant down: the reconcile will say it
         detail = SCRUBBER.scrub(" ".join(str(exc).split()))[:300] or type(exc).__name__
         warnings.append(unknown_plan_warning(f"cannot read the collection: {detail}"))
         return Answer(None, warnings)
@@ -179,18 +195,98 @@ def evaluate(
         annotation=resource.metadata.annotations.get(CONFIRM_ANNOTATION),
         applied=status.get("appliedPlans") or (),
     )
+    too_many = caps.steps_refusal(len(seen.plan.actions))
+    if too_many is not None:
+        warnings.append(f"{PREFIX}{too_many.message}; the operator will not apply it")
+    if note:
+        warnings.append(f"{PREFIX}{note}")
     return Answer(None, warnings)
+
+
+#: (resource, oldObject) -> a read-only gateway to plan against (None: no plan) and a
+#: note for the warnings (why there is no plan, or what the plan is based on).
+PlanSource = Callable[[NamespaceResource, Mapping[str, Any] | None], tuple[Any, str]]
+
+#: The operator's own default connection (`connection.default_from_env`).
+DefaultConnection = Callable[[], QdrantGateway]
+
+#: Why a request gets no live plan: never a tenant's Secret or connection.
+NO_OBSERVATION = (
+    "the webhook plans only against what the operator has already observed of this object"
+)
+
+
+def plan_source(
+    observed: Callable[[tuple[str, str]], Observation | None],
+    default_connection: DefaultConnection | None,
+    connection_of: Callable[[NamespaceResource], str],
+) -> PlanSource:
+    """Where the webhook's plan comes from; never a tenant's Secret or connection:
+
+    1. an UPDATE of an object the operator has reconciled (same UID, collection and
+       connection): what its last pass observed (`Observation`), no Qdrant call; what
+       the caller learns is what that object's own status already shows its readers;
+    2. else, only when the API server is authenticated as the caller (mTLS,
+       `VECTORSCHEMA_WEBHOOK_CLIENT_CA`, so the review cannot be forged) and the object
+       uses the operator's own Qdrant (no `spec.qdrant`): a read through the operator's
+       default connection;
+    3. else no plan (a CREATE from an unauthenticated caller may be forged: it learns
+       nothing of any collection).
+    """
+
+    def source(resource: NamespaceResource, old: Mapping[str, Any] | None) -> tuple[Any, str]:
+        key = (resource.kube_namespace, resource.metadata.name)
+        seen = observed(key)
+        old_uid = ((old or {}).get("metadata") or {}).get("uid")
+        if (
+            old is not None
+            and seen is not None
+            and seen.uid == old_uid
+            and seen.collection == resource.collection_name
+            and seen.connection == connection_of(resource)
+        ):
+            return ObservedGateway(seen), (
+                "planned against the collection as the operator last observed it; point "
+                "counts are the collection's total then"
+            )
+        if default_connection is not None and resource.spec.qdrant is None:
+            return default_connection(), ""
+        return None, NO_OBSERVATION
+
+    return source
+
+
+class ObservedGateway:
+    """A read-only gateway over an `Observation`: the preview plans against it as it
+    would against Qdrant, with no call made. Counts are the collection's total."""
+
+    def __init__(self, observation: Observation) -> None:
+        self._seen = observation
+        self.location = "observed"
+
+    def capabilities(self) -> Capabilities:
+        return self._seen.capabilities
+
+    def observe(self, name: str) -> ObservedCollection | None:
+        return self._seen.observed if name == self._seen.collection else None
+
+    def count_with_vector(self, name: str, vector: str, exact: bool) -> int:
+        observed = self.observe(name)
+        return observed.points_count if observed is not None else 0
 
 
 async def review(
     new: Mapping[str, Any],
     old: Mapping[str, Any] | None,
     read_plugins: PluginReader,
-    connector_for: Callable[[NamespaceResource], Connector],
     *,
     policy: Policy,
     plan_seconds: float,
     read_uid: LiveReader,
+    observed: Callable[[tuple[str, str]], Observation | None] = lambda key: None,
+    default_connection: DefaultConnection | None = None,
+    connection_of: Callable[[NamespaceResource], str] = lambda resource: "embedded",
+    caps: Caps | None = None,
 ) -> Answer:
     """What to answer the API server about this Namespace create or update, within
     `plan_seconds` (else without the plan, saying so)."""
@@ -203,12 +299,20 @@ async def review(
         )
     except ValidationError as exc:
         return Answer(describe(exc))
+    global _pending
+    with _pending_lock:
+        busy = _pending >= MAX_PENDING
+        if not busy:
+            _pending += 1
+    if busy:  # a flood of reviews: answer at once, read nothing
+        return Answer(None, [unknown_plan_warning("the webhook is busy")])
+    source = plan_source(observed, default_connection, connection_of)
     loop = asyncio.get_running_loop()
     work = loop.run_in_executor(
-        _readers, evaluate, resource, old, read_plugins, connector_for, policy, read_uid
+        _readers, _counted, evaluate, resource, old, read_plugins, source, policy, read_uid, caps
     )
     try:
-        return await asyncio.wait_for(work, plan_seconds)
+        return await asyncio.wait_for(asyncio.shield(work), plan_seconds)
     except TimeoutError:
         why = f"Qdrant (or the API server) did not answer within {plan_seconds:g} s"
         return Answer(None, [unknown_plan_warning(why)])
@@ -216,6 +320,22 @@ async def review(
         log.exception("admission review of %s failed", resource.owner_id)
         detail = SCRUBBER.scrub(" ".join(str(exc).split()))[:300] or type(exc).__name__
         return Answer(None, [unknown_plan_warning(f"the webhook failed: {detail}")])
+
+
+#: Reviews queued or running in the reader threads; past this many, a review is answered
+#: at once without a plan (a flood of forged reviews costs the operator nothing more).
+MAX_PENDING = 32
+_pending = 0
+_pending_lock = threading.Lock()
+
+
+def _counted(fn: Callable[..., Answer], *args: Any) -> Answer:
+    global _pending
+    try:
+        return fn(*args)
+    finally:
+        with _pending_lock:
+            _pending -= 1
 
 
 # --- the configuration the API server calls -------------------------------------------------

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Hashable, Iterable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +31,10 @@ from vectorschema.api import NamespaceResource, Reason
 from vectorschema.controller.errors import ConnectionRefused, ConnectorError
 from vectorschema.controller.metering import MeteredGateway, Recorder, server_label
 from vectorschema.controller.reconcile import Connector
+from vectorschema.core.caps import MAX_API_KEY_BYTES_ENV, Caps
 from vectorschema.core.policy import (
     ALLOWED_URLS_ENV,
+    MAX_API_KEY_BYTES,
     SCRUBBER,
     InvalidKey,
     InvalidUrl,
@@ -66,19 +70,113 @@ def operator_target(env: Mapping[str, str] = os.environ) -> Target:
     return Target(path=env.get("QDRANT_PATH") or None)
 
 
+#: (kubernetes namespace, Secret name) -> {"labels": ..., "data": ...} of that Secret if
+#: it carries the admin's label (None: no such labelled Secret). Read when needed.
+SecretFetch = Callable[[str, str], Mapping[str, Any] | None]
+
+
+class SecretCache:
+    """The API keys read so far, by (namespace, Secret, key): only keys that a Namespace
+    references are ever read, each at most the admin's cap, and at most `max_entries` of
+    them (least recently used dropped first). A change of the Secret (its watch event,
+    `invalidate`) drops its entries; a read that raced with a change is not kept.
+
+    Nothing else of a Secret stays in memory: not its other keys, not unreferenced
+    Secrets (the operator's label-selected watch only wakes the Namespaces that use one).
+    """
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._changes: dict[tuple[str, str], int] = {}
+        self._changed = 0  # a counter of invalidations
+        self._reading = 0  # reads in flight
+
+    def get(self, namespace: str, name: str, key: str) -> str | None:
+        with self._lock:
+            value = self._keys.get((namespace, name, key))
+            if value is not None:
+                self._keys.move_to_end((namespace, name, key))
+            return value
+
+    def stamp(self) -> int:
+        """Taken before a read (then `put` or `abandon`): `put` keeps the value only if
+        the Secret did not change since."""
+        with self._lock:
+            self._reading += 1
+            return self._changed
+
+    def put(self, namespace: str, name: str, key: str, value: str, stamp: int) -> None:
+        with self._lock:
+            changed = self._changes.get((namespace, name), -1) > stamp
+            self._done()
+            if changed:
+                return  # the Secret changed while it was read
+            self._keys[(namespace, name, key)] = value
+            self._keys.move_to_end((namespace, name, key))
+            while len(self._keys) > self.max_entries:
+                self._keys.popitem(last=False)
+
+    def abandon(self) -> None:
+        """A read that failed (nothing to keep)."""
+        with self._lock:
+            self._done()
+
+    def _done(self) -> None:
+        self._reading -= 1
+        if self._reading == 0:
+            self._changes.clear()  # changes matter only to reads in flight
+
+    def invalidate(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._changed += 1
+            if self._reading:
+                self._changes[(namespace, name)] = self._changed
+            for k in [k for k in self._keys if k[:2] == (namespace, name)]:
+                del self._keys[k]
+
+    def sizes(self) -> dict[str, int]:
+        with self._lock:
+            return {"secret_keys": len(self._keys), "secret_changes": len(self._changes)}
+
+
 @dataclass(frozen=True)
 class LabelledSecrets:
-    """The Secrets the operator may read: those its label-selected watch delivered, as
-    (namespace, name) -> {"labels": ..., "data": ...}. A Secret not among them is looked
-    up by metadata only, to tell "missing" from "not labelled"."""
+    """The Secrets the operator may read: those carrying the admin's label, read one key
+    at a time when a Namespace's connection needs it (`fetch`: a label- and
+    field-selected list; or a mapping, in tests). A Secret not among them is looked up by
+    metadata only, to tell "missing" from "not labelled"."""
 
-    secrets: Mapping[tuple[str, str], Mapping[str, Any]]
+    secrets: Mapping[tuple[str, str], Mapping[str, Any]] | SecretFetch
     policy: Policy
     exists: Callable[[str, str], bool] = kube.secret_exists
+    cache: SecretCache | None = None
+    max_key_bytes: int = MAX_API_KEY_BYTES
+
+    def _fetch(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        if callable(self.secrets):
+            return self.secrets(namespace, name)
+        return self.secrets.get((namespace, name))
 
     def read(self, namespace: str, name: str, key: str) -> str:
+        if self.cache is not None:
+            cached = self.cache.get(namespace, name, key)
+            if cached is not None:
+                return cached
+            stamp = self.cache.stamp()
+            try:
+                api_key = self._read(namespace, name, key)
+            except BaseException:
+                self.cache.abandon()
+                raise
+            self.cache.put(namespace, name, key, api_key, stamp)
+            return api_key
+        return self._read(namespace, name, key)
+
+    def _read(self, namespace: str, name: str, key: str) -> str:
         where = f"Secret {namespace}/{name}"
-        entry = self.secrets.get((namespace, name))
+        entry = self._fetch(namespace, name)
         if entry is None or not self.policy.secret_allowed(entry.get("labels")):
             if entry is None and not self.exists(namespace, name):
                 raise ConnectionUnavailable(f"{where} not found")
@@ -88,13 +186,24 @@ class LabelledSecrets:
                 f"{self.policy.label_selector} that the operator requires of Secrets it may "
                 "read; label it (if it is meant for Qdrant) or name another Secret",
             )
+        encoded = (entry.get("data") or {}).get(key)
+        if isinstance(encoded, str) and len(encoded) > _b64_len(self.max_key_bytes) + 8:
+            # refused before decoding, never remembered, never sent
+            raise ConnectionRefused(
+                Reason.SECRET_INVALID,
+                f"spec.qdrant.apiKeySecretRef.key: key {key!r} of {where} cannot be an API "
+                f"key: it holds about {len(encoded) * 3 // 4} bytes; an API key may have at "
+                f"most {self.max_key_bytes} (the platform admin's limit, "
+                f"{MAX_API_KEY_BYTES_ENV})",
+            )
         raw = kube.secret_value(entry.get("data"), key)
         if raw is None:
             raise ConnectionUnavailable(f"{where} has no key {key!r}")
         try:
-            api_key = api_key_from_secret(raw)
+            api_key = api_key_from_secret(raw, self.max_key_bytes)
         except InvalidKey as exc:
-            SCRUBBER.remember(raw)
+            if len(raw) <= self.max_key_bytes:
+                SCRUBBER.remember(raw)
             raise ConnectionRefused(
                 Reason.SECRET_INVALID,
                 f"spec.qdrant.apiKeySecretRef.key: key {key!r} of {where} cannot be an API "
@@ -102,6 +211,10 @@ class LabelledSecrets:
             ) from None
         SCRUBBER.remember(api_key)
         return api_key
+
+
+def _b64_len(n: int) -> int:
+    return (n + 2) // 3 * 4
 
 
 def checked_url(raw: str, policy: Policy) -> str:
@@ -209,13 +322,25 @@ def connector_for(
 
 
 def connectors(
-    labelled: Mapping[tuple[str, str], Iterable[Mapping[str, Any]]], policy: Policy
+    policy: Policy,
+    cache: SecretCache | None = None,
+    caps: Caps | None = None,
+    fetch: SecretFetch | None = None,
 ) -> Callable[[NamespaceResource], Connector]:
-    """How a pass (or the finaliser) connects: with the Secrets of the operator's
-    label-selected watch (kopf's index, snapshotted now) and the admin's policy."""
-    secrets = {key: value for key, values in labelled.items() for value in values}
-    store = LabelledSecrets(secrets, policy)
+    """How a pass (or the finaliser) connects: reading the one key its
+    `apiKeySecretRef` names (from `cache`, else from the API server: a list selected by
+    the admin's label and the Secret's name), within the admin's policy and caps."""
+    caps = caps if caps is not None else Caps()
+    read = fetch if fetch is not None else _labelled_fetch(policy)
+    store = LabelledSecrets(read, policy, cache=cache, max_key_bytes=caps.api_key_bytes)
     return lambda resource: connector_for(resource, store)
+
+
+def _labelled_fetch(policy: Policy) -> SecretFetch:
+    def fetch(namespace: str, name: str) -> Mapping[str, Any] | None:
+        return kube.read_labelled_secret(namespace, name, policy.label_selector)
+
+    return fetch
 
 
 def metered(

@@ -9,7 +9,8 @@ changes, and on a jittered interval to catch drift in Qdrant:
 - its own spec or annotations changed (`on.event` for Namespaces wakes the loop),
 - a Plugin it lists changed (a kopf index maps plugin names to Namespaces),
 - the Secret holding its Qdrant API key changed (an index maps Secrets to Namespaces; only
-  Secrets with the admin's label are watched, and API keys are read from that watch),
+  Secrets with the admin's label are watched; an API key is read, one key at a time, when
+  a pass needs it, and kept in `connection.SecretCache` until its Secret changes),
 - the resync interval passed (`VECTORSCHEMA_RESYNC_SECONDS`, default 60, +-10% jitter).
 Sharded (`VECTORSCHEMA_SHARD_INDEX`/`_COUNT`), the Namespace handlers see only this
 shard's objects (filters delegating to `core.sharding`), the finalizer is the shard's, and
@@ -26,7 +27,12 @@ state (`wakeups.Wakeups`, the locks) lives in kopf's `memo`.
 
 With `VECTORSCHEMA_WEBHOOK_PORT` set, the operator also serves a validating admission
 webhook for Namespace creates and updates (`admission.review`): it refuses what the
-cross-object checks forbid and tells kubectl the plan as warnings; it never writes.
+cross-object checks and the admin's caps forbid and tells kubectl the plan as warnings; it
+never writes, reads no Secret, and plans only against what the operator observed.
+
+Per tenant (Kubernetes namespace): a share of the worker threads (`controller.shares`)
+and of each Qdrant server's call slots (`qdrant.limits.TENANT`), and the admin's caps
+(`core.caps`); everything kept per resource is dropped on its DELETED event (`forget`).
 """
 
 from __future__ import annotations
@@ -56,15 +62,24 @@ from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.passes import run_pass, valid_plugins
 from vectorschema.controller.plugin_status import plugin_status_patch
 from vectorschema.controller.reconcile import Connector
-from vectorschema.controller.results import Event, Result
+from vectorschema.controller.results import Event, Observations, Result
+from vectorschema.controller.shares import TenantShares
 from vectorschema.core import sharding as shards
+from vectorschema.core.caps import Caps
 from vectorschema.k8s import admission, kube, logs, sharding, wakeups
 from vectorschema.k8s import settings as config
-from vectorschema.k8s.connection import connection_id, connectors, metered
+from vectorschema.k8s.connection import (
+    SecretCache,
+    connection_id,
+    connectors,
+    default_from_env,
+    metered,
+)
 from vectorschema.k8s.events import post_event
 from vectorschema.k8s.metrics import Metrics, Server
 from vectorschema.k8s.release import release as release_collection
 from vectorschema.qdrant import pool
+from vectorschema.qdrant.limits import TENANT
 
 Key = wakeups.Key
 log = logging.getLogger("vectorschema")
@@ -93,6 +108,9 @@ async def configure(
     memo.metrics = Metrics()
     memo.server = Server(memo.metrics)
     memo.locks = ResourceLocks()
+    memo.secrets = SecretCache()
+    memo.observations = Observations()
+    memo.shares = TenantShares(config.workers_per_tenant())
     memo.webhook = webhook
     if ca is not None:
         name = admission.register(webhook, ca)
@@ -162,14 +180,22 @@ def shut_down(memo: kopf.Memo, **_: Any) -> None:
     pool.close_all()
 
 
-async def _in_worker(memo: kopf.Memo, fn: functools.partial[Any]) -> Any:
-    """Run blocking work on the operator's own threads (not asyncio's small default pool:
-    a hung server must not starve the Namespaces of the others), in this task's context
-    (the log record's object reference), as `asyncio.to_thread` would."""
-    context = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(
-        memo.executor, functools.partial(context.run, fn)
-    )
+async def _in_worker(memo: kopf.Memo, tenant: str, fn: functools.partial[Any]) -> Any:
+    """Run blocking work for `tenant` (a Kubernetes namespace) on the operator's own
+    threads (not asyncio's small default pool: a hung server must not starve the
+    Namespaces of the others), within the tenant's share of them (`controller.shares`),
+    in this task's context (the log record's object reference, the tenant its Qdrant
+    calls are counted against), as `asyncio.to_thread` would."""
+    shares: TenantShares = memo.shares
+    async with shares.hold(tenant):
+        token = TENANT.set(tenant)
+        try:
+            context = contextvars.copy_context()
+        finally:
+            TENANT.reset(token)
+        return await asyncio.get_running_loop().run_in_executor(
+            memo.executor, functools.partial(context.run, fn)
+        )
 
 
 def _in_scope(labels: kopf.Labels, memo: kopf.Memo) -> bool:
@@ -221,18 +247,25 @@ async def plan_at_admission(
     old: kopf.Body | None,
     warnings: list[str],
     memo: kopf.Memo,
-    labelled_secrets: kopf.Index[Key, dict[str, Any]],
     **_: Any,
 ) -> None:
-    """Tell kubectl the plan (warnings); refuse what the cross-object checks forbid."""
+    """Tell kubectl the plan (warnings); refuse what the cross-object checks forbid. It
+    reads no Secret and never connects with a tenant's connection: it plans against what
+    the operator observed of this very object, or (only when the API server is
+    authenticated as the caller) the operator's own default connection."""
+    webhook: config.WebhookSettings = memo.webhook
+    observations: Observations = memo.observations
     answer = await admission.review(
         dict(body),
         dict(old) if old is not None else None,
         lambda: valid_plugins(kube.list_plugin_specs()),
-        connectors(labelled_secrets, config.policy()),
         policy=config.policy(),
-        plan_seconds=memo.webhook.plan_seconds,
+        caps=config.caps(),
+        plan_seconds=webhook.plan_seconds,
         read_uid=kube.namespace_uid,
+        observed=observations.get,
+        default_connection=default_from_env if webhook.client_ca is not None else None,
+        connection_of=connection_id,
     )
     warnings.extend(answer.warnings)
     if answer.refusal is not None:
@@ -252,21 +285,44 @@ def namespaces_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) -
     return {(namespace, ref["name"]): (namespace, name)} if "name" in ref else {}
 
 
-@kopf.index(*config.SECRETS)  # type: ignore[arg-type]
-def labelled_secrets(
-    namespace: str, name: str, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[Key, dict[str, Any]]:
-    """(namespace, Secret name) -> its labels and data: the Secrets the operator may read
-    (the watch is label-selected, see `settings.configure_kopf`)."""
-    return {(namespace, name): {"labels": dict(labels), "data": dict(body.get("data") or {})}}
+@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
+def namespaces_by_kube_namespace(
+    namespace: str, name: str, meta: kopf.Meta, **_: Any
+) -> dict[str, tuple[str, str]]:
+    """Kubernetes namespace -> (creationTimestamp, name) of its Namespace resources: the
+    oldest `VECTORSCHEMA_MAX_NAMESPACES_PER_KUBE_NAMESPACE` are served."""
+    return {namespace: (str(meta.get("creationTimestamp") or ""), name)}
+
+
+def over_cap(
+    namespace: str, name: str, index: kopf.Index[str, tuple[str, str]], caps: Caps
+) -> str | None:
+    """Why this resource is beyond its Kubernetes namespace's cap (None: it is not)."""
+    entries = sorted(set(index.get(namespace, [])))
+    rank = next((i for i, (_, n) in enumerate(entries) if n == name), len(entries))
+    refused = caps.namespaces_refusal(namespace, rank, len(entries))
+    return refused.message if refused is not None else None
 
 
 @kopf.on.event(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
 def namespace_event(
     event: kopf.RawEvent, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Wake the control loop when the spec (generation) or the approval annotation changes."""
+    """Wake the control loop when the spec (generation) or the approval annotation
+    changes; when the resource is gone, drop everything kept about it."""
     memo.wakeups.namespace_event((namespace, name), event.get("type"), body)
+    if event.get("type") == "DELETED":
+        forget(memo, (namespace, name))
+
+
+def forget(memo: kopf.Memo, key: Key) -> None:
+    """The resource is gone: no per-resource structure outlives it (locks, released
+    UIDs, observations, metrics series, wake-up and backoff state, its pooled client)."""
+    memo.wakeups.forget(key)
+    memo.locks.forget(key)
+    memo.observations.forget(key)
+    memo.metrics.forget(key)
+    pool.release(key)
 
 
 @kopf.on.event(GROUP, VERSION, PLUGIN_PLURAL)  # type: ignore[arg-type]
@@ -302,7 +358,10 @@ def secret_event(
     namespaces_by_secret: kopf.Index[Key, Key],
     **_: Any,
 ) -> None:
-    """A Secret changed (e.g. a rotated API key): wake the Namespaces that use it."""
+    """A Secret changed (e.g. a rotated API key): forget what was read of it, and wake
+    the Namespaces that use it."""
+    secrets: SecretCache = memo.secrets
+    secrets.invalidate(namespace, name)
     for key in namespaces_by_secret.get((namespace, name), []):
         memo.wakeups.wake(key, "secret")
 
@@ -322,7 +381,7 @@ async def control_loop(
     stopped: kopf.DaemonStopped,
     memo: kopf.Memo,
     plugin_specs: kopf.Index[str, dict[str, Any]],
-    labelled_secrets: kopf.Index[Key, dict[str, Any]],
+    namespaces_by_kube_namespace: kopf.Index[str, tuple[str, str]],
     **_: Any,
 ) -> None:
     """Reconcile this Namespace now, on every wake-up, and on the resync interval."""
@@ -335,25 +394,32 @@ async def control_loop(
             if stopped:
                 return Result(status=NamespaceStatus(), retry=RetryKind.CONFLICT)
         started = time.monotonic()
+        caps = config.caps()
+        policy = config.policy()
         try:
             result: Result | None = await _in_worker(
                 memo,
+                namespace,
                 functools.partial(
                     run_pass,
                     kube.LiveNamespaces(body),
                     namespace,
                     name,
                     valid_plugins(plugin_specs),
-                    _metered(memo, connectors(labelled_secrets, config.policy())),
+                    _metered(memo, connectors(policy, memo.secrets, caps)),
                     locks=memo.locks,
-                    policy=config.policy(),
+                    policy=policy,
                     connection_of=connection_id,
+                    caps=caps,
+                    over_cap=over_cap(namespace, name, namespaces_by_kube_namespace, caps),
                 ),
             )
         except Exception:
             memo.metrics.observe_error(time.monotonic() - started)
             raise
         memo.metrics.observe_pass((namespace, name), result, time.monotonic() - started)
+        if result is not None and result.observation is not None:
+            memo.observations.put((namespace, name), result.observation)
         return result
 
     def post(event: Event) -> None:
@@ -380,7 +446,6 @@ async def release(
     body: kopf.Body,
     retry: int,
     memo: kopf.Memo,
-    labelled_secrets: kopf.Index[Key, dict[str, Any]],
     **_: Any,
 ) -> None:
     """Apply the deletion policy; never hold the resource forever."""
@@ -390,17 +455,21 @@ async def release(
     with logs.about(logs.namespace_ref(namespace, name, body.get("metadata", {}).get("uid"))):
         event = await _in_worker(
             memo,
+            namespace,
             functools.partial(
                 release_collection,
                 dict(body),
                 retry,
                 retries=config.delete_retries(),
                 delay=config.delete_retry_delay(),
-                connector_for=_metered(memo, connectors(labelled_secrets, config.policy())),
+                connector_for=_metered(
+                    memo, connectors(config.policy(), memo.secrets, config.caps())
+                ),
                 locks=memo.locks,
                 policy=config.policy(),
             ),
         )
     pool.release((namespace, name))  # its client, if nobody else uses that key
     memo.metrics.forget((namespace, name))
+    memo.observations.forget((namespace, name))
     post_event(body, event)

@@ -47,6 +47,7 @@ __all__ = [
     "load_config",
     "patch_namespace_status",
     "patch_plugin_status",
+    "read_labelled_secret",
     "read_or_create_secret",
     "secret_exists",
     "secret_value",
@@ -288,6 +289,22 @@ def secret_exists(namespace: str, name: str) -> bool:
     )
     found: dict[str, Any] = json.loads(response.data)
     return bool(found.get("items"))
+
+
+def read_labelled_secret(namespace: str, name: str, selector: str) -> dict[str, Any] | None:
+    """The Secret's labels and data if it carries the admin's label (`selector`), else
+    None: a list selected by label and name (the operator's RBAC has list, not get, on
+    Secrets; an unlabelled Secret's value is never transferred). The caller keeps only
+    the one key it needs."""
+    found = _api(
+        kubernetes.client.CoreV1Api(api_client()).list_namespaced_secret,
+        namespace,
+        field_selector=f"metadata.name={name}",
+        label_selector=selector,
+    )
+    for item in found.items or ():
+        return {"labels": dict(item.metadata.labels or {}), "data": dict(item.data or {})}
+    return None
 
 
 def secret_value(data: Mapping[str, str] | None, key: str) -> bytes | None:

@@ -85,7 +85,7 @@ def _released(
     policy: Policy,
 ) -> Event:
     event = _release(body, retry, retries, delay, connector_for, release_collection, policy)
-    locks.mark_released(meta.get("uid"))  # only once nothing is retried
+    locks.mark_released((str(meta.get("namespace")), str(meta.get("name"))), meta.get("uid"))
     return event
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from vectorschema.api import FINALIZER, GROUP
+from vectorschema.core.caps import Caps
 from vectorschema.core.policy import SCRUBBER, Policy
 from vectorschema.core.scope import LabelSelector
 from vectorschema.k8s import kube
@@ -70,6 +71,18 @@ def workers() -> int:
     return int(_env_float("VECTORSCHEMA_WORKERS", 64))
 
 
+def workers_per_tenant() -> int:
+    """Threads one tenant's passes may hold at once (`VECTORSCHEMA_WORKERS_PER_TENANT`,
+    default a quarter of the workers): one namespace cannot take every thread."""
+    share = int(_env_float("VECTORSCHEMA_WORKERS_PER_TENANT", 0))
+    return share if share > 0 else max(1, workers() // 4)
+
+
+def caps() -> Caps:
+    """The admin's caps on what one tenant may cost (`core.caps`; read on every pass)."""
+    return Caps.from_env(os.environ)
+
+
 def recovery_spread() -> float:
     """Seconds over which the Namespaces waiting on a server are woken when it is back."""
     return _env_float("VECTORSCHEMA_RECOVERY_SPREAD_SECONDS", 30.0)
@@ -80,6 +93,7 @@ def qdrant_limits() -> Limits:
     return Limits(
         timeout=_env_float("VECTORSCHEMA_QDRANT_TIMEOUT", 10.0),
         max_in_flight=int(_env_float("VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT", 16)),
+        per_tenant=int(_env_float("VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT_PER_TENANT", 0)) or None,
         count_timeout=_env_float("VECTORSCHEMA_COUNT_TIMEOUT", 5.0),
     )
 
@@ -279,11 +293,11 @@ def configure_kopf(settings: kopf.OperatorSettings, webhook: WebhookSettings) ->
     settings.admission.server, ca = admission_server(webhook)
     settings.admission.managed = None
     current = policy()
-    for problem in current.problems:
+    for problem in (*current.problems, *caps().problems):
         log.error("tenancy policy: %s", problem)
     # Watch (and so read) only the Secrets labelled for the operator, server-side.
     settings.watching.label_selectors[SECRETS] = current.label_selector
-    SCRUBBER.remember(os.environ.get("QDRANT_API_KEY"))
+    SCRUBBER.remember(os.environ.get("QDRANT_API_KEY"), pin=True)
     install_log_scrubbing()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)

@@ -14,20 +14,40 @@ them behind one lock. Two rules remain:
   A lane is re-entrant for the thread that holds it: a step holds its lane across its
   calls, and each call inside takes a server slot of its own.
 
+- **A share per tenant** (`per_tenant`, default a quarter of `max_in_flight`,
+  `VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT_PER_TENANT`): a call made on behalf of a tenant (the
+  Kubernetes namespace in `TENANT`, set by the kopf layer for each control loop and
+  release) first takes one of that tenant's slots, then one of the server's. A tenant that
+  floods the server waits on its own share, and the others' calls find server slots free.
+  A tenant's share exists only while one of its calls holds or waits for it.
+
 The local store is not concurrent at all; its gateway keeps one lock and does not use this.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_MAX_IN_FLIGHT", "CallLimiter", "LimitTimeout"]
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "TENANT", "CallLimiter", "LimitTimeout"]
 
 DEFAULT_MAX_IN_FLIGHT = 16
+
+#: The tenant (Kubernetes namespace) the calls of this context are made for; None: the
+#: operator's own (no share applies). Context variables follow worker threads that run
+#: with a copied context (`asyncio.to_thread`, the operator's executor).
+TENANT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "vectorschema_tenant", default=None
+)
+
+
+def default_share(max_in_flight: int) -> int:
+    """A tenant's share when none is set: a quarter of the server's slots, at least one."""
+    return max(1, max_in_flight // 4)
 
 
 class LimitTimeout(Exception):
@@ -48,12 +68,20 @@ class _Lane:
 class CallLimiter:
     """The in-flight bound and the per-collection lanes of one server."""
 
-    def __init__(self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, wait_timeout: float = 10.0):
+    def __init__(
+        self,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        wait_timeout: float = 10.0,
+        per_tenant: int | None = None,
+    ):
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self.max_in_flight = max_in_flight
         self.wait_timeout = wait_timeout
+        self.per_tenant = min(max_in_flight, per_tenant or default_share(max_in_flight))
         self._slots = threading.BoundedSemaphore(max_in_flight)
+        #: tenant -> (its semaphore, calls holding or waiting for it)
+        self._tenants: dict[str, tuple[threading.BoundedSemaphore, int]] = {}
         self._lanes: dict[str, _Lane] = {}
         self._lanes_lock = threading.Lock()
         self._in_flight = 0
@@ -66,9 +94,54 @@ class CallLimiter:
         with self._count_lock:
             return self._in_flight
 
+    @property
+    def tenants(self) -> int:
+        """Tenants with a call holding or waiting for a share (observability, tests)."""
+        with self._count_lock:
+            return len(self._tenants)
+
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
-        """Hold one of the server's `max_in_flight` slots for one call."""
+        """Hold one of the tenant's `per_tenant` slots (when the call is made for a
+        tenant), then one of the server's `max_in_flight`, for one call."""
+        tenant = TENANT.get()
+        if tenant is None:
+            with self._server_slot():
+                yield
+            return
+        share = self._share(tenant)
+        try:
+            if not share.acquire(timeout=self.wait_timeout):
+                raise LimitTimeout(
+                    f"{self.per_tenant} calls for tenant {tenant!r} already in flight for "
+                    f"{self.wait_timeout:.0f}s"
+                )
+            try:
+                with self._server_slot():
+                    yield
+            finally:
+                share.release()
+        finally:
+            self._unshare(tenant)
+
+    def _share(self, tenant: str) -> threading.BoundedSemaphore:
+        with self._count_lock:
+            sem, users = self._tenants.get(tenant, (None, 0))
+            if sem is None:
+                sem = threading.BoundedSemaphore(self.per_tenant)
+            self._tenants[tenant] = (sem, users + 1)
+            return sem
+
+    def _unshare(self, tenant: str) -> None:
+        with self._count_lock:
+            sem, users = self._tenants[tenant]
+            if users <= 1:
+                del self._tenants[tenant]
+            else:
+                self._tenants[tenant] = (sem, users - 1)
+
+    @contextlib.contextmanager
+    def _server_slot(self) -> Iterator[None]:
         if not self._slots.acquire(timeout=self.wait_timeout):
             raise LimitTimeout(
                 f"{self.max_in_flight} calls already in flight for {self.wait_timeout:.0f}s"

@@ -43,6 +43,7 @@ class Limits:
 
     timeout: float = DEFAULT_TIMEOUT  # every call
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # per server
+    per_tenant: int | None = None  # per server and tenant (None: a quarter of the above)
     count_timeout: float = DEFAULT_COUNT_TIMEOUT  # an exact count of points at risk
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
 
@@ -118,7 +119,9 @@ def _open(target: Target, k: Key) -> ClientGateway:
     where = server(target.url)
     limiter = _limiters.get(where)
     if limiter is None:
-        limiter = _limiters[where] = CallLimiter(_limits.max_in_flight, _limits.timeout)
+        limiter = _limiters[where] = CallLimiter(
+            _limits.max_in_flight, _limits.timeout, _limits.per_tenant
+        )
     return ClientGateway.open_target(
         target,
         timeout=_limits.timeout,
@@ -150,6 +153,17 @@ def release(user: Hashable) -> None:
         stale = _evict_if_unused(old) if old is not None else None
     if stale is not None:
         stale.close()
+
+
+def sizes() -> dict[str, int]:
+    """How many entries each map of the pool holds (observability, the churn test)."""
+    with _lock:
+        return {
+            "gateways": len(_gateways),
+            "users": len(_users),
+            "limiters": len(_limiters),
+            "tenant_shares": sum(limiter.tenants for limiter in _limiters.values()),
+        }
 
 
 def on_recovery(listener: Callable[[str], None]) -> None:
