@@ -73,6 +73,17 @@ def test_an_api_key_over_the_cap_is_refused_naming_the_secret_and_never_decoded(
     assert "Secret team-a/big" in message and "at most 4096" in message
     assert "VECTORSCHEMA_MAX_API_KEY_BYTES" in message
     assert pool_scrubber_size() == scrubber_before  # never remembered: it goes nowhere
+    # with the cache, a refused key is not fetched again until its Secret changes
+    cache = SecretCache()
+    cached = LabelledSecrets(fetch, Policy(), cache=cache, max_key_bytes=4096)
+    for _ in range(3):
+        with pytest.raises(ConnectionRefused, match="at most 4096"):
+            cached.read("team-a", "big", "k")
+    assert len(fetched) == 2
+    cache.invalidate("team-a", "big")
+    with pytest.raises(ConnectionRefused):
+        cached.read("team-a", "big", "k")
+    assert len(fetched) == 3
     # the cap is the admin's: a key at the cap is fine
     assert LabelledSecrets(lambda ns, n: secret(b"B" * 4096), Policy()).read("a", "b", "k")
 

@@ -223,18 +223,20 @@ def plan_source(
 ) -> PlanSource:
     """Where the webhook's plan comes from; never a tenant's Secret or connection:
 
-    1. an UPDATE of an object the operator has reconciled (same UID, collection and
-       connection): what its last pass observed (`Observation`), no Qdrant call; what
-       the caller learns is what that object's own status already shows its readers;
-    2. else, only when the API server is authenticated as the caller (mTLS,
+    1. when the API server is authenticated as the caller (mTLS,
        `VECTORSCHEMA_WEBHOOK_CLIENT_CA`, so the review cannot be forged) and the object
        uses the operator's own Qdrant (no `spec.qdrant`): a read through the operator's
-       default connection;
+       default connection (fresh, exact counts);
+    2. else an UPDATE of an object the operator has reconciled (same UID, collection and
+       connection): what its last pass observed (`Observation`), no Qdrant call; what
+       the caller learns is what that object's own status already shows its readers;
     3. else no plan (a CREATE from an unauthenticated caller may be forged: it learns
        nothing of any collection).
     """
 
     def source(resource: NamespaceResource, old: Mapping[str, Any] | None) -> tuple[Any, str]:
+        if default_connection is not None and resource.spec.qdrant is None:
+            return default_connection(), ""
         key = (resource.kube_namespace, resource.metadata.name)
         seen = observed(key)
         old_uid = ((old or {}).get("metadata") or {}).get("uid")
@@ -249,8 +251,6 @@ def plan_source(
                 "planned against the collection as the operator last observed it; point "
                 "counts are the collection's total then"
             )
-        if default_connection is not None and resource.spec.qdrant is None:
-            return default_connection(), ""
         return None, NO_OBSERVATION
 
     return source

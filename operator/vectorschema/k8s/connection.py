@@ -88,12 +88,14 @@ class SecretCache:
     def __init__(self, max_entries: int = 1024) -> None:
         self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._keys: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        #: an API key, or the refusal it got (a huge or invalid key is not fetched and
+        #: parsed again on every pass: only when its Secret changes)
+        self._keys: OrderedDict[tuple[str, str, str], str | ConnectionRefused] = OrderedDict()
         self._changes: dict[tuple[str, str], int] = {}
         self._changed = 0  # a counter of invalidations
         self._reading = 0  # reads in flight
 
-    def get(self, namespace: str, name: str, key: str) -> str | None:
+    def get(self, namespace: str, name: str, key: str) -> str | ConnectionRefused | None:
         with self._lock:
             value = self._keys.get((namespace, name, key))
             if value is not None:
@@ -107,7 +109,9 @@ class SecretCache:
             self._reading += 1
             return self._changed
 
-    def put(self, namespace: str, name: str, key: str, value: str, stamp: int) -> None:
+    def put(
+        self, namespace: str, name: str, key: str, value: str | ConnectionRefused, stamp: int
+    ) -> None:
         with self._lock:
             changed = self._changes.get((namespace, name), -1) > stamp
             self._done()
@@ -162,11 +166,18 @@ class LabelledSecrets:
     def read(self, namespace: str, name: str, key: str) -> str:
         if self.cache is not None:
             cached = self.cache.get(namespace, name, key)
+            if isinstance(cached, ConnectionRefused):
+                raise ConnectionRefused(cached.reason, str(cached))
             if cached is not None:
                 return cached
             stamp = self.cache.stamp()
             try:
                 api_key = self._read(namespace, name, key)
+            except ConnectionRefused as refused:
+                # a labelled Secret's refusal holds until its watch event says it changed
+                # (labelling an unlabelled one is such an event)
+                self.cache.put(namespace, name, key, refused, stamp)
+                raise
             except BaseException:
                 self.cache.abandon()
                 raise
