@@ -1,7 +1,7 @@
 """Where things are: the repository, the Go build script, the default state dir.
 
 The Go wrapper modules and ``build.sh`` stay in ``tools/controlplane/``, where the
-Makefile's ``controlplane`` target and the README point.
+Makefile's ``controlplane`` target and the docs point.
 """
 
 from __future__ import annotations
