@@ -57,6 +57,7 @@ START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_START_TIMEOUT", "90")) + 
 COMMAND_TIMEOUT = 120.0
 SETTLE_SECONDS = 30.0
 READ_ONLY = ("kubectl get ", "kubectl describe ")
+LOG_LINES = 40
 
 
 @dataclass
@@ -148,11 +149,18 @@ def shell(command: str, kubeconfig: Path) -> list[str]:
     return lines
 
 
-def difference(where: str, command: str, expected: list[str], actual: list[str]) -> str:
+def difference(
+    where: str, command: str, expected: list[str], actual: list[str], log: Path | None = None
+) -> str:
     diff = "\n".join(difflib.unified_diff(expected, actual, "the page", "the run", lineterm=""))
+    tail = ""
+    if log is not None and log.is_file():
+        tail = "\nlast lines of the operator's log:\n" + "\n".join(
+            log.read_text(errors="replace").splitlines()[-LOG_LINES:]
+        )
     return (
         f"{where}: the output of `{command}` is not what the page shows "
-        f"(normalised; `...` matches any lines):\n{diff}"
+        f"(normalised; `...` matches any lines):\n{diff}{tail}"
     )
 
 
@@ -171,7 +179,8 @@ def run_step(
         time.sleep(0.5)
     live_fps.order = trial.order
     where = f"{page.path.relative_to(REPO)}:{step.line}"
-    assert matches(expected, actual), difference(where, command, expected, actual)
+    log = kubeconfig.parent.parent / "operator.log"
+    assert matches(expected, actual), difference(where, command, expected, actual, log)
 
 
 @pytest.mark.parametrize("name", PAGES)
