@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import io
 import json
 import os
@@ -77,7 +78,11 @@ def code(value: Any) -> str:
         shown = value if value else '""'
     else:
         shown = json.dumps(value, separators=(", ", ": "))
-    return "`" + shown.replace("|", "\\|").replace("`", "'") + "`"
+    if "|" in shown:
+        # A pipe would split the table cell on GitHub, and `\\|` shows literally in MkDocs:
+        # inline HTML with an entity reads the same in both.
+        return "<code>" + html.escape(shown, quote=False).replace("|", "&#124;") + "</code>"
+    return "`" + shown.replace("`", "'") + "`"
 
 
 # --------------------------------------------------------------------------------------
@@ -96,6 +101,17 @@ def schema_type(node: Schema) -> str:
     if kind == "integer" and node.get("format"):
         return f"integer ({node['format']})"
     return kind
+
+
+def sizes(node: Schema, low_key: str, high_key: str, unit: str) -> list[str]:
+    low, high = node.get(low_key), node.get(high_key)
+    if low is not None and high is not None:
+        return [f"{low} to {high} {unit}."]
+    if low is not None:
+        return [f"At least {low} {unit}."]
+    if high is not None:
+        return [f"At most {high} {unit}."]
+    return []
 
 
 def constraints(node: Schema, required: bool) -> list[str]:
@@ -117,15 +133,8 @@ def constraints(node: Schema, required: bool) -> list[str]:
         out.append(f"Greater than {node['exclusiveMinimum']}.")
     if "exclusiveMaximum" in node:
         out.append(f"Less than {node['exclusiveMaximum']}.")
-    for key, what in (
-        ("minLength", "At least {} characters."),
-        ("maxLength", "At most {} characters."),
-    ):
-        if key in node:
-            out.append(what.format(node[key]))
-    for key, what in (("minItems", "At least {} items."), ("maxItems", "At most {} items.")):
-        if key in node:
-            out.append(what.format(node[key]))
+    out += sizes(node, "minLength", "maxLength", "characters")
+    out += sizes(node, "minItems", "maxItems", "items")
     if "pattern" in node:
         out.append(f"Pattern {code(node['pattern'])}.")
     if node.get("x-kubernetes-list-type") == "map":
@@ -174,7 +183,7 @@ def crd_page() -> str:
         lines += [f"## {kind}", ""]
         lines += [cell(root.get("description", "")), ""]
         lines += [
-            "| | |",
+            "| property | value |",
             "|---|---|",
             f"| API | `{crd['spec']['group']}/{version['name']}` |",
             f"| scope | {crd['spec']['scope']} |",
@@ -689,11 +698,12 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     ),
     "VECTORSCHEMA_WEBHOOK_PORT": (
         "unset (no webhook)",
-        "the admission webhook's HTTPS port ([Admission webhook](webhook.md))",
+        "the admission webhook's HTTPS port ([Admission webhook](webhook.md)); not a port "
+        "number: the operator stops at startup",
     ),
     "VECTORSCHEMA_WEBHOOK_ADDR": ("`127.0.0.1`", "its listen address (`0.0.0.0` in a Pod)"),
     "VECTORSCHEMA_WEBHOOK_HOST": (
-        "the listen address, or the Service's DNS name",
+        "the listen address (`127.0.0.1` when it is `0.0.0.0` or `::`)",
         "the host name its serving certificate is made for",
     ),
     "VECTORSCHEMA_WEBHOOK_CERT_DIR": (
@@ -719,7 +729,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "the API server's timeout for the webhook (1 to 30)",
     ),
     "VECTORSCHEMA_WEBHOOK_PLAN_SECONDS": (
-        "`2`",
+        "`2` (at most half the timeout)",
         "how long the webhook waits for Qdrant before answering without the plan",
     ),
     "VECTORSCHEMA_WEBHOOK_CLIENT_CA": (
