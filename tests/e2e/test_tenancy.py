@@ -42,6 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1405,3 +1406,106 @@ def test_a_hostile_tenant_cannot_slow_another_tenants_new_namespace(
         if qdrant.observe(default_collection_name(attacker, name)) is not None
     ]
     assert len(over) <= 12, over
+
+# --- issue 17, item 2: roles for people ---------------------------------------------------------
+
+ROLES = Path(__file__).resolve().parents[2] / "manifests" / "operator" / "roles.yaml"
+
+
+def can_i(kubectl: KubectlFn, who: str, ns: str | None, verb: str, what: str, *extra: str) -> bool:
+    """`kubectl auth can-i`, impersonating `who` (admin credentials may impersonate)."""
+    where = ["-n", ns] if ns else []
+    done = kubectl("auth", "can-i", verb, what, *where, *extra, f"--as={who}", check=False)
+    answer = done.stdout.strip()
+    assert answer in ("yes", "no"), done.stdout + done.stderr
+    return answer == "yes"
+
+
+def test_roles_for_people_let_a_tenant_edit_its_resources_and_nothing_more(
+    kubectl: KubectlFn, victim: str
+) -> None:
+    kubectl("apply", "-f", str(ROLES))
+    for sa, role in (("editor", "edit"), ("viewer", "view")):
+        kubectl("create", "serviceaccount", sa, "-n", victim)
+        # The built-in roles: ours reach them by aggregation (kube-controller-manager).
+        kubectl(
+            "create",
+            "rolebinding",
+            sa,
+            "-n",
+            victim,
+            f"--clusterrole={role}",
+            f"--serviceaccount={victim}:{sa}",
+        )
+    editor = f"system:serviceaccount:{victim}:editor"
+    viewer = f"system:serviceaccount:{victim}:viewer"
+    vns_ = "namespaces.vectorschema.dev"
+    deadline = time.monotonic() + 60
+    while not (
+        can_i(kubectl, editor, victim, "create", vns_)
+        and can_i(kubectl, viewer, victim, "get", vns_)
+    ):
+        assert time.monotonic() < deadline, (
+            "the built-in edit/view roles never granted Namespace resources: no role for "
+            "people is aggregated into them"
+        )
+        time.sleep(0.5)
+
+    # edit (RoleBinding in its namespace): its Namespace resources, nothing more.
+    for verb in ("create", "patch", "update", "delete", "get", "list", "watch"):
+        assert can_i(kubectl, editor, victim, verb, vns_), verb
+    assert not can_i(kubectl, editor, victim, "patch", vns_, "--subresource=status")
+    assert not can_i(kubectl, editor, victim, "update", vns_, "--subresource=status")
+    assert not can_i(kubectl, editor, None, "create", "plugins.vectorschema.dev")
+    assert not can_i(kubectl, editor, "default", "create", vns_)  # only its namespace
+    # view: read, never write.
+    assert can_i(kubectl, viewer, victim, "get", vns_)
+    assert can_i(kubectl, viewer, victim, "get", vns_, "--subresource=status")
+    for verb in ("create", "patch", "delete"):
+        assert not can_i(kubectl, viewer, victim, verb, vns_), verb
+
+    # Not only what RBAC says: a real status patch as the editor is refused.
+    apply(kubectl, namespace_doc(victim, "mine", plugins=[TEXT]))
+    refused = kubectl(
+        "patch",
+        "vns",
+        "mine",
+        "-n",
+        victim,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"appliedPlans": []}}),
+        f"--as={editor}",
+        check=False,
+    )
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
+
+    # Bound cluster-wide, the edit role still writes no Plugin and no status; the
+    # plugin-admin role (for platform admins) writes Plugins.
+    admin = f"system:serviceaccount:{victim}:platform"
+    kubectl("create", "serviceaccount", "platform", "-n", victim)
+    bindings = {
+        f"{victim}-editor": ("vectorschema-edit", "editor"),
+        f"{victim}-platform": ("vectorschema-plugin-admin", "platform"),
+    }
+    try:
+        for name, (role, sa) in bindings.items():
+            kubectl(
+                "create",
+                "clusterrolebinding",
+                name,
+                f"--clusterrole={role}",
+                f"--serviceaccount={victim}:{sa}",
+            )
+        assert can_i(kubectl, editor, "default", "create", vns_)
+        assert not can_i(kubectl, editor, None, "create", "plugins.vectorschema.dev")
+        assert not can_i(kubectl, editor, "default", "patch", vns_, "--subresource=status")
+        for verb in ("create", "patch", "delete"):
+            assert can_i(kubectl, admin, None, verb, "plugins.vectorschema.dev"), verb
+        assert not can_i(
+            kubectl, admin, None, "patch", "plugins.vectorschema.dev", "--subresource=status"
+        )
+        assert not can_i(kubectl, admin, victim, "create", vns_)
+    finally:
+        kubectl("delete", "clusterrolebinding", *bindings, "--ignore-not-found", check=False)

@@ -117,10 +117,18 @@ def env(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container(deployment)["env"]}
 
 
-def rules(docs: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    """Every (group, resource, resourceName, verb) the ClusterRoles of ``docs`` grant."""
+def for_people(role: dict[str, Any]) -> bool:
+    """One of the roles for people (view, edit, plugin-admin), not the operator's."""
+    return bool(role["metadata"]["labels"].get("app.kubernetes.io/component") == "user-roles")
+
+
+def rules(docs: list[dict[str, Any]], *, people: bool = False) -> list[tuple[str, ...]]:
+    """Every (group, resource, resourceName, verb) the operator's ClusterRoles of ``docs``
+    grant (with ``people``: the roles for people instead)."""
     found = set()
     for role in by_kind(docs, "ClusterRole"):
+        if for_people(role) != people:
+            continue
         for rule in role["rules"]:
             for g in rule["apiGroups"]:
                 for r in rule["resources"]:
@@ -179,6 +187,9 @@ def test_defaults_render_the_documented_objects() -> None:
             ("ServiceAccount", "vectorschema"),
             ("ClusterRole", "vectorschema"),
             ("ClusterRole", "vectorschema-tenant"),
+            ("ClusterRole", "vectorschema-view"),
+            ("ClusterRole", "vectorschema-edit"),
+            ("ClusterRole", "vectorschema-plugin-admin"),
             ("ClusterRoleBinding", "vectorschema"),
             ("ClusterRoleBinding", "vectorschema-tenant"),
             ("Deployment", "vectorschema"),
@@ -680,3 +691,52 @@ def test_webhook_client_ca_turns_on_caller_authentication() -> None:
     assert mounts["webhook-client-ca"]["mountPath"] == "/etc/vectorschema/webhook-client-ca"
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     assert volumes["webhook-client-ca"]["configMap"] == {"name": "apiserver-webhook-ca"}
+
+
+# --------------------------------------------------------------------------------------
+# roles for people (issue 17, item 2)
+# --------------------------------------------------------------------------------------
+
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def people_roles(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The roles for people by suffix (view, edit, plugin-admin)."""
+    return {
+        r["metadata"]["name"].rsplit("vectorschema-", 1)[1]: r
+        for r in by_kind(docs, "ClusterRole")
+        if for_people(r)
+    }
+
+
+def aggregated_into(role: dict[str, Any]) -> set[str]:
+    return {
+        k.removeprefix(AGGREGATE)
+        for k, v in role["metadata"]["labels"].items()
+        if k.startswith(AGGREGATE) and v == "true"
+    }
+
+
+def test_roles_for_people_in_the_chart_and_the_base() -> None:
+    chart, base = render(), kustomize(REPO / "manifests")
+    for docs in (chart, base):
+        roles = people_roles(docs)
+        assert sorted(roles) == ["edit", "plugin-admin", "view"]
+        assert aggregated_into(roles["view"]) == {"view", "edit", "admin"}
+        assert aggregated_into(roles["edit"]) == {"edit", "admin"}
+        assert aggregated_into(roles["plugin-admin"]) == set()
+        granted = rules(docs, people=True)
+        writes = {"create", "update", "patch", "delete", "deletecollection"}
+        # No role for people writes status; only plugin-admin writes Plugins.
+        assert not [g for g in granted if g[1].endswith("/status") and g[3] in writes]
+        edit = rules([roles["edit"]], people=True)
+        assert ("vectorschema.dev", "namespaces", "*", "create") in edit
+        assert not [g for g in edit if g[1] != "namespaces"], edit
+        view = rules([roles["view"]], people=True)
+        assert {g[3] for g in view} == {"get", "list", "watch"}
+        plugin_admin = rules([roles["plugin-admin"]], people=True)
+        assert ("vectorschema.dev", "plugins", "*", "create") in plugin_admin
+    assert rules(chart, people=True) == rules(base, people=True)
+    assert by_kind(render({"userRoles": {"enabled": False}}), "ClusterRole") == [
+        r for r in by_kind(chart, "ClusterRole") if not for_people(r)
+    ]

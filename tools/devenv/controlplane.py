@@ -41,9 +41,12 @@ from devenv.state import PIDS_FILE, any_alive, read_pids
 
 #: Controllers of kube-controller-manager that we run (canonical names of Kubernetes 1.36):
 #: namespace deletion, ownerReference garbage collection, the ``default`` ServiceAccount of
-#: each namespace, service-account token Secrets and the ``kube-root-ca.crt`` ConfigMaps.
+#: each namespace, service-account token Secrets, the ``kube-root-ca.crt`` ConfigMaps, and
+#: the aggregated ClusterRoles (``aggregate-to-view/edit/admin`` labels fill the built-in
+#: ``view``, ``edit`` and ``admin`` roles).
 CONTROLLERS = (
     "namespace-controller",
+    "clusterrole-aggregation-controller",
     "garbage-collector-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",
