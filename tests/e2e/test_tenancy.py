@@ -1407,6 +1407,7 @@ def test_a_hostile_tenant_cannot_slow_another_tenants_new_namespace(
     ]
     assert len(over) <= 12, over
 
+
 # --- issue 17, item 2: roles for people ---------------------------------------------------------
 
 ROLES = Path(__file__).resolve().parents[2] / "manifests" / "operator" / "roles.yaml"
