@@ -45,7 +45,7 @@ from tests.e2e.operator_env import KUBECTL, Kubectl, run_kubectl
 
 from devenv import ControlPlane, ControlPlaneError, build_binaries, cannot_run_node
 from devenv.node import NODE_BUILD_SCRIPT
-from devenv.nodehost import leftovers
+from devenv.nodehost import leftovers_after_stop
 
 START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_START_TIMEOUT", "90"))
 
@@ -175,7 +175,7 @@ def node_cluster(
         node = plane.node
         plane.stop()
     if node is not None:
-        left = leftovers(node.bin_dir, node.node_dir)
+        left = leftovers_after_stop(node.bin_dir, node.node_dir)
         if left:
             pytest.fail(f"the node's stop left traces behind: {left}", pytrace=False)
 

@@ -209,6 +209,10 @@ def test_import_image_into_the_node(node: Node, tmp_path: Path) -> None:
     ociimage.write_archive(archive, name, {"nettest": nettest}, ["/nettest"])
     assert name in node.import_image(archive)
     assert name in node.images()
+    # The same node, found again from its state dir (as make deploy does for make cluster's).
+    attached = Node.attach(node.state_dir)
+    assert attached is not None and name in attached.images()
+    assert Node.attach(tmp_path) is None
 
 
 def test_a_second_node_is_refused_while_one_runs(

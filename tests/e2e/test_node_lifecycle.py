@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -70,12 +71,14 @@ def test_a_crashed_node_is_scrubbed_by_the_next_start_and_stop_leaves_nothing(
         message="the Pod Running",
     )
 
-    crash(first)
+    holder = crash(first, keep_lock_holder=True)
+    assert holder is not None
     left = nodehost.leftovers(bin_dir, first_dir)
     assert any("containerd-shim-runc-v2" in ln for ln in left), left
     assert _pod_processes(), left
     assert "bridge vsnode0" in left and any(ln.startswith("mount ") for ln in left), left
     survivors = _pod_processes()
+    os.kill(holder, signal.SIGKILL)  # now the node is a crashed one: nobody holds its lock
 
     second = ControlPlane(tmp_path / "second", node=True)
     try:
@@ -85,5 +88,5 @@ def test_a_crashed_node_is_scrubbed_by_the_next_start_and_stop_leaves_nothing(
         assert not [ln for ln in nodehost.leftovers(bin_dir, first_dir) if "mount" in ln]
     finally:
         second.stop()
-    assert nodehost.leftovers(bin_dir, first_dir) == []
-    assert nodehost.leftovers(bin_dir, tmp_path / "second" / "node") == []
+    assert nodehost.leftovers_after_stop(bin_dir, first_dir) == []
+    assert nodehost.leftovers_after_stop(bin_dir, tmp_path / "second" / "node") == []

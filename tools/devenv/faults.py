@@ -63,12 +63,18 @@ def compact_etcd(plane: ControlPlane) -> int:
     return revision
 
 
-def crash(plane: ControlPlane) -> None:
+def crash(plane: ControlPlane, keep_lock_holder: bool = False) -> int | None:
     """SIGKILL every process of ``plane`` and of its node (kubelet, containerd, the lock
     holder...) at once, and forget them: no clean-up runs. Container shims and Pods, which
-    run in their own sessions, survive, as after a real crash of the launcher."""
+    run in their own sessions, survive, as after a real crash of the launcher.
+
+    ``keep_lock_holder=True`` spares the node's lock holder (so that nobody else cleans up
+    before the caller has looked) and returns its PID, for the caller to kill."""
     node = plane.node
     procs = [*plane._procs, *(node._procs if node is not None else [])]
+    holder = next((p for p in procs if p.name == "node-lock"), None)
+    if keep_lock_holder and holder is not None:
+        procs.remove(holder)
     for proc in procs:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
@@ -79,6 +85,7 @@ def crash(plane: ControlPlane) -> None:
     if node is not None:
         node._procs, node._record = [], None
     cleanup.unregister(plane)
+    return holder.pid if keep_lock_holder and holder is not None else None
 
 
 def proxied_kubeconfig(plane: ControlPlane, port: int, path: Path) -> Path:

@@ -12,6 +12,8 @@ the Pods' gateway address, see :mod:`devenv.network`)::
         node.nettest_image                            # "vectorschema.local/nettest:1"
         node.ctr("images", "ls")                      # any ctr command on its containerd
 
+    Node.attach(Path(".state/cluster"))               # the running node of make cluster
+
 ``ControlPlane.start`` raises :class:`NodeUnavailableError` (a ``ControlPlaneError``) with
 the reason when the host cannot run a node (:func:`devenv.nodehost.cannot_run_node`: not
 root, no cgroups); ``node="auto"`` starts the plane alone then (``cp.node`` is ``None``,
@@ -83,6 +85,17 @@ class Node:
         self._bin_dir: Path | None = None
         self._procs: list[Process] = []
         self._record: dict[str, Any] | None = None
+
+    @classmethod
+    def attach(cls, state_dir: Path) -> Node | None:
+        """The running node of ``state_dir`` (e.g. a detached one of ``make cluster``), to
+        import images into or stop; ``None`` if this machine's node is not that one."""
+        record = nodehost.read_record()
+        if record is None or record.get("state_dir") != str(Path(state_dir).resolve()):
+            return None
+        node = cls(state_dir, detached=True)
+        node._bin_dir = Path(str(record["bin_dir"]))
+        return node
 
     # -- paths --------------------------------------------------------------------------
 

@@ -315,6 +315,27 @@ def leftovers(bin_dir: Path, node_dir: Path | None = None) -> list[str]:
     return found
 
 
+def leftovers_after_stop(bin_dir: Path, node_dir: Path) -> list[str]:
+    """:func:`leftovers` of a node that was stopped, checked under the machine's lock so
+    that a node another starter brought up meanwhile is not counted. If someone holds the
+    lock already, only what is certainly ours is checked: mounts under ``node_dir`` and a
+    record naming its state dir."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            record = read_record() or {}
+            found = [f"mount {m}" for m in mounts_under(node_dir)]
+            if record.get("node_dir") == str(node_dir):
+                found.append(f"record {RECORD_FILE} of {node_dir}")
+            return found
+        return leftovers(bin_dir, node_dir)
+    finally:
+        os.close(fd)
+
+
 def stop_node_of(state_dir: Path) -> bool:
     """Scrub the machine's node if it belongs to ``state_dir``; True if there was one."""
     record = read_record()
