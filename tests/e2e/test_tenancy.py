@@ -1510,3 +1510,36 @@ def test_roles_for_people_let_a_tenant_edit_its_resources_and_nothing_more(
         assert not can_i(kubectl, admin, victim, "create", vns_)
     finally:
         kubectl("delete", "clusterrolebinding", *bindings, "--ignore-not-found", check=False)
+
+
+# --- issue 17, item 5: deletion always ends, for any valid name ---------------------------------
+
+
+def test_a_253_character_name_gets_a_status_and_its_deletion_completes(
+    kubectl: KubectlFn, qdrant: ClientGateway, attacker: str
+) -> None:
+    """The longest name Kubernetes takes cannot make a default collection name (Qdrant
+    takes 255 characters): with it alone the resource is Stalled with a message naming
+    the field; with a custom collectionName it is served. Both are deleted in bounded
+    time."""
+    long_name = "n" * 253
+    custom = "c" * 252
+    named = f"{attacker}_long"
+    apply(
+        kubectl,
+        namespace_doc(attacker, long_name, plugins=[TEXT], deletionPolicy="Delete"),
+        namespace_doc(
+            attacker, custom, plugins=[TEXT], deletionPolicy="Delete", collectionName=named
+        ),
+    )
+    obj = stalled(kubectl, attacker, long_name, "InvalidSpec")
+    message = reason_of(obj)[1]
+    assert "metadata.name" in message and "spec.collectionName" in message, message
+    obj = ready(kubectl, attacker, custom)
+    assert obj["status"]["collection"] == named
+    assert qdrant.observe(named) is not None
+
+    kubectl("delete", "vns", long_name, custom, "-n", attacker, "--timeout=90s")
+    assert qdrant.observe(named) is None  # deletionPolicy: Delete ran
+    left = kubectl("get", "vns", "-n", attacker, "-o", "name").stdout.split()
+    assert left == [], left

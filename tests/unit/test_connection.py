@@ -225,6 +225,45 @@ def test_release_of_an_invalid_spec_leaves_the_collection() -> None:
     assert event.message.startswith("invalid spec, collection left as it is: ")
 
 
+def test_release_of_a_name_that_makes_no_default_collection_name_ends() -> None:
+    """Issue 17: a 253-character name with a custom collectionName. Deriving the default
+    name raised ValueError outside the release's error handling: retried for ever."""
+    long = body(collectionName="team-a_long")
+    long["metadata"]["name"] = "n" * 253
+    done = Finalized(Event("Normal", EventReason.DELETED, "deleted"))
+    event = release(
+        long,
+        0,
+        retries=3,
+        delay=1.0,
+        connector_for=lambda r: lambda: None,  # type: ignore[arg-type, return-value]
+        release_collection=lambda resource, connect: done,
+    )
+    assert event == done.event
+
+
+class BrokenPolicy(Policy):
+    """A policy that fails where nothing was expected to (anything in release may)."""
+
+    def collection_refusal(self, *_: Any) -> str | None:
+        raise RuntimeError("unexpected")
+
+
+def test_every_failure_of_release_is_bounded() -> None:
+    kwargs: Any = {
+        "retries": 3,
+        "delay": 2.0,
+        "connector_for": lambda r: None,
+        "release_collection": fails(AssertionError("not called")),
+        "policy": BrokenPolicy(),
+    }
+    with pytest.raises(kopf.TemporaryError):
+        release(body(), 1, **kwargs)
+    event = release(body(), 2, **kwargs)
+    assert (event.type, event.reason) == ("Warning", EventReason.RELEASED_UNCLEAN)
+    assert "released after 3 attempts" in event.message and "unexpected" in event.message
+
+
 # --- the admin's policy at the connection (issue 8) ---------------------------------------
 
 ALLOW = {"VECTORSCHEMA_ALLOWED_QDRANT_URLS": URL}

@@ -1518,3 +1518,21 @@ def test_an_operation_is_abandoned_with_the_annotation(qdrant: ClientGateway) ->
     # what remains is a plan of its own, waiting for its own approval
     assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
     assert EventReason.ABANDONED in [e.reason for e in result.events]
+
+
+# --- any valid name (issue 17, item 5) -----------------------------------------------------
+
+
+def test_a_name_that_makes_no_default_collection_name_is_served_by_its_collection_name(
+    qdrant: ClientGateway,
+) -> None:
+    """253 characters (the longest Kubernetes name): no default collection name (Qdrant
+    takes 255); with `spec.collectionName` it is served, and the prefix rule still holds."""
+    harness = Harness(qdrant)
+    long = namespace({**BASE, "collectionName": "team-a_long"}, name="n" * 253)
+    assert long.default_collection is None
+    assert is_ready(harness.run(long).status)
+    assert qdrant.observe("team-a_long") is not None
+    outside = namespace({**BASE, "collectionName": "team-b_long"}, name="n" * 253)
+    result = harness.run(outside)
+    assert condition(result.status, "Stalled")[1] == Reason.COLLECTION_NAME_NOT_ALLOWED

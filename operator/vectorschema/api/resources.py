@@ -65,6 +65,15 @@ class NamespaceResource(BaseModel):
         )
 
     @property
+    def default_collection(self) -> str | None:
+        """The default collection name, or None when this resource's names cannot make one
+        (a long `metadata.name`: then `spec.collectionName` is set, see the validator)."""
+        try:
+            return default_collection_name(self.kube_namespace, self.metadata.name)
+        except ValueError:
+            return None
+
+    @property
     def owner_id(self) -> str:
         return f"{self.kube_namespace}/{self.metadata.name}"
 

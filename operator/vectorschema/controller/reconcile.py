@@ -41,7 +41,6 @@ from vectorschema.api import (
     OperationStep,
     PluginSpec,
     Reason,
-    default_collection_name,
     timestamp,
 )
 from vectorschema.api.status import StepState
@@ -227,8 +226,9 @@ class Pass:
     def _collection_name_allowed(self) -> bool:
         """The admin's rule for `spec.collectionName`, checked before any connection."""
         resource = self.resource
-        default = default_collection_name(resource.kube_namespace, resource.metadata.name)
-        refusal = self.policy.collection_refusal(resource.kube_namespace, self.collection, default)
+        refusal = self.policy.collection_refusal(
+            resource.kube_namespace, self.collection, resource.default_collection
+        )
         if refusal is None:
             return True
         self.status.plan = None

@@ -212,13 +212,16 @@ class Policy:
         key, value = self.secret_label
         return (labels or {}).get(key) == value
 
-    def collection_allowed(self, kube_namespace: str, collection: str, default: str) -> bool:
-        """Whether a Namespace in `kube_namespace` may use `collection` by name."""
+    def collection_allowed(self, kube_namespace: str, collection: str, default: str | None) -> bool:
+        """Whether a Namespace in `kube_namespace` may use `collection` by name (`default`:
+        its default name, None when its names cannot make one)."""
         if self.collection_names is CollectionNames.ANY or collection == default:
             return True
         return collection.startswith(f"{kube_namespace}_")
 
-    def collection_refusal(self, kube_namespace: str, collection: str, default: str) -> str | None:
+    def collection_refusal(
+        self, kube_namespace: str, collection: str, default: str | None
+    ) -> str | None:
         """Why a Namespace in `kube_namespace` may not use `collection` (None: it may);
         what the reconcile stalls with and the admission webhook refuses with."""
         if self.collection_allowed(kube_namespace, collection, default):

@@ -48,7 +48,6 @@ from vectorschema.api import (
     VERSION,
     NamespaceResource,
     PluginSpec,
-    default_collection_name,
     describe,
 )
 from vectorschema.controller.errors import ConnectionRefused
@@ -113,8 +112,9 @@ def policy_refusals(resource: NamespaceResource, policy: Policy) -> list[str]:
             checked_url(conn.url, policy)
         except ConnectionRefused as exc:
             out.append(str(exc))
-    default = default_collection_name(resource.kube_namespace, resource.metadata.name)
-    refusal = policy.collection_refusal(resource.kube_namespace, resource.collection_name, default)
+    refusal = policy.collection_refusal(
+        resource.kube_namespace, resource.collection_name, resource.default_collection
+    )
     if refusal is not None:
         out.append(refusal)
     return out

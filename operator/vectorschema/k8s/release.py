@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from vectorschema.api import EventReason, NamespaceResource, default_collection_name, describe
+from vectorschema.api import EventReason, NamespaceResource, describe
 from vectorschema.controller.errors import ConnectionRefused, ConnectorError
 from vectorschema.controller.finalize import Finalized, finalize
 from vectorschema.controller.locks import ResourceLocks
@@ -98,6 +98,33 @@ def _release(
     release_collection: Callable[[NamespaceResource, Connector], Finalized],
     policy: Policy,
 ) -> Event:
+    """`_release_once`, with every failure bounded: whatever it raises (but kopf's own
+    retry) is retried `retries` times in all, and then the resource goes."""
+    try:
+        return _release_once(body, retry, retries, delay, connector_for, release_collection, policy)
+    except kopf.TemporaryError:
+        raise
+    except Exception as exc:  # a deletion is never held for ever, whatever went wrong
+        log.warning("releasing failed: %s", type(exc).__name__)
+        message = SCRUBBER.scrub(str(exc)) or type(exc).__name__
+        if retry + 1 < retries:
+            raise kopf.TemporaryError(message, delay=delay) from None
+        return Event(
+            "Warning",
+            EventReason.RELEASED_UNCLEAN,
+            f"released after {retry + 1} attempts without cleaning up: {message}",
+        )
+
+
+def _release_once(
+    body: Mapping[str, Any],
+    retry: int,
+    retries: int,
+    delay: float,
+    connector_for: Callable[[NamespaceResource], Connector],
+    release_collection: Callable[[NamespaceResource, Connector], Finalized],
+    policy: Policy,
+) -> Event:
     try:
         resource = NamespaceResource.model_validate(
             {"metadata": dict(body.get("metadata", {})), "spec": dict(body.get("spec") or {})}
@@ -108,8 +135,9 @@ def _release(
             EventReason.RELEASED_UNCLEAN,
             f"invalid spec, collection left as it is: {describe(exc)}",
         )
-    default = default_collection_name(resource.kube_namespace, resource.metadata.name)
-    refusal = policy.collection_refusal(resource.kube_namespace, resource.collection_name, default)
+    refusal = policy.collection_refusal(
+        resource.kube_namespace, resource.collection_name, resource.default_collection
+    )
     if refusal is not None:
         return Event(
             "Warning",
