@@ -66,3 +66,13 @@ def test_no_page_copies_a_manifest_of_ours_inline() -> None:
             if API_VERSION in block and "--8<--" not in block:
                 copies.append(str(page.relative_to(REPO)))
     assert not copies, f"include the manifest from a file (--8<--) instead: {copies}"
+
+
+def test_the_readmes_links_resolve() -> None:
+    """`make docs` checks the site's links; the README is outside the site, so here."""
+    text = (REPO / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [t for t in targets if "://" not in t]
+    assert local, "the README links into the docs"
+    missing = [t for t in local if not (REPO / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
