@@ -17,6 +17,7 @@ TLS-inspecting egress proxy like this workplace's is trusted. Neither is part of
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -96,7 +97,11 @@ def content_key(base_id: str, repo: Path = REPO) -> str:
 
 
 def build_image(repo: Path = REPO, *, force: bool = False) -> BuiltImage:
-    """Build (or reuse) the operator image from ``repo``'s Dockerfile."""
+    """Build (or reuse) the operator image from ``repo``'s Dockerfile.
+
+    One build at a time per cache (a lock file there): worktrees and test sessions that
+    build at once wait for each other, then reuse what the first one built.
+    """
     if os.geteuid() != 0:
         raise ImageError(
             "building the image here needs root (buildah's root storage, mmdebstrap in root "
@@ -104,6 +109,13 @@ def build_image(repo: Path = REPO, *, force: bool = False) -> BuiltImage:
         )
     ensure_programs("buildah", "runc", "mmdebstrap")
     cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(repo, cache, force)
+
+
+def _build(repo: Path, cache: Path, force: bool) -> BuiltImage:
     base_name = base.ensure_base(cache)
     base_id = buildah(
         "inspect", "--type", "image", "--format", "{{.FromImageID}}", base_name, capture=True
