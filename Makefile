@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install controlplane node helm cluster cluster-down crds docs docs-gen docs-serve image lint lint-manifests test test-unit test-conformance conformance test-e2e soak run bench clean
+.PHONY: help install controlplane node helm cluster cluster-down crds docs docs-gen docs-serve image lint lint-manifests test test-unit test-conformance conformance test-e2e soak run bench bench-smoke bench-growth clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,7 +79,7 @@ conformance: install ## The gateway contract against your Qdrant: make conforman
 test-e2e: install controlplane ## End-to-end tests on the real local control plane
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-test: install controlplane lint test-unit test-conformance test-e2e ## Everything CI runs: set-up, lint, unit and e2e tests
+test: install controlplane lint test-unit test-conformance test-e2e bench-smoke ## Everything CI runs: set-up, lint, unit and e2e tests, the benchmarks' smoke run
 
 SOAK_MINUTES ?= 45
 soak: install controlplane ## The long reliability suite (longer outages, more rounds and edits); stops after SOAK_MINUTES
@@ -91,9 +91,15 @@ soak: install controlplane ## The long reliability suite (longer outages, more r
 run: install controlplane ## The main job: control plane (if no cluster), CRDs, samples, operator; Ctrl-C stops
 	$(BIN)/python tools/run.py
 
-bench: install controlplane ## Benchmarks: bench/run.py (ratios), then the operator on the local control plane (bench-results.json)
+bench: install controlplane ## Benchmarks: bench/run.py, then the operator on the local control plane (bench-results.json); QDRANT_URL=... adds the server path
 	$(BIN)/python bench/run.py
-	PYTHONPATH=tools $(BIN)/python bench/cluster.py
+	QDRANT_URL='$(QDRANT_URL)' QDRANT_API_KEY='$(QDRANT_API_KEY)' PYTHONPATH=tools $(BIN)/python bench/cluster.py $(BENCH_ARGS)
+
+bench-growth: install controlplane ## The growth table (100, 1,000, 10,000 Namespaces; long): embedded, or QDRANT_URL=...
+	QDRANT_URL='$(QDRANT_URL)' QDRANT_API_KEY='$(QDRANT_API_KEY)' PYTHONPATH=tools $(BIN)/python bench/cluster.py --stages growth --out bench-growth.json $(BENCH_ARGS)
+
+bench-smoke: install controlplane ## Every benchmark stage at tiny sizes, every figure checked (no timing; part of make test)
+	$(BIN)/pytest tests/bench $(PYTEST_ARGS)
 
 clean: ## Remove the virtualenv, local state, the embedded Qdrant data and the built docs site
 	rm -rf $(VENV) .state .data site

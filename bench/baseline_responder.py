@@ -3,6 +3,11 @@ in plain aiohttp. It watches the Namespace resources of one Kubernetes namespace
 each generation it has not answered yet, merge-patches `/status` with that
 `observedGeneration` and a Ready condition. No planning, no Qdrant, no cache.
 
+It prints `watching` on stdout once its first watch is open (the benchmark waits for that
+line before it sends the first change: a condition, not a fixed start-up window). A list or
+watch the API server refuses (a resource just made, a version too old) is retried from a
+fresh list, so the loop cannot die quietly and leave the benchmark waiting.
+
 Usage: `python bench/baseline_responder.py SERVER CA CERT KEY NAMESPACE` (until killed).
 """
 
@@ -47,20 +52,37 @@ async def main(server: str, ca: str, cert: str, key: str, ns: str) -> None:
             async with session.patch(url, data=json.dumps(patch), headers=headers) as r:
                 await r.read()
 
-        async with session.get(base) as resp:
-            listing = await resp.json()
-        version = listing["metadata"]["resourceVersion"]
-        for obj in listing["items"]:
-            await answer(obj)
+        announced = False
         while True:
-            params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "1"}
-            async with session.get(base, params=params) as resp:
-                async for line in resp.content:
-                    event = json.loads(line)
-                    obj = event["object"]
-                    version = obj["metadata"]["resourceVersion"]
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        await answer(obj)
+            async with session.get(base) as resp:
+                if resp.status != 200:  # e.g. the resource is not served yet: list again
+                    await resp.read()
+                    await asyncio.sleep(0.1)
+                    continue
+                listing = await resp.json()
+            version = listing["metadata"]["resourceVersion"]
+            for obj in listing["items"]:
+                await answer(obj)
+            while True:  # watch until the server refuses the version: then list afresh
+                params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "1"}
+                async with session.get(base, params=params) as resp:
+                    if resp.status != 200:
+                        await resp.read()
+                        break
+                    if not announced:
+                        print("watching", flush=True)
+                        announced = True
+                    async for line in resp.content:
+                        event = json.loads(line)
+                        obj = event["object"]
+                        if event["type"] == "ERROR":
+                            break
+                        version = obj["metadata"]["resourceVersion"]
+                        if event["type"] in ("ADDED", "MODIFIED"):
+                            await answer(obj)
+                    else:
+                        continue  # the server ended the watch: resume from `version`
+                break  # an ERROR event: list again
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Loaded next to the operator by the cluster benchmarks (`kopf run -m
 vectorschema.k8s.handlers -m bench_hooks`), never in production: counts the operator's
-Qdrant calls by gateway method (reads, writes) and its completed reconcile passes, and
-serves them as JSON on 127.0.0.1:`BENCH_HOOKS_PORT` (`GET /counts`).
+Qdrant calls by gateway method (reads, writes), the HTTP requests its Qdrant clients send
+to a server (by method: what a server sees), and its completed reconcile passes, and serves
+them as JSON on 127.0.0.1:`BENCH_HOOKS_PORT` (`GET /counts`).
 
 The embedded Qdrant lives inside the operator process, so its calls can only be counted
 there; API requests are counted at the API server instead (its audit log).
@@ -18,6 +19,7 @@ from typing import Any
 
 import kopf
 from aiohttp import web
+from qdrant_client.http.api_client import ApiClient
 
 from vectorschema.qdrant.client import ClientGateway
 
@@ -31,6 +33,7 @@ WRITES = (
     "set_metadata",
 )
 calls: Counter[str] = Counter()
+http: Counter[str] = Counter()
 _lock = threading.Lock()
 
 
@@ -47,6 +50,20 @@ def _counted(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 for _name in (*READS, *WRITES):
     setattr(ClientGateway, _name, _counted(_name, getattr(ClientGateway, _name)))
 
+_send_inner = ApiClient.send_inner
+
+
+def _send_counted(self: ApiClient, request: Any) -> Any:
+    parts = request.url.path.split("/")
+    if len(parts) > 2 and parts[1] == "collections":
+        parts[2] = "{c}"  # one key per kind of request, not per collection
+    with _lock:
+        http[f"{request.method} {'/'.join(parts)}"] += 1
+    return _send_inner(self, request)
+
+
+ApiClient.send_inner = _send_counted  # type: ignore[method-assign]
+
 
 @kopf.on.startup()
 async def serve_counts(memo: kopf.Memo, **_: Any) -> None:
@@ -54,6 +71,7 @@ async def serve_counts(memo: kopf.Memo, **_: Any) -> None:
         passes = memo.wakeups.passes
         with _lock:
             qdrant = dict(calls)
+            on_the_wire = dict(http)
         return web.json_response(
             {
                 "passes": sum(passes.values()),
@@ -61,6 +79,7 @@ async def serve_counts(memo: kopf.Memo, **_: Any) -> None:
                 "qdrant_reads": sum(qdrant.get(n, 0) for n in READS),
                 "qdrant_writes": sum(qdrant.get(n, 0) for n in WRITES),
                 "qdrant": qdrant,
+                "qdrant_http": on_the_wire,
             }
         )
 

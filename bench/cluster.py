@@ -43,24 +43,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 
 import run as unit_bench
 from devenv import ControlPlane, build_binaries, free_port
 from devenv.operatorproc import AuditEvent, OperatorProcess, count_requests, read_audit
 from vectorschema.api import PluginSpec, VectorSpec
+from vectorschema.api.constants import OWNER_METADATA_KEY, OWNER_UID_METADATA_KEY
+from vectorschema.api.namespace import default_collection_name
 from vectorschema.qdrant.client import ClientGateway
 
 HERE = Path(__file__).resolve().parent
@@ -73,8 +81,11 @@ WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollectio
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
+STARTED = time.monotonic()
+
+
 def log(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    print(f"[{time.monotonic() - STARTED:6.1f}s] {line}", file=sys.stderr, flush=True)
 
 
 def pct(samples: Sequence[float], q: float) -> float:
@@ -108,31 +119,57 @@ class Api:
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         )
 
-    async def request(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+    async def request(
+        self, method: str, path: str, body: Any = None, *, patience: float = 60, **kw: Any
+    ) -> Any:
+        """One request; a 429 (e.g. "storage is (re)initializing" for a resource just made)
+        is retried after the server's retryAfterSeconds, for up to `patience` seconds."""
         data = json.dumps(body) if body is not None else None
         headers = kw.pop("headers", {"Content-Type": "application/json"})
-        async with self.session.request(
-            method, self.server + path, data=data, headers=headers, **kw
-        ) as resp:
-            payload = await resp.json()
-            if resp.status >= 300:
-                raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {payload}")
-            return payload
+        deadline = time.monotonic() + patience
+        while True:
+            async with self.session.request(
+                method, self.server + path, data=data, headers=headers, **kw
+            ) as resp:
+                payload = await resp.json()
+                if resp.status == 429 and time.monotonic() < deadline:
+                    retry = (payload.get("details") or {}).get("retryAfterSeconds", 1)
+                    await asyncio.sleep(min(float(retry), 1.0))
+                    continue
+                if resp.status >= 300:
+                    raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {payload}")
+                return payload
 
     async def watch(
         self, path: str, version: str, on_event: Callable[[str, dict[str, Any], float], None]
     ) -> None:
-        """Watch `path` from `version` (re-watching when the server ends it) until cancelled."""
+        """Watch `path` from `version` (re-watching when the server ends it) until cancelled.
+        A watch the server refuses (version too old) is resumed from a fresh list, whose
+        objects are passed on as ADDED: nothing is missed, and handlers are idempotent."""
         while True:
             params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "1"}
+            refused = False
             async with self.session.get(self.server + path, params=params) as resp:
-                async for line in resp.content:
-                    arrived = time.perf_counter()
-                    event = json.loads(line)
-                    obj = event["object"]
-                    version = obj["metadata"].get("resourceVersion", version)
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        on_event(event["type"], obj, arrived)
+                if resp.status != 200:
+                    await resp.read()
+                    refused = True
+                else:
+                    async for line in resp.content:
+                        arrived = time.perf_counter()
+                        event = json.loads(line)
+                        obj = event["object"]
+                        if event["type"] == "ERROR":
+                            refused = True
+                            break
+                        version = obj["metadata"].get("resourceVersion", version)
+                        if event["type"] in ("ADDED", "MODIFIED"):
+                            on_event(event["type"], obj, arrived)
+            if refused:
+                listing = await self.request("GET", path)
+                arrived = time.perf_counter()
+                version = listing["metadata"]["resourceVersion"]
+                for obj in listing["items"]:
+                    on_event("ADDED", obj, arrived)
 
     async def close(self) -> None:
         await self.session.close()
@@ -219,6 +256,18 @@ async def measure_latency(api: Api, namespace: str, name: str, changes: int) -> 
         return samples
     finally:
         watch.cancel()
+
+
+async def responder_watching(proc: asyncio.subprocess.Process, timeout: float = 120) -> None:
+    """Until the floor's responder has its watch open (it prints `watching`): the first
+    change is sent only then. Fails at once if it exits, or after `timeout`."""
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+    except TimeoutError:
+        raise SystemExit(f"bench: the floor's responder opened no watch in {timeout:g} s") from None
+    if line.strip() != b"watching":
+        raise SystemExit(f"bench: the floor's responder exited ({await proc.wait()}): {line!r}")
 
 
 # --- the operator ---------------------------------------------------------------------
@@ -341,6 +390,117 @@ def operator_events(plane: ControlPlane, start: float, end: float) -> list[Audit
     return [e for e in events if e.user == OPERATOR_USER and start <= e.time <= end]
 
 
+async def scale_phase(
+    api: Api,
+    plane: ControlPlane,
+    operator: Operator,
+    local: aiohttp.ClientSession,
+    tenants: Sequence[str],
+    n: int,
+    timeout: float,
+    profiler: Profiler | None = None,
+) -> dict[str, Any]:
+    """`n` Namespaces of 3 Plugins, created 16 at a time, until all are Ready on a
+    cluster-wide watch. Keys without a prefix (the caller names them)."""
+    out: dict[str, Any] = {}
+    assert operator.proc is not None
+    ready: set[str] = set()
+    all_ready = asyncio.Event()
+    chosen = set(tenants)
+
+    def on_scale_event(_t: str, obj: dict[str, Any], _at: float) -> None:
+        if obj["metadata"]["namespace"] in chosen and settled(obj):
+            ready.add(obj["metadata"]["uid"])
+            if len(ready) >= n:
+                all_ready.set()
+
+    listing = await api.request("GET", f"{API}/namespaces")
+    watch = asyncio.create_task(
+        api.watch(f"{API}/namespaces", listing["metadata"]["resourceVersion"], on_scale_event)
+    )
+    sem = asyncio.Semaphore(16)
+
+    async def create(i: int) -> None:
+        tenant = tenants[i % len(tenants)]
+        async with sem:
+            await api.request(
+                "POST",
+                f"{API}/namespaces/{tenant}/namespaces",
+                namespace_doc(tenant, f"ns-{i:05d}"),
+            )
+
+    before = await operator.counts(local)
+    if profiler is not None:
+        profiler.start(operator.proc.pid, "scale")
+    cpu0 = operator.proc.cpu_seconds()
+    wall0, t0 = time.time(), time.perf_counter()
+    try:
+        await asyncio.gather(*(create(i) for i in range(n)))
+        out["create_s"] = time.perf_counter() - t0
+        try:
+            await asyncio.wait_for(all_ready.wait(), timeout=timeout)
+        except TimeoutError:
+            raise SystemExit(f"bench: only {len(ready)}/{n} Ready\n{operator.tail()}") from None
+        out["ready_s"] = time.perf_counter() - t0
+        wall1 = time.time()
+    finally:
+        if profiler is not None:
+            profiler.stop()
+        watch.cancel()
+    out["rss_mb"] = operator.proc.peak_rss_mb()
+    out["cpu_s"] = operator.proc.cpu_seconds() - cpu0
+    after = await operator.counts(local)
+    await asyncio.sleep(2)  # let the audit log catch up
+    events = operator_events(plane, wall0, wall1)
+    out["api_requests"] = len(events)
+    out["api_requests_by_kind"] = dict(count_requests(events).most_common())
+    out["qdrant_reads"] = after["qdrant_reads"] - before["qdrant_reads"]
+    out["qdrant_writes"] = after["qdrant_writes"] - before["qdrant_writes"]
+    http = Counter(after["qdrant_http"]) - Counter(before["qdrant_http"])
+    out["qdrant_http_by_request"] = dict(http)
+    out["qdrant_http_requests"] = sum(http.values())
+    out["qdrant_http_reads"] = sum(v for k, v in http.items() if k.startswith("GET "))
+    out["passes"] = after["passes"] - before["passes"]
+    return out
+
+
+async def idle_phase(
+    plane: ControlPlane,
+    operator: Operator,
+    local: aiohttp.ClientSession,
+    seconds: float,
+    resync: float,
+    total: int,
+) -> dict[str, Any]:
+    """`seconds` with nothing changing. Keys without the `idle_` prefix."""
+    assert operator.proc is not None
+    before = await operator.counts(local)
+    cpu0 = operator.proc.cpu_seconds()
+    wall0 = time.time()
+    await asyncio.sleep(seconds)
+    cpu = operator.proc.cpu_seconds() - cpu0
+    wall1 = time.time()
+    after = await operator.counts(local)
+    await asyncio.sleep(2)
+    idle = operator_events(plane, wall0, wall1)
+    per = total * seconds / resync  # Namespace-intervals
+    return {
+        "seconds": seconds,
+        "resync_s": resync,
+        "cpu_s": cpu,
+        "cpu_s_per_interval": cpu * resync / seconds,
+        "status_writes": sum(
+            1 for e in idle if e.verb in WRITE_VERBS and e.subresource == "status"
+        ),
+        "api_writes": sum(1 for e in idle if e.verb in WRITE_VERBS),
+        "qdrant_writes": after["qdrant_writes"] - before["qdrant_writes"],
+        "passes_per_ns_per_interval": (after["passes"] - before["passes"]) / per,
+        "qdrant_reads_per_ns_per_interval": (after["qdrant_reads"] - before["qdrant_reads"]) / per,
+        "api_requests_per_ns_per_interval": len(idle) / per,
+        "api_requests_by_kind": dict(count_requests(idle).most_common()),
+    }
+
+
 async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     tenants = [f"scale-{i:02d}" for i in range(args.tenants)]
@@ -348,25 +508,25 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
     local = aiohttp.ClientSession()
     operator = Operator(plane, workdir, args.operator_env)
     profiler = Profiler(args.profile)
-    baseline: subprocess.Popen[bytes] | None = None
+    baseline: asyncio.subprocess.Process | None = None
     try:
         await setup(api, plane, ["bench-baseline", "bench-latency", *tenants])
 
         log(f"1. latency: the aiohttp floor, {args.changes} spec changes")
-        baseline = subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "baseline_responder.py"),
-                plane.server,
-                str(plane.ca_file),
-                str(plane.pki_dir / "admin.crt"),
-                str(plane.pki_dir / "admin.key"),
-                "bench-baseline",
-            ]
+        baseline = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(HERE / "baseline_responder.py"),
+            plane.server,
+            str(plane.ca_file),
+            str(plane.pki_dir / "admin.crt"),
+            str(plane.pki_dir / "admin.key"),
+            "bench-baseline",
+            stdout=asyncio.subprocess.PIPE,
         )
+        await responder_watching(baseline)
         floor = await measure_latency(api, "bench-baseline", "floor", args.changes)
         baseline.terminate()
-        baseline.wait()
+        await baseline.wait()
         baseline = None
         # The operator must not see the floor's object (it would take it over).
         await api.request("DELETE", f"{API}/namespaces/bench-baseline/namespaces/floor")
@@ -389,57 +549,28 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
             latency_changes=len(ours),
         )
         out["latency_p50_ratio"] = out["latency_p50_s"] / out["baseline_p50_s"]
+        out["latency_p99_ratio"] = out["latency_p99_s"] / out["baseline_p99_s"]
         log(
             f"   p50 {out['latency_p50_s'] * 1e3:.0f} ms (floor {out['baseline_p50_s'] * 1e3:.0f}"
             f" ms, ratio {out['latency_p50_ratio']:.2f}), p99 {out['latency_p99_s'] * 1e3:.0f} ms"
+            f" (floor {out['baseline_p99_s'] * 1e3:.0f} ms, ratio {out['latency_p99_ratio']:.2f})"
         )
 
         n = args.namespaces
         log(f"2. scale: {n} Namespaces of {len(PLUGINS)} Plugins each, at once")
-        ready: set[str] = set()
-        all_ready = asyncio.Event()
-
-        def on_scale_event(_t: str, obj: dict[str, Any], _at: float) -> None:
-            if obj["metadata"]["namespace"] in tenants and settled(obj):
-                ready.add(obj["metadata"]["uid"])
-                if len(ready) >= n:
-                    all_ready.set()
-
-        listing = await api.request("GET", f"{API}/namespaces")
-        watch = asyncio.create_task(
-            api.watch(f"{API}/namespaces", listing["metadata"]["resourceVersion"], on_scale_event)
+        scale = await scale_phase(
+            api, plane, operator, local, tenants, n, scale_timeout(args, n), profiler
         )
-        sem = asyncio.Semaphore(16)
-
-        async def create(i: int) -> None:
-            tenant = tenants[i % len(tenants)]
-            async with sem:
-                await api.request(
-                    "POST",
-                    f"{API}/namespaces/{tenant}/namespaces",
-                    namespace_doc(tenant, f"ns-{i:04d}"),
-                )
-
-        profiler.start(operator.proc.pid, "scale")
-        cpu0 = operator.proc.cpu_seconds()
-        wall0, t0 = time.time(), time.perf_counter()
-        await asyncio.gather(*(create(i) for i in range(n)))
-        out["scale_create_s"] = time.perf_counter() - t0
-        try:
-            await asyncio.wait_for(all_ready.wait(), timeout=args.scale_timeout)
-        except TimeoutError:
-            raise SystemExit(f"bench: only {len(ready)}/{n} Ready\n{operator.tail()}") from None
-        out["scale_1000_ready_s"] = time.perf_counter() - t0
-        wall1 = time.time()
-        profiler.stop()
-        watch.cancel()
-        assert operator.proc is not None
-        out["scale_rss_mb"] = operator.proc.peak_rss_mb()
-        out["scale_cpu_s"] = operator.proc.cpu_seconds() - cpu0
-        await asyncio.sleep(2)  # let the audit log catch up
-        scale_events = operator_events(plane, wall0, wall1)
-        out["scale_api_requests"] = len(scale_events)
-        out["scale_api_requests_by_kind"] = dict(count_requests(scale_events).most_common())
+        out["scale_namespaces"] = n
+        out["scale_1000_ready_s"] = scale["ready_s"]
+        out["scale_create_s"] = scale["create_s"]
+        out["scale_rss_mb"] = scale["rss_mb"]
+        out["scale_cpu_s"] = scale["cpu_s"]
+        out["scale_api_requests"] = scale["api_requests"]
+        out["scale_api_requests_by_kind"] = scale["api_requests_by_kind"]
+        out["scale_qdrant_calls_per_namespace"] = (
+            scale["qdrant_reads"] + scale["qdrant_writes"]
+        ) / n
         log(
             f"   all Ready after {out['scale_1000_ready_s']:.1f} s (creates took "
             f"{out['scale_create_s']:.1f} s), peak RSS {out['scale_rss_mb']:.0f} MB, "
@@ -447,7 +578,7 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
         )
 
         total = n + 1  # and the latency object
-        log(f"3. restart with resync {args.resync:.0f} s")
+        log(f"3. restart with resync {args.resync:g} s")
         operator.stop()
         await asyncio.sleep(1)
         wall0 = time.time()
@@ -455,7 +586,7 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
         await operator.wait_serving(local)
         while (await operator.counts(local))["resources_passed"] < total:
             await asyncio.sleep(0.2)
-            if time.perf_counter() - operator.started_at > args.scale_timeout:
+            if time.perf_counter() - operator.started_at > scale_timeout(args, n):
                 raise SystemExit(f"bench: restart did not resume\n{operator.tail()}")
         out["restart_resume_s"] = time.perf_counter() - operator.started_at
         wall1 = time.time()
@@ -471,33 +602,9 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
             f"{out['restart_writes']} writes"
         )
 
-        log(f"4. idle for {args.idle:.0f} s (resync {args.resync:.0f} s)")
-        before = await operator.counts(local)
-        assert operator.proc is not None
-        cpu0 = operator.proc.cpu_seconds()
-        wall0 = time.time()
-        await asyncio.sleep(args.idle)
-        out["idle_cpu_s"] = operator.proc.cpu_seconds() - cpu0
-        wall1 = time.time()
-        after = await operator.counts(local)
-        await asyncio.sleep(2)
-        idle = operator_events(plane, wall0, wall1)
-        intervals = args.idle / args.resync
-        out["idle_seconds"] = args.idle
-        out["idle_resync_s"] = args.resync
-        out["idle_status_writes"] = sum(
-            1 for e in idle if e.verb in WRITE_VERBS and e.subresource == "status"
-        )
-        out["idle_api_writes"] = sum(1 for e in idle if e.verb in WRITE_VERBS)
-        out["idle_qdrant_writes"] = after["qdrant_writes"] - before["qdrant_writes"]
-        out["idle_passes_per_ns_per_interval"] = (after["passes"] - before["passes"]) / (
-            total * intervals
-        )
-        out["idle_qdrant_reads_per_ns_per_interval"] = (
-            after["qdrant_reads"] - before["qdrant_reads"]
-        ) / (total * intervals)
-        out["idle_api_requests_per_ns_per_interval"] = len(idle) / (total * intervals)
-        out["idle_api_requests_by_kind"] = dict(count_requests(idle).most_common())
+        log(f"4. idle for {args.idle:g} s (resync {args.resync:g} s)")
+        idle = await idle_phase(plane, operator, local, args.idle, args.resync, total)
+        out.update({f"idle_{k}": v for k, v in idle.items()})
         log(
             f"   {out['idle_status_writes']} status writes, {out['idle_qdrant_writes']} "
             f"Qdrant writes, {out['idle_qdrant_reads_per_ns_per_interval']:.2f} Qdrant reads "
@@ -509,12 +616,237 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
         out["operator_peak_rss_mb_end"] = operator.proc.peak_rss_mb()
     finally:
         profiler.stop()
-        if baseline is not None:
+        if baseline is not None and baseline.returncode is None:
             baseline.kill()
-            baseline.wait()
+            await baseline.wait()
         operator.stop()
         await local.close()
         await api.close()
+    return out
+
+
+def scale_timeout(args: argparse.Namespace, n: int) -> float:
+    """The wait for `n` Namespaces: `--scale-timeout`, or more for a large `n`."""
+    return float(max(args.scale_timeout, 0.5 * n))
+
+
+# --- a fresh control plane: the server path and the growth table ----------------------
+
+
+async def fresh_scale(
+    args: argparse.Namespace,
+    binaries: Path,
+    workdir: Path,
+    label: str,
+    n: int,
+    env: Sequence[str],
+    idle: float,
+    resync: float,
+) -> dict[str, Any]:
+    """`n` Namespaces on a control plane of their own, with an operator whose environment
+    adds `env`; then, if `idle` > 0, `idle` seconds of nothing changing (resync `resync`).
+    A fresh plane: nothing of an earlier phase is watched, counted or reconciled."""
+    plane = ControlPlane(workdir / label / "plane", binaries, audit_log=True)
+    plane.start(timeout=120)
+    tenants = [f"{label}-{i:02d}" for i in range(args.tenants)]
+    api = Api(plane)
+    local = aiohttp.ClientSession()
+    operator = Operator(plane, workdir / label, [*args.operator_env, *env])
+    profiler = Profiler(args.profile / label if args.profile else None)
+    try:
+        await setup(api, plane, tenants)
+        operator.start(resync=resync)
+        await operator.wait_serving(local)
+        out = await scale_phase(
+            api, plane, operator, local, tenants, n, scale_timeout(args, n), profiler
+        )
+        if idle > 0:
+            idle_out = await idle_phase(plane, operator, local, idle, resync, n)
+            out.update({f"idle_{k}": v for k, v in idle_out.items()})
+        return out
+    finally:
+        profiler.stop()
+        operator.stop()
+        await local.close()
+        await api.close()
+        plane.stop()
+
+
+def server_env(args: argparse.Namespace) -> list[str]:
+    """The operator's environment for `--qdrant-url`, at `--in-flight` calls at once."""
+    env = [f"QDRANT_URL={args.qdrant_url}", f"VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT={args.in_flight}"]
+    if args.qdrant_api_key:
+        env.append(f"QDRANT_API_KEY={args.qdrant_api_key}")
+    return env
+
+
+def qdrant_client_for(url: str, api_key: str | None, in_flight: int) -> QdrantClient:
+    return QdrantClient(
+        url=url, api_key=api_key, timeout=60, check_compatibility=False, pool_size=in_flight
+    )
+
+
+class CountingTransport:
+    """Counts the HTTP requests of one `QdrantClient` by method (its REST client's
+    `send_inner`, the same place `bench_hooks` counts the operator's)."""
+
+    def __init__(self, client: QdrantClient) -> None:
+        self.by_method: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        rest = client._client.openapi_client.client  # type: ignore[attr-defined]
+        inner = rest.send_inner
+
+        def send_inner(request: Any) -> Any:
+            with self._lock:
+                self.by_method[request.method] += 1
+            return inner(request)
+
+        rest.send_inner = send_inner
+
+
+def floor_create(
+    client: QdrantClient, names: Sequence[str], in_flight: int
+) -> tuple[float, Counter[str]]:
+    """The server's own floor: `names` created directly with qdrant-client, `in_flight` at
+    a time, each as the operator creates a Namespace's collection (its 3 vectors and the
+    owner stamps). Seconds, and the HTTP requests by method."""
+    counting = CountingTransport(client)
+    vectors = {
+        f"v{i}": qm.VectorParams(size=32, distance=qm.Distance.COSINE) for i in range(len(PLUGINS))
+    }
+
+    def create(name: str) -> None:
+        client.create_collection(
+            name,
+            vectors_config=vectors,
+            metadata={OWNER_METADATA_KEY: f"bench/{name}", OWNER_UID_METADATA_KEY: name},
+        )
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(in_flight) as pool:
+        list(pool.map(create, names))
+    return time.perf_counter() - t0, Counter(counting.by_method)
+
+
+def delete_collections(client: QdrantClient, names: Sequence[str], in_flight: int) -> None:
+    """Leave the user's server as it was: the collections this run made (named by its own
+    run id), and no others. Deleting a name that is not there is a no-op."""
+    with ThreadPoolExecutor(in_flight) as pool:
+        list(pool.map(client.delete_collection, names))
+
+
+async def bench_server(
+    args: argparse.Namespace, binaries: Path, workdir: Path, run_id: str
+) -> dict[str, Any]:
+    """The scale phase against `--qdrant-url`, and the server's own floor in the same run."""
+    n, in_flight = args.namespaces, args.in_flight
+    client = qdrant_client_for(args.qdrant_url, args.qdrant_api_key, in_flight)
+    label = f"vsb{run_id}"
+    tenants = [f"{label}-{i:02d}" for i in range(args.tenants)]
+    ours = [default_collection_name(tenants[i % len(tenants)], f"ns-{i:05d}") for i in range(n)]
+    floor_names = [f"{label}-floor_ns-{i:05d}" for i in range(n)]
+    try:
+        version = client.info().version
+        log(f"6. server: the floor, {n} collections made directly, {in_flight} in flight")
+        floor_s, floor_http = floor_create(client, floor_names, in_flight)
+        delete_collections(client, floor_names, in_flight)
+        log(f"   {floor_s:.1f} s; the operator on a fresh control plane")
+        scale = await fresh_scale(args, binaries, workdir, label, n, server_env(args), 0, 60)
+    finally:
+        delete_collections(client, [*floor_names, *ours], in_flight)
+        client.close()
+    http = scale["qdrant_http_by_request"]
+    out = {
+        "server_version": version,
+        "server_namespaces": n,
+        "server_in_flight": in_flight,
+        "server_scale_1000_ready_s": scale["ready_s"],
+        "server_floor_1000_s": floor_s,
+        "server_scale_ratio": scale["ready_s"] / floor_s,
+        "server_scale_rss_mb": scale["rss_mb"],
+        "server_scale_cpu_s": scale["cpu_s"],
+        "server_scale_api_requests": scale["api_requests"],
+        "server_requests_per_namespace": scale["qdrant_http_requests"] / n,
+        "server_reads_per_namespace": scale["qdrant_http_reads"] / n,
+        "server_writes_per_namespace": (scale["qdrant_http_requests"] - scale["qdrant_http_reads"])
+        / n,
+        "server_passes_per_namespace": scale["passes"] / n,
+        "server_requests_by_kind": http,
+        "server_floor_requests_per_collection": sum(floor_http.values()) / n,
+    }
+    log(
+        f"   all Ready after {out['server_scale_1000_ready_s']:.1f} s: "
+        f"{out['server_scale_ratio']:.2f}x the floor, peak RSS {out['server_scale_rss_mb']:.0f}"
+        f" MB, {out['server_requests_per_namespace']:.2f} Qdrant requests per Namespace {http}"
+    )
+    return out
+
+
+GROWTH_FIELDS = (
+    "ready_s",
+    "rss_mb",
+    "cpu_s",
+    "api_requests",
+    "qdrant_requests_per_ns",
+    "idle_cpu_s_per_interval",
+    "idle_api_requests_per_ns_per_interval",
+    "idle_qdrant_reads_per_ns_per_interval",
+)
+
+
+async def bench_growth(
+    args: argparse.Namespace, binaries: Path, workdir: Path, run_id: str
+) -> dict[str, Any]:
+    """The scale phase at each `--growth` size, each on a fresh plane, then `--growth-idle`
+    seconds idle at the default resync (60 s): how the cost grows with the work."""
+    out: dict[str, Any] = {"growth_sizes": args.growth}
+    env: list[str] = []
+    client: QdrantClient | None = None
+    if args.qdrant_url:
+        env = [
+            f"QDRANT_URL={args.qdrant_url}",
+            f"VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT={args.in_flight}",
+        ]
+        if args.qdrant_api_key:
+            env.append(f"QDRANT_API_KEY={args.qdrant_api_key}")
+        client = qdrant_client_for(args.qdrant_url, args.qdrant_api_key, args.in_flight)
+    out["growth_qdrant"] = "server" if client is not None else "embedded"
+    try:
+        for n in args.growth:
+            label = f"vsg{run_id}-{n}"
+            log(f"7. growth: {n} Namespaces on a fresh plane ({out['growth_qdrant']} Qdrant)")
+            try:
+                row = await fresh_scale(
+                    args, binaries, workdir, label, n, env, args.growth_idle, args.growth_resync
+                )
+            finally:
+                if client is not None:
+                    tenants = [f"{label}-{i:02d}" for i in range(args.tenants)]
+                    names = [
+                        default_collection_name(tenants[i % len(tenants)], f"ns-{i:05d}")
+                        for i in range(n)
+                    ]
+                    delete_collections(client, names, args.in_flight)
+            qdrant = (
+                row["qdrant_http_requests"]
+                if client
+                else row["qdrant_reads"] + row["qdrant_writes"]
+            )
+            row["qdrant_requests_per_ns"] = qdrant / n
+            out.update({f"growth_{n}_{k}": row[k] for k in GROWTH_FIELDS})
+            log(
+                f"   Ready after {row['ready_s']:.1f} s, peak RSS {row['rss_mb']:.0f} MB, "
+                f"{row['api_requests']} API requests, {row['qdrant_requests_per_ns']:.2f} Qdrant "
+                f"requests per Namespace; idle {row['idle_cpu_s_per_interval']:.2f} CPU s per "
+                f"interval"
+            )
+    finally:
+        if client is not None:
+            client.close()
+    if len(args.growth) >= 2:
+        small, large = args.growth[-2], args.growth[-1]
+        out["growth_size_ratio"] = large / small
+        out["growth_ready_ratio"] = out[f"growth_{large}_ready_s"] / out[f"growth_{small}_ready_s"]
     return out
 
 
@@ -541,6 +873,76 @@ def bench_inplace(points: int, workdir: Path) -> dict[str, Any]:
     }
 
 
+STAGES = ("cluster", "inplace", "server", "growth")
+
+CLUSTER_KEYS = (
+    "baseline_p50_s",
+    "baseline_p99_s",
+    "latency_p50_s",
+    "latency_p95_s",
+    "latency_p99_s",
+    "latency_p50_ratio",
+    "latency_p99_ratio",
+    "latency_cpu_s_per_change",
+    "scale_namespaces",
+    "scale_1000_ready_s",
+    "scale_create_s",
+    "scale_rss_mb",
+    "scale_cpu_s",
+    "scale_api_requests",
+    "scale_qdrant_calls_per_namespace",
+    "restart_resume_s",
+    "restart_writes",
+    "restart_api_writes",
+    "restart_qdrant_writes",
+    "idle_status_writes",
+    "idle_api_writes",
+    "idle_qdrant_writes",
+    "idle_cpu_s_per_interval",
+    "idle_passes_per_ns_per_interval",
+    "idle_qdrant_reads_per_ns_per_interval",
+    "idle_api_requests_per_ns_per_interval",
+    "operator_rss_mb_end",
+    "operator_peak_rss_mb_end",
+)
+INPLACE_KEYS = (
+    "inplace_s",
+    "recreate_reingest_s",
+    "inplace_points_kept_ratio",
+    "recreate_points_kept_ratio",
+)
+SERVER_KEYS = (
+    "server_scale_1000_ready_s",
+    "server_floor_1000_s",
+    "server_scale_ratio",
+    "server_scale_rss_mb",
+    "server_requests_per_namespace",
+    "server_reads_per_namespace",
+    "server_writes_per_namespace",
+    "server_floor_requests_per_collection",
+)
+
+
+def expected_keys(args: argparse.Namespace) -> list[str]:
+    """Every figure this run must write (a number each): what `--stages` asked for."""
+    keys: list[str] = []
+    if "cluster" in args.stages:
+        keys += CLUSTER_KEYS
+    if "inplace" in args.stages and args.points > 0:
+        keys += INPLACE_KEYS
+    if "server" in args.stages and args.qdrant_url:
+        keys += SERVER_KEYS
+    if "growth" in args.stages:
+        keys += [f"growth_{n}_{k}" for n in args.growth for k in GROWTH_FIELDS]
+        if len(args.growth) >= 2:
+            keys += ["growth_size_ratio", "growth_ready_ratio"]
+    return keys
+
+
+def sizes(raw: str) -> list[int]:
+    return [int(x) for x in raw.split(",") if x.strip()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--namespaces", type=int, default=1000, help="Namespaces in the scale phase")
@@ -552,26 +954,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--points", type=int, default=20000, help="points (in place vs recreate); 0 skips it"
     )
     p.add_argument("--scale-timeout", type=float, default=900.0)
+    p.add_argument(
+        "--qdrant-url",
+        default=os.environ.get("QDRANT_URL") or None,
+        help="a Qdrant server: the server stage runs against it (default: $QDRANT_URL)",
+    )
+    p.add_argument(
+        "--qdrant-api-key",
+        default=os.environ.get("QDRANT_API_KEY") or None,
+        help="its API key (default: $QDRANT_API_KEY)",
+    )
+    p.add_argument(
+        "--in-flight", type=int, default=16, help="Qdrant calls in flight (operator and floor)"
+    )
+    p.add_argument(
+        "--stages",
+        type=lambda raw: [s for s in raw.split(",") if s],
+        default=["cluster", "inplace", "server"],
+        help=f"comma-separated, of {','.join(STAGES)} (server needs --qdrant-url; growth "
+        "runs only when named)",
+    )
+    p.add_argument(
+        "--growth", type=sizes, default=[100, 1000, 10000], help="sizes of the growth table"
+    )
+    p.add_argument("--growth-idle", type=float, default=120.0, help="idle seconds per size")
+    p.add_argument("--growth-resync", type=float, default=60.0, help="resync during growth")
     p.add_argument("--out", type=Path, default=REPO / "bench-results.json")
     p.add_argument("--operator-env", action="append", default=[], help="KEY=VALUE for the operator")
     p.add_argument("--profile", type=Path, default=None, help="py-spy collapsed stacks here")
     args = p.parse_args(argv)
+    unknown = set(args.stages) - set(STAGES)
+    if unknown:
+        p.error(f"unknown stages {sorted(unknown)}; known: {', '.join(STAGES)}")
 
     started = time.perf_counter()
+    run_id = uuid.uuid4().hex[:6]
     results: dict[str, Any] = {"environment": unit_bench.environment()}
     results["environment"]["qdrant"] = "embedded (qdrant-client local mode, on disk)"
     with tempfile.TemporaryDirectory(prefix="vectorschema-cluster-bench-") as tmp:
         workdir = Path(tmp)
-        plane = ControlPlane(workdir / "plane", build_binaries(), audit_log=True)
-        log("starting the control plane (audit log on)")
-        plane.start(timeout=120)
-        try:
-            results.update(asyncio.run(bench(args, plane, workdir)))
-        finally:
-            plane.stop()
-        if args.points > 0:
+        binaries = build_binaries()
+        if "cluster" in args.stages:
+            plane = ControlPlane(workdir / "plane", binaries, audit_log=True)
+            log("starting the control plane (audit log on)")
+            plane.start(timeout=120)
+            try:
+                results.update(asyncio.run(bench(args, plane, workdir)))
+            finally:
+                plane.stop()
+        if "inplace" in args.stages and args.points > 0:
             log(f"5. in place versus recreate, {args.points:,} points, two 384-dim vectors")
             results.update(bench_inplace(args.points, workdir))
+        if "server" in args.stages and args.qdrant_url:
+            results.update(asyncio.run(bench_server(args, binaries, workdir, run_id)))
+        elif "server" in args.stages:
+            log("6. server: skipped (no --qdrant-url / QDRANT_URL)")
+        if "growth" in args.stages:
+            results.update(asyncio.run(bench_growth(args, binaries, workdir, run_id)))
     results["runtime_s"] = time.perf_counter() - started
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     keys = [k for k, v in results.items() if isinstance(v, int | float)]
@@ -580,6 +1019,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         v = results[k]
         print(f"{k:<{width}}  {v:,.3f}" if isinstance(v, float) else f"{k:<{width}}  {v:,}")
     print(f"results: {args.out}")
+    missing = [
+        k
+        for k in expected_keys(args)
+        if not isinstance(results.get(k), int | float) or not math.isfinite(results[k])
+    ]
+    if missing:
+        print(f"bench: figures not written: {', '.join(missing)}", file=sys.stderr)
+        return 1
     return 0
 
 

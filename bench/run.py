@@ -53,7 +53,6 @@ from vectorschema.core.schema import (
     Capabilities,
     CollectionSettings,
     DesiredSchema,
-    Hnsw,
     ObservedCollection,
     VectorDef,
     vector_def_from_spec,
@@ -371,13 +370,10 @@ def schema_64() -> tuple[DesiredSchema, ObservedCollection, int]:
     live = list(desired_defs)
     live = live[2:]  # 2 added (v00, v01)
     live[0] = VectorDef(name="v02", type=live[0].type, size=64, distance=live[0].distance)
-    live[4] = VectorDef(  # v06 re-tuned: different HNSW m
-        name=live[4].name,
-        type=live[4].type,
-        size=live[4].size,
-        distance=live[4].distance,
-        hnsw=Hnsw(m=32),
-    )
+    # v04 re-tuned: its desired HNSW m is 16 and the live one 32. (A vector whose desired
+    # HNSW is unset would be no difference: unset is "no opinion".)
+    assert live[2].name == "v04" and live[2].hnsw is not None and live[2].hnsw.m == 16
+    live[2] = dataclasses.replace(live[2], hnsw=dataclasses.replace(live[2].hnsw, m=32))
     live.append(vector_def_from_spec(VectorSpec(name="old_a", size=8, distance="Dot")))
     live.append(vector_def_from_spec(VectorSpec(name="old_b", type="sparse")))
     desired = DesiredSchema(
