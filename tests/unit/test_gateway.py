@@ -705,6 +705,39 @@ def fake_qdrant() -> Iterator[FakeQdrant]:
     fake.close()
 
 
+def test_remote_capabilities_read_once_by_passes_that_start_together(
+    fake_qdrant: FakeQdrant,
+) -> None:
+    """A burst of new Namespaces asks for the server's version at once: one request."""
+    answered = threading.Event()
+    route = fake_qdrant.route
+
+    def slow_version(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if path == "/":
+            answered.wait(0.5)  # every caller is inside capabilities() before it answers
+        return route(method, path, body)
+
+    fake_qdrant.route = slow_version  # type: ignore[method-assign]
+    g = ClientGateway.open(url=fake_qdrant.url, timeout=5)
+    start = threading.Barrier(8)
+    seen: list[str | None] = []
+
+    def ask() -> None:
+        start.wait()
+        seen.append(g.capabilities().server_version)
+
+    try:
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    finally:
+        g.close()
+    assert seen == ["1.17.2"] * 8
+    assert [path for _, path, _, _ in fake_qdrant.requests] == ["/"]
+
+
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 def test_remote_observe_capabilities_and_errors(fake_qdrant: FakeQdrant) -> None:
     key = "s3cr3t-key"

@@ -349,6 +349,13 @@ def test_first_reconcile_creates_the_collection_stamped_with_its_owner(
     assert [e.reason for e in result.events] == [EventReason.COLLECTION_CREATED]
     assert harness.intents.written == []  # nothing destructive: no intent record
     assert harness.gateway.writes == ["create_collection"]
+    # one read and one write: what was created is known, it is not read back, and the
+    # observation kept for the webhook is what a read would have shown
+    assert harness.log == ["capabilities", "observe", "create_collection"]
+    assert result.observation is not None and result.observation.observed is not None
+    kept = result.observation.observed
+    assert (kept.by_name, kept.points_count) == (observed.by_name, observed.points_count)
+    assert (kept.metadata, kept.settings) == (observed.metadata, observed.settings)
     assert result.retry is None and not result.remove_annotation
 
 

@@ -366,7 +366,8 @@ class Pass:
                 f"collection: created it again; {outcome.message}"
             )
         self.result.events.append(Event("Normal", created, message))
-        self._finish(None, order=desired.names)
+        made = None if approved else self._made_from_nothing(plan, observed)
+        self._finish(None, order=desired.names, known=made)
 
     # -- recorded operations --------------------------------------------------------------
 
@@ -671,19 +672,42 @@ class Pass:
         *,
         order: Sequence[str],
         touched: bool = True,
+        known: ObservedCollection | None = None,
     ) -> None:
-        """Status after a successful pass; re-observes only when Qdrant was written."""
-        live = (
-            observed
-            if not touched and observed is not None
-            else self.gateway.observe(self.collection)
-        )
+        """Status after a successful pass; re-observes only when Qdrant was written and
+        what it holds now is not `known`."""
+        if known is not None:
+            live: ObservedCollection | None = known
+        elif not touched and observed is not None:
+            live = observed
+        else:
+            live = self.gateway.observe(self.collection)
         self.status.plan = None
         if touched and self.result.observation is not None:
             self._observed(self.result.observation.capabilities, live)
         if live is not None:
             self.status.set_live(live.points_count, _ordered(live.names, order))
         self._ready(f"collection {self.collection} has {len(self.status.vectors or [])} vector(s)")
+
+    def _made_from_nothing(
+        self, plan: Plan, observed: ObservedCollection | None
+    ) -> ObservedCollection | None:
+        """The collection this plan made from nothing, when that is known without a read:
+        none was there and the plan was one create (with the owner stamps and no point
+        yet). One read and one write per new Namespace, not two reads; points written
+        since show at the next pass's read. Else None."""
+        if observed is not None or len(plan.actions) != 1:
+            return None
+        action = plan.actions[0]
+        if not isinstance(action, CreateCollection):
+            return None
+        return ObservedCollection(
+            name=self.collection,
+            vectors=action.vectors,
+            points_count=0,
+            metadata=owner_metadata(self.resource),
+            settings=action.settings,
+        )
 
     # -- status transitions, stamped with this pass's generation and time --------------------
 

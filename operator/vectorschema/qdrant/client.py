@@ -103,6 +103,7 @@ class ClientGateway:
         self._breaker = None if local else (breaker or Breaker(f"Qdrant at {location}"))
         self._count_timeout = count_timeout
         self._capabilities: Capabilities | None = None
+        self._capabilities_lock = threading.Lock()
         self._closed = False
 
     @classmethod
@@ -264,15 +265,20 @@ class ClientGateway:
     # -- QdrantGateway -------------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
-        if self._capabilities is None:  # read once (a race reads it twice: harmless)
-            info = self._call("read its version", self._client.info)
-            version = convert.parse_version(info.version)
-            self._capabilities = Capabilities(
-                server_version=info.version,
-                in_place_vectors=version is not None and version >= IN_PLACE_VECTORS_SINCE,
-                tunes_vectors=not self._local,
-            )
-        return self._capabilities
+        if self._capabilities is not None:
+            return self._capabilities
+        # Read once: the many passes that start together wait for the first one's read
+        # instead of each sending its own (a burst of new Namespaces, a restart).
+        with self._capabilities_lock:
+            if self._capabilities is None:
+                info = self._call("read its version", self._client.info)
+                version = convert.parse_version(info.version)
+                self._capabilities = Capabilities(
+                    server_version=info.version,
+                    in_place_vectors=version is not None and version >= IN_PLACE_VECTORS_SINCE,
+                    tunes_vectors=not self._local,
+                )
+            return self._capabilities
 
     def observe(self, collection: str) -> ObservedCollection | None:
         try:
