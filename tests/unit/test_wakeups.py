@@ -30,6 +30,21 @@ def test_spec_change_wakes_status_write_does_not() -> None:
     assert w.wakes[KEY, "spec"] == 2
 
 
+def test_plugin_spec_change_wakes_its_status_write_does_not() -> None:
+    w = Wakeups()
+
+    def plugin(generation: int, uid: str = "u1", **status: Any) -> dict[str, Any]:
+        return {"metadata": {"uid": uid, "generation": generation}, "status": status}
+
+    assert w.plugin_event("text", "ADDED", plugin(1)) is True  # new to this operator
+    assert w.plugin_event("text", "MODIFIED", plugin(1, valid=True)) is False  # its status
+    assert w.plugin_event("text", "MODIFIED", plugin(2, valid=True)) is True  # its spec
+    assert w.plugin_event("text", "DELETED", plugin(2)) is True
+    assert w.plugin_event("text", "ADDED", plugin(1, "u2")) is True  # made again
+    # made again while the operator missed the deletion: another object, same generation
+    assert w.plugin_event("text", "MODIFIED", plugin(1, "u3")) is True
+
+
 def test_approval_annotation_wakes() -> None:
     w = Wakeups()
     w.namespace_event(KEY, "ADDED", body(1))

@@ -335,8 +335,9 @@ async def plugin_event(
     **_: Any,
 ) -> None:
     """A Plugin changed: keep its status and wake every Namespace that lists it."""
-    for key in namespaces_by_plugin.get(name, []):
-        memo.wakeups.wake(key, "plugin")
+    if memo.wakeups.plugin_event(name, event.get("type"), body):
+        for key in namespaces_by_plugin.get(name, []):
+            memo.wakeups.wake(key, "plugin")
     gate: sharding.Gate = memo.gate
     if event.get("type") != "DELETED" and gate.config.index == 0 and gate.active():
         patch = plugin_status_patch(dict(body), datetime.now(UTC))

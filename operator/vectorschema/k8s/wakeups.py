@@ -47,6 +47,8 @@ class Wakeups:
     #: waits on each server (woken when its breaker closes, see `recovered`).
     unavailable_on: dict[Key, str] = field(default_factory=dict)
     waiting: dict[str, set[Key]] = field(default_factory=dict)
+    #: What each Plugin's last event showed: (uid, generation).
+    plugins_seen: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     def wake(self, key: Key, why: str) -> None:
         self.wakes[key, why] += 1
@@ -72,6 +74,21 @@ class Wakeups:
         if event_type == "DELETED":
             self.forget(key)
         return woken
+
+    def plugin_event(self, name: str, event_type: str | None, body: Mapping[str, Any]) -> bool:
+        """A Plugin event: True (wake the Namespaces that list it) when it is new to this
+        operator, its spec changed (generation) or it went; not for a status write, which
+        the operator makes itself for every Plugin it sees (each would wake every
+        Namespace that lists it for a pass with nothing to do)."""
+        if event_type == "DELETED":
+            self.plugins_seen.pop(name, None)
+            return True
+        meta = body.get("metadata", {})
+        seen = (meta.get("uid"), meta.get("generation"))
+        if self.plugins_seen.get(name) == seen:
+            return False
+        self.plugins_seen[name] = seen
+        return True
 
     def forget(self, key: Key) -> None:
         """Drop everything kept about a deleted resource."""
