@@ -80,6 +80,7 @@ async def serve_counts(memo: kopf.Memo, **_: Any) -> None:
                 "qdrant_writes": sum(qdrant.get(n, 0) for n in WRITES),
                 "qdrant": qdrant,
                 "qdrant_http": on_the_wire,
+                "wakes": dict(Counter(why for (_key, why) in memo.wakeups.wakes.elements())),
             }
         )
 

@@ -1,9 +1,10 @@
 """`make bench-smoke` (part of `make test`): the benchmarks cannot rot.
 
 Every stage of `bench/run.py` and of `bench/cluster.py` runs at tiny sizes, the server
-path against a loopback Qdrant (`tests/faulty_qdrant.py` in its OK mode, so the operator's
-requests and the floor's go over HTTP), and each figure the full `make bench` writes must
-be there, a finite number. Speed is never asserted here: the goals are in `make bench`.
+path against a Qdrant REST server on loopback (`devenv.qdrantlite`, over qdrant-client's
+local mode, with an API key: the operator's requests and the floor's go over HTTP), and
+each figure the full `make bench` writes must be there, a finite number. Speed is never
+asserted here: the goals are in `make bench`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.faulty_qdrant import FaultyQdrant
+from qdrant_client import QdrantClient
+
+from devenv.qdrantlite import Server
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
@@ -28,10 +31,12 @@ sys.path.insert(0, str(BENCH))
 import cluster  # noqa: E402  (bench/cluster.py)
 
 GROWTH = [3]
+KEY = "bench-smoke-key-0123456789"
 
 
-def run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+def run(argv: list[str], timeout: float, **env_vars: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tools"), str(BENCH)])}
+    env.update(env_vars)
     proc = subprocess.run(
         [sys.executable, *argv], env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -77,8 +82,9 @@ def test_run_py_writes_every_section_and_passes_its_checks(tmp_path: Path) -> No
 
 
 @pytest.mark.e2e
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 def test_cluster_py_writes_every_figure_on_both_paths(tmp_path: Path) -> None:
-    qdrant = FaultyQdrant()  # OK mode: a server on loopback
+    qdrant = Server(api_key=KEY).start()
     out = tmp_path / "bench-results.json"
     stages = ["cluster", "inplace", "server", "growth"]
     argv = [
@@ -88,9 +94,12 @@ def test_cluster_py_writes_every_figure_on_both_paths(tmp_path: Path) -> None:
         *("--qdrant-url", qdrant.url, "--stages", ",".join(stages), "--out", str(out)),
     ]
     try:
-        run([str(BENCH / "cluster.py"), *argv], timeout=480)
+        run([str(BENCH / "cluster.py"), *argv], timeout=480, QDRANT_API_KEY=KEY)
+        client = QdrantClient(url=qdrant.url, api_key=KEY, check_compatibility=False)
+        left = client.get_collections().collections
+        client.close()
     finally:
-        qdrant.close()
+        qdrant.stop()
 
     results = json.loads(out.read_text())
     expected = cluster.expected_keys(
@@ -105,4 +114,4 @@ def test_cluster_py_writes_every_figure_on_both_paths(tmp_path: Path) -> None:
     # the server path went over the wire, and left the server as it found it
     assert results["server_requests_per_namespace"] > 0
     assert results["server_floor_requests_per_collection"] > 0
-    assert qdrant.collections == {}
+    assert left == []
