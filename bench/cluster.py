@@ -398,6 +398,23 @@ def summarize(collapsed: Path, top: int = 40) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def audit_caught_up(api: Api, plane: ControlPlane, since: float, timeout: float = 60) -> None:
+    """Until the audit log holds a request sent after `since` (wall clock): then every
+    request that completed before it is in the log too."""
+    log_file = plane.audit_log_file
+    _, offset = read_audit(log_file)  # whole lines so far: the marker comes after them
+    await api.request("GET", "/api/v1/namespaces/default")
+    deadline = time.monotonic() + timeout
+    while True:
+        events, offset = read_audit(log_file, offset)
+        if any(e.resource == "namespaces" and e.name == "default" and e.time >= since
+               for e in events):  # fmt: skip
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: the audit log did not catch up in {timeout:g} s")
+        await asyncio.sleep(0.1)
+
+
 def operator_events(plane: ControlPlane, start: float, end: float) -> list[AuditEvent]:
     events, _ = read_audit(plane.audit_log_file)
     return [e for e in events if e.user == OPERATOR_USER and start <= e.time <= end]
@@ -463,7 +480,7 @@ async def scale_phase(
     out["rss_mb"] = operator.proc.peak_rss_mb()
     out["cpu_s"] = operator.proc.cpu_seconds() - cpu0
     after = await operator.counts(local)
-    await asyncio.sleep(2)  # let the audit log catch up
+    await audit_caught_up(api, plane, wall1)
     events = operator_events(plane, wall0, wall1)
     out["api_requests"] = len(events)
     out["api_requests_by_kind"] = dict(count_requests(events).most_common())
@@ -479,6 +496,7 @@ async def scale_phase(
 
 
 async def idle_phase(
+    api: Api,
     plane: ControlPlane,
     operator: Operator,
     local: aiohttp.ClientSession,
@@ -495,7 +513,7 @@ async def idle_phase(
     cpu = operator.proc.cpu_seconds() - cpu0
     wall1 = time.time()
     after = await operator.counts(local)
-    await asyncio.sleep(2)
+    await audit_caught_up(api, plane, wall1)
     idle = operator_events(plane, wall0, wall1)
     per = total * seconds / resync  # Namespace-intervals
     return {
@@ -606,7 +624,7 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
         out["restart_resume_s"] = time.perf_counter() - operator.started_at
         wall1 = time.time()
         counts = await operator.counts(local)
-        await asyncio.sleep(2)
+        await audit_caught_up(api, plane, wall1)
         restart_writes = [e for e in operator_events(plane, wall0, wall1) if e.verb in WRITE_VERBS]
         out["restart_api_writes"] = len(restart_writes)
         out["restart_qdrant_writes"] = counts["qdrant_writes"]
@@ -618,7 +636,7 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
         )
 
         log(f"4. idle for {args.idle:g} s (resync {args.resync:g} s)")
-        idle = await idle_phase(plane, operator, local, args.idle, args.resync, total)
+        idle = await idle_phase(api, plane, operator, local, args.idle, args.resync, total)
         out.update({f"idle_{k}": v for k, v in idle.items()})
         log(
             f"   {out['idle_status_writes']} status writes, {out['idle_qdrant_writes']} "
@@ -677,7 +695,7 @@ async def fresh_scale(
             api, plane, operator, local, tenants, n, scale_timeout(args, n), profiler
         )
         if idle > 0:
-            idle_out = await idle_phase(plane, operator, local, idle, resync, n)
+            idle_out = await idle_phase(api, plane, operator, local, idle, resync, n)
             out.update({f"idle_{k}": v for k, v in idle_out.items()})
         return out
     finally:
