@@ -695,7 +695,8 @@ class Pass:
         """The collection this plan made from nothing, when that is known without a read:
         none was there and the plan was one create (with the owner stamps and no point
         yet). One read and one write per new Namespace, not two reads; points written
-        since show at the next pass's read. Else None."""
+        since, and the server's defaults for settings the spec leaves unset, show at the
+        next pass's read. Else None."""
         if observed is not None or len(plan.actions) != 1:
             return None
         action = plan.actions[0]
