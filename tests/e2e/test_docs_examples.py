@@ -51,6 +51,7 @@ PAGES = (
     "docs/tutorials/first-namespace.md",
     "docs/tutorials/first-approval.md",
     "docs/tutorials/gitops.md",
+    "docs/reference/webhook.md",
 )
 READY_LINE = "Ctrl-C here stops"
 START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_START_TIMEOUT", "90")) + 180

@@ -21,6 +21,7 @@ EXECUTED = (
     "docs/tutorials/first-namespace.md",
     "docs/tutorials/first-approval.md",
     "docs/tutorials/gitops.md",
+    "docs/reference/webhook.md",
 )
 
 PAGE = """\
