@@ -37,6 +37,10 @@ image: install ## Build (or reuse) the operator image from the Dockerfile (build
 cluster: install controlplane ## Start the local control plane (and a node, when the host can) in the background; prints the export line last
 	@PYTHONPATH=tools $(BIN)/python -m devenv up
 
+.PHONY: deploy
+deploy: install controlplane node helm ## The operator as users run it: node, image, Qdrant, helm install into vectorschema-system; prints the export line last
+	@PYTHONPATH=tools $(BIN)/python tools/deploy.py
+
 cluster-down: ## Stop the local control plane and its node started by `make cluster`
 	@PYTHONPATH=tools $(BIN)/python -m devenv down
 
@@ -57,7 +61,7 @@ lint: install lint-manifests docs ## ruff, mypy --strict, import-linter, gofmt, 
 	$(BIN)/ruff check operator tests tools bench
 	$(BIN)/ruff format --check operator tests tools bench
 	$(BIN)/mypy --strict
-	$(BIN)/mypy --strict tools/devenv tools/image tools/controlplane/gen_gomod.py tools/run.py tools/crdcopies.py tools/docsgen.py
+	$(BIN)/mypy --strict tools/devenv tools/image tools/controlplane/gen_gomod.py tools/run.py tools/deploy.py tools/crdcopies.py tools/docsgen.py
 	$(BIN)/mypy --strict bench/run.py bench/cluster.py bench/bench_hooks.py bench/baseline_responder.py
 	$(BIN)/lint-imports
 	@test -z "$$(gofmt -l tools/kstatus tools/argocdhealth tools/helm tools/node)" || { gofmt -l tools/kstatus tools/argocdhealth tools/helm tools/node; echo 'gofmt: files above need formatting'; exit 1; }

@@ -348,13 +348,15 @@ class Listener:
 
     `respond(received) -> (status, json body)` decides the answer (default 503).
     `delay` holds each answer that many seconds (a slow server). Used as a stand-in for a
-    hostile or broken "Qdrant" a tenant points its Namespace at.
+    hostile or broken "Qdrant" a tenant points its Namespace at. `host`: where it listens
+    (the node's gateway address, for an operator in a Pod).
     """
 
     port: int
     respond: Responder = unavailable
     delay: float = 0.0
     received: list[Received] = field(default_factory=list)
+    host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         listener = self
@@ -386,13 +388,13 @@ class Listener:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def __enter__(self) -> Listener:
         self._thread.start()
