@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import ssl
 import subprocess
@@ -59,13 +58,12 @@ from deploy import (
     helm_install,
     wait_available,
 )
-from devenv import CertificateAuthority, ControlPlane, ControlPlaneError
+from devenv import CertificateAuthority, ControlPlane
 from devenv.pki import cert_pem, key_pem
 from vectorschema.qdrant.client import ClientGateway
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = float(os.environ.get("VECTORSCHEMA_E2E_START_TIMEOUT", "90"))
 #: Waits for Pods and reconciles: generous, the machine is shared and busy.
 POD_TIMEOUT = 300.0
 READY_TIMEOUT = 180.0
@@ -103,21 +101,6 @@ class Installed:
 
 
 @pytest.fixture(scope="module")
-def node_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """A control plane with a Ready node, for this module only."""
-    plane = ControlPlane(tmp_path_factory.mktemp("incluster-plane"), node=True)  # type: ignore[call-arg]
-    try:
-        plane.start(timeout=START_TIMEOUT * 3)
-    except ControlPlaneError as exc:
-        plane.stop()
-        pytest.fail(f"the node did not start: {exc}", pytrace=False)
-    try:
-        yield plane
-    finally:
-        plane.stop()
-
-
-@pytest.fixture(scope="module")
 def installed(
     node_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Installed]:
@@ -128,7 +111,7 @@ def installed(
     workdir = tmp_path_factory.mktemp("incluster")
     kube = Kube(node_plane.kubeconfig)
     built = build_image()
-    node_plane.node.import_image(built.archive)  # type: ignore[attr-defined]
+    node_plane.node.import_image(built.archive)
     image = str(built.name)
     qdrant_url = deploy_qdrant(kube, image, POD_TIMEOUT)
     gateway_ip = str(network.GATEWAY)
@@ -588,7 +571,9 @@ def test_failover_when_the_active_container_is_killed(installed: Installed) -> N
     # A crash: SIGKILL from the runtime, no goodbye to the peering (kopf's keep-alive
     # lifetime decides when the standby may act).
     started = time.monotonic()
-    installed.plane.node.ctr("task", "kill", "--signal", "SIGKILL", container_id)  # type: ignore[attr-defined]
+    node = installed.plane.node
+    assert node is not None
+    node.ctr("task", "kill", "--signal", "SIGKILL", container_id)
     took, reporters = change_then_ready(installed, f"after-kill-{uuid.uuid4().hex[:4]}", started)
     print(f"\ncontainer of {active} killed: a new Namespace was Ready {took:.1f} s later")
     # The killed container restarts in the same Pod (same name): it must not be the one
