@@ -30,6 +30,7 @@ listen on the node's gateway address, which Pods reach and nothing outside does.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import socket
 import ssl
@@ -102,11 +103,15 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def installed(
-    node_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    node_cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Installed]:
-    from image import build_image  # type: ignore[import-not-found]
+    """The image built and imported, qdrantlite and the chart installed as `make deploy`
+    does (plus an allowlisted listener address for the exfiltration case)."""
+    from devenv import network
+    from image import build_image
 
-    from devenv import network  # type: ignore[attr-defined]
+    node_plane = node_cluster
+    assert node_plane.node is not None
 
     workdir = tmp_path_factory.mktemp("incluster")
     kube = Kube(node_plane.kubeconfig)
@@ -207,18 +212,31 @@ def peering(kube: Kube) -> dict[str, Any]:
     return status
 
 
+def live_peers(kube: Kube) -> dict[str, tuple[str, int]]:
+    """kopf identity -> (Pod name, priority), for the peers whose keep-alive has not run out
+    (a killed process stays in the peering until then)."""
+    names = [p["metadata"]["name"] for p in operator_pods(kube)]
+    now = time.time()
+    out = {}
+    for ident, peer in peering(kube).items():
+        seen = datetime.datetime.fromisoformat(peer["lastseen"])
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=datetime.UTC)
+        if seen.timestamp() + float(peer.get("lifetime", 60)) < now:
+            continue
+        for name in names:
+            if f"@{name}/" in ident or ident.endswith(f"@{name}"):
+                out[ident] = (name, int(peer.get("priority", 0)))
+    return out
+
+
 def active_pod(kube: Kube) -> tuple[str, str]:
     """(active, standby) Pod names: kopf's peering says who has the highest priority."""
 
     def both() -> tuple[str, str] | None:
-        names = [p["metadata"]["name"] for p in operator_pods(kube) if pod_ready(p)]
-        peers = peering(kube)
-        prio: dict[str, int] = {}
-        for ident, peer in peers.items():
-            for name in names:
-                if f"@{name}" in ident:
-                    prio[name] = max(prio.get(name, 0), int(peer.get("priority", 0)))
-        if len(names) != 2 or len(prio) != 2:
+        ready = {p["metadata"]["name"] for p in operator_pods(kube) if pod_ready(p)}
+        prio = {pod: p for pod, p in live_peers(kube).values() if pod in ready}
+        if len(ready) != 2 or len(prio) != 2:
             return None
         a, b = sorted(prio, key=lambda n: prio[n], reverse=True)
         return a, b
@@ -268,8 +286,8 @@ status = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
 out["capeff"] = status["CapEff"].strip()
 out["nonewprivs"] = status["NoNewPrivs"].strip()
 writes = {}
-for d in ["/", "/opt/vectorschema", "/opt/vectorschema/lib", "/etc", "/usr", "/var", "/root",
-          "/home", "/tmp"]:
+for d in ["/", "/opt/vectorschema", "/opt/vectorschema/lib", "/etc", "/usr", "/var", "/home",
+          "/var/tmp", "/tmp"]:
     p = os.path.join(d, ".vectorschema-write-probe")
     try:
         with open(p, "w") as f:
@@ -289,9 +307,10 @@ out["rw_mounts"] = rw
 print(json.dumps(out))
 """
 
-#: Writable mounts a container gets from the kubelet and the runtime: kernel pseudo
-#: filesystems (nothing there reaches a disk) and the kubelet's per-Pod files.
-RUNTIME_RW = {"/proc", "/dev", "/dev/shm", "/dev/mqueue", "/dev/pts"}
+#: Writable mounts that reach no disk: kernel pseudo filesystems and memory (the runtime's
+#: /dev, /dev/shm, masked /proc entries, the cgroup tmpfs).
+IN_MEMORY = {"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"}
+#: The kubelet's per-Pod files, which it bind-mounts writable into every container.
 KUBELET_FILES = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev/termination-log"}
 
 
@@ -328,9 +347,11 @@ def test_available_probed_and_hardened(installed: Installed) -> None:
         return text
 
     text = wait_for(probed, 120, "successful readiness and liveness probes of both Pods", 2.0)
+    # Readiness fails while the operator starts (that is what it is for); liveness never.
     failed = [
         ln for ln in text.splitlines()
         if 'container="operator"' in ln and 'result="failed"' in ln
+        and 'probe_type="Liveness"' in ln
         and any(f'pod="{n}"' in ln for n in names) and float(ln.rsplit(" ", 1)[1]) > 0
     ]  # fmt: skip
     assert not failed, failed
@@ -355,10 +376,10 @@ def test_available_probed_and_hardened(installed: Installed) -> None:
     assert int(inside["capeff"], 16) == 0 and inside["nonewprivs"] == "1"
     assert inside["writes"].pop("/tmp") == "ok"  # the emptyDir volume
     assert set(inside["writes"].values()) == {"EROFS"}, inside["writes"]
-    rw = {mountpoint for mountpoint, _ in inside["rw_mounts"]}
-    assert "/" not in rw
-    assert "/tmp" in rw
-    unexpected = rw - RUNTIME_RW - KUBELET_FILES - {"/tmp"}
+    # Of the writable mounts, the ones on a disk: the /tmp volume and the kubelet's files.
+    on_disk = {where for where, fstype in inside["rw_mounts"] if fstype not in IN_MEMORY}
+    assert "/" not in on_disk and "/tmp" in on_disk
+    unexpected = on_disk - KUBELET_FILES - {"/tmp"}
     assert not unexpected, f"writable mounts beyond the volumes: {unexpected}"
 
 
@@ -469,7 +490,16 @@ def test_metrics_through_the_metrics_service(installed: Installed) -> None:
 # --------------------------------------------------------------------------------------
 
 
+def webhook_refuses(kube: Kube, doc: dict[str, Any]) -> bool:
+    """A server-side dry run of `doc` is refused by the admission webhook."""
+    done = kube.run("apply", "--dry-run=server", "-f", "-", input=json.dumps(doc), check=False)
+    return done.returncode != 0 and "plan.vectorschema.dev" in done.stderr
+
+
 def test_a_secret_never_reaches_a_url_the_admin_did_not_allow(installed: Installed) -> None:
+    """tests/e2e/test_tenancy.py's exfiltration case, with the operator in a Pod: first the
+    webhook refuses the URL at apply time; then, with the webhook gone (its failurePolicy is
+    Ignore: an outage lets the object in), the operator refuses it without a packet sent."""
     kube = installed.kube
     attacker = f"attacker-{uuid.uuid4().hex[:6]}"
     kube.run("create", "namespace", attacker)
@@ -478,34 +508,42 @@ def test_a_secret_never_reaches_a_url_the_admin_did_not_allow(installed: Install
     ref = {"name": "app-token", "key": "token"}
     host = installed.gateway_ip
     outside_port = free_port_on(host)
+    hook = kube.json("get", VWC, RELEASE)
     try:
         with (
             Listener(outside_port, host=host) as outside,
             Listener(installed.allowed_port, host=host) as allowed,
         ):
-            # The control: a Pod does reach a listener on this address (allowed, no Secret).
-            apply(
-                kube, namespace_doc(attacker, "reach", plugins=[TEXT], qdrant={"url": allowed.url})
-            )
+            # The control: the operator's Pod reaches a listener on this address.
+            reach = namespace_doc(attacker, "reach", plugins=[TEXT], qdrant={"url": allowed.url})
+            apply(kube, reach)
             wait_for(lambda: allowed.received, 120, "the operator Pod to reach the listener", 0.5)
 
-            # Any URL off the allowlist: refused before any connection.
-            apply(
-                kube,
-                namespace_doc(attacker, "exfil", plugins=[TEXT],
-                              qdrant={"url": outside.url, "apiKeySecretRef": ref}),
-            )  # fmt: skip
+            exfil = namespace_doc(
+                attacker,
+                "exfil",
+                plugins=[TEXT],
+                qdrant={"url": outside.url, "apiKeySecretRef": ref},
+            )
+            # Layer 1: the webhook refuses it at apply time.
+            refused = kube.run("apply", "-f", "-", input=json.dumps(exfil), check=False)
+            assert refused.returncode != 0 and "not on the operator's allowlist" in refused.stderr
+            print(f"\n$ kubectl apply -f exfil.yaml\n{refused.stderr}")
+
+            # Layer 2: without the webhook, the operator refuses it before any connection.
+            kube.run("delete", VWC, RELEASE)
+            wait_for(lambda: not webhook_refuses(kube, exfil), 60, "the webhook to be gone", 1.0)
+            apply(kube, exfil)
             obj = wait_for(reason_now(kube, attacker, "exfil"), READY_TIMEOUT, "exfil", 1.0)
             assert condition(obj, "Ready")["reason"] == "QdrantUrlNotAllowed", obj["status"]
 
             # An allowed URL with a Secret lacking the label: not read, not sent.
-            seen = len(allowed.received)
             apply(
                 kube,
                 namespace_doc(attacker, "exfil", plugins=[TEXT],
                               qdrant={"url": allowed.url, "apiKeySecretRef": ref}),
             )  # fmt: skip
-            obj = wait_for(
+            wait_for(
                 lambda: (
                     o
                     if settled(o := vns(kube, attacker, "exfil"))
@@ -526,8 +564,11 @@ def test_a_secret_never_reaches_a_url_the_admin_did_not_allow(installed: Install
             assert outside.received == [], [r.text() for r in outside.received]
             assert token not in allowed.everything()
             assert all(k.lower() != "api-key" for r in allowed.received for k, _ in r.headers)
-            print(f"\nallowed listener: {seen} request(s) from the Pod before the Secret case")
     finally:
+        for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+            hook["metadata"].pop(key, None)
+        if kube.run("get", VWC, RELEASE, check=False).returncode != 0:
+            kube.run("create", "-f", "-", input=json.dumps(hook))
         kube.run("delete", VNS, "--all", "-n", attacker, "--wait=false", check=False)
         kube.run("delete", "namespace", attacker, "--wait=false", check=False)
 
@@ -562,25 +603,36 @@ def test_failover_when_the_active_pod_is_deleted(installed: Installed) -> None:
 
 
 def test_failover_when_the_active_container_is_killed(installed: Installed) -> None:
+    """A crash: SIGKILL from the runtime, no goodbye to the peering. The kubelet restarts
+    the container at once, as a new kopf peer with a new random priority; the dead peer's
+    record blocks lower priorities until its keep-alive lifetime (60 s) runs out. So the
+    change made after the kill is served by the highest-priority live replica: the standby,
+    or the restarted container if it drew the higher priority."""
     kube = installed.kube
     sample_ready(installed)
     active, standby = active_pod(kube)
+    killed = {i for i, (pod, _) in live_peers(kube).items() if pod == active}
     pod = kube.json("get", "pod", active, "-n", NAMESPACE)
     (cs,) = pod["status"]["containerStatuses"]
     container_id = cs["containerID"].split("://", 1)[1]
-    # A crash: SIGKILL from the runtime, no goodbye to the peering (kopf's keep-alive
-    # lifetime decides when the standby may act).
-    started = time.monotonic()
     node = installed.plane.node
     assert node is not None
+    started = time.monotonic()
     node.ctr("task", "kill", "--signal", "SIGKILL", container_id)
     took, reporters = change_then_ready(installed, f"after-kill-{uuid.uuid4().hex[:4]}", started)
-    print(f"\ncontainer of {active} killed: a new Namespace was Ready {took:.1f} s later")
-    # The killed container restarts in the same Pod (same name): it must not be the one
-    # that served the change, unless it came back as the higher priority after the fact.
     restarted = kube.json("get", "pod", active, "-n", NAMESPACE)["status"]["containerStatuses"][0]
-    assert restarted["restartCount"] >= 1 or restarted.get("lastState", {}).get("terminated")
-    assert standby in reporters or reporters - {active}, reporters
+    assert restarted["restartCount"] >= 1, restarted
+
+    peers = live_peers(kube)
+    standby_prio = max(p for pod, p in peers.values() if pod == standby)
+    reborn = [p for i, (pod, p) in peers.items() if pod == active and i not in killed]
+    winner = active if reborn and max(reborn) > standby_prio else standby
+    print(
+        f"\ncontainer of {active} killed: a new Namespace was Ready {took:.1f} s later, "
+        f"served by {'the restarted container' if winner == active else 'the standby'} "
+        f"(priorities: standby {standby_prio}, restarted {reborn})"
+    )
+    assert winner in reporters, (winner, reporters)
     record_bench(failover_s=took)
     wait_available(kube, NAMESPACE, RELEASE, POD_TIMEOUT)
 
@@ -662,8 +714,9 @@ def test_helm_upgrade_rolls_the_pods_with_no_reconcile_lost_then_mtls(
     other = CertificateAuthority.create("not-the-api-servers")
     with pytest.raises((ssl.SSLError, ConnectionError)):
         webhook_handshake(installed, client_cert(other, installed.workdir / "other", "b"))
-    # ... and the API server still gets the plan (it presents its certificate).
-    assert webhook_warnings(edited) or webhook_warnings(edit_sample(installed, "after_mtls"))
+    # ... and the API server, which presents its certificate, still gets the plan.
+    (warning,) = webhook_warnings(edited)
+    assert warning.endswith(" adds vector after_roll in place; no point is lost"), warning
 
 
 # --------------------------------------------------------------------------------------
