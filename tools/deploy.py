@@ -299,7 +299,7 @@ def tools_env() -> dict[str, str]:
 
 def cluster_up(state_dir: Path | None) -> Path:
     """`make cluster` (reused when running): the admin kubeconfig."""
-    args = [sys.executable, "-m", "devenv", "up"]
+    args = [sys.executable, "-m", "devenv", "up", "--node", "yes"]
     if state_dir is not None:
         args += ["--state-dir", str(state_dir)]
     done = subprocess.run(args, capture_output=True, text=True, env=tools_env(), cwd=REPO)
@@ -330,9 +330,9 @@ def wait_for_node(kube: Kube, timeout: float) -> str:
             return ready[0]
         if time.monotonic() > deadline:
             raise DeployError(
-                "the cluster has no Ready node, so the operator's Pods cannot run: "
-                "`make cluster` starts one when this machine can run it (root, cgroups); "
-                "see what it printed above"
+                "the cluster has no Ready node, so the operator's Pods cannot run. A running "
+                "control plane cannot get a node afterwards: `make cluster-down`, then "
+                "`make deploy` starts both (as root, with cgroups; see the lines above)"
             )
         time.sleep(1)
 
@@ -349,7 +349,14 @@ def import_image(state_dir: Path, archive: Path) -> None:
     """The archive into the containerd of the node of ``state_dir`` (namespace k8s.io)."""
     from devenv.node import Node  # the node of `make cluster`
 
-    Node(state_dir, detached=True).import_image(archive)
+    node = Node.attach(state_dir)
+    if node is None:
+        raise DeployError(
+            f"the node running on this machine is not the one of {state_dir}: another "
+            "checkout's cluster holds it (only one node runs per machine); stop that one "
+            "(make cluster-down there), then make cluster-down && make deploy here"
+        )
+    node.import_image(archive)
 
 
 # --------------------------------------------------------------------------------------
