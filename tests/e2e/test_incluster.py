@@ -423,6 +423,12 @@ def webhook_warnings(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [ln[len("Warning: ") :] for ln in result.stderr.splitlines() if ln.startswith(prefix)]
 
 
+def plan_warning(result: subprocess.CompletedProcess[str]) -> str:
+    """The webhook's plan line among kubectl's warnings (notes may follow it)."""
+    (line,) = [w for w in webhook_warnings(result) if w.startswith("vectorschema: plan ")]
+    return line
+
+
 def edit_sample(installed: Installed, extra_vector: str) -> subprocess.CompletedProcess[str]:
     """Add an inline plugin with one dense vector to the sample (a non-destructive plan)."""
     obj = vns(installed.kube, SAMPLE_NS, SAMPLE)
@@ -452,8 +458,7 @@ def test_kubectl_apply_prints_the_plan_through_the_webhook_service(installed: In
 
     result = edit_sample(installed, "hooked")
     print(f"\n$ kubectl apply -f catalog.yaml\n{result.stderr}{result.stdout}")
-    (warning,) = webhook_warnings(result)
-    assert warning.startswith("vectorschema: plan ")
+    warning = plan_warning(result)
     assert warning.endswith(" adds vector hooked in place; no point is lost"), warning
     obj = wait_for(ready_now(kube, SAMPLE_NS, SAMPLE), READY_TIMEOUT, "the edit Ready", 1.0)
     assert "hooked" in obj["status"]["vectors"]
@@ -715,7 +720,7 @@ def test_helm_upgrade_rolls_the_pods_with_no_reconcile_lost_then_mtls(
     with pytest.raises((ssl.SSLError, ConnectionError)):
         webhook_handshake(installed, client_cert(other, installed.workdir / "other", "b"))
     # ... and the API server, which presents its certificate, still gets the plan.
-    (warning,) = webhook_warnings(edited)
+    warning = plan_warning(edited)
     assert warning.endswith(" adds vector after_roll in place; no point is lost"), warning
 
 
