@@ -15,6 +15,9 @@ changes, and on a jittered interval to catch drift in Qdrant:
 Sharded (`VECTORSCHEMA_SHARD_INDEX`/`_COUNT`), the Namespace handlers see only this
 shard's objects (filters delegating to `core.sharding`), the finalizer is the shard's, and
 nothing acts while another shard layout holds the layout lease (`k8s.sharding.Gate`).
+Indexes and event handlers are `async def`: kopf runs a plain `def` handler in a thread of
+its executor (a thread hop per handler per event), and the wake-ups set asyncio Events,
+which only the event loop's thread may set.
 Scope: kopf serves the namespaces it is told (`--all-namespaces` or `--namespace`
 patterns); every Namespace handler also filters by `VECTORSCHEMA_LABEL_SELECTOR`
 (`_in_scope`), so two installations can split a cluster by namespaces or by labels.
@@ -227,7 +230,7 @@ def _metered(
 
 
 @kopf.index(GROUP, VERSION, PLUGIN_PLURAL)
-def plugin_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
+async def plugin_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
     """Plugin name -> spec, for resolving a Namespace's plugins without an API call."""
     return {name: dict(spec)}
 
@@ -273,20 +276,24 @@ async def plan_at_admission(
 
 
 @kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
-def namespaces_by_plugin(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[str, Key]:
+async def namespaces_by_plugin(
+    namespace: str, name: str, spec: kopf.Spec, **_: Any
+) -> dict[str, Key]:
     """Plugin name -> the Namespace resources that list it (to wake them on change)."""
     return {p["name"]: (namespace, name) for p in spec.get("plugins", []) if "name" in p}
 
 
 @kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
-def namespaces_by_secret(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Key, Key]:
+async def namespaces_by_secret(
+    namespace: str, name: str, spec: kopf.Spec, **_: Any
+) -> dict[Key, Key]:
     """(namespace, Secret name) -> the Namespace resources whose API key it holds."""
     ref = (spec.get("qdrant") or {}).get("apiKeySecretRef") or {}
     return {(namespace, ref["name"]): (namespace, name)} if "name" in ref else {}
 
 
 @kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
-def namespaces_by_kube_namespace(
+async def namespaces_by_kube_namespace(
     namespace: str, name: str, meta: kopf.Meta, **_: Any
 ) -> dict[str, tuple[str, str]]:
     """Kubernetes namespace -> (creationTimestamp, name) of its Namespace resources: the
@@ -305,7 +312,7 @@ def over_cap(
 
 
 @kopf.on.event(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
-def namespace_event(
+async def namespace_event(
     event: kopf.RawEvent, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """Wake the control loop when the spec (generation) or the approval annotation
@@ -352,7 +359,7 @@ def _is_referenced(
 
 
 @kopf.on.event("", "v1", "secrets", when=_is_referenced)  # type: ignore[arg-type]
-def secret_event(
+async def secret_event(
     namespace: str,
     name: str,
     memo: kopf.Memo,
