@@ -103,3 +103,12 @@ def test_the_cache_is_bounded_lru() -> None:
     assert cache.get("b", lambda: AtRisk(22)) == AtRisk(22)
     with pytest.raises(ValueError):
         CountCache(max_entries=0)
+
+
+def test_the_counts_of_a_collection_go_with_its_resource() -> None:
+    cache = CountCache()
+    cache.get(("srv", "fp1", "team-a_a"), lambda: AtRisk(1))
+    cache.get(("srv", "fp2", "team-a_b"), lambda: AtRisk(2))
+    cache.forget_collection("team-a_a")
+    assert len(cache) == 1
+    assert cache.get(("srv", "fp2", "team-a_b"), lambda: AtRisk(99)) == AtRisk(2)

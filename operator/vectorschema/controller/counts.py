@@ -4,7 +4,8 @@ While a destructive plan waits for approval, every pass shows how many points it
 lose. Counting them is the one potentially expensive read the operator makes (an exact
 filtered count, or a full scroll on servers without `has_vector` filters), so the count
 (`core.report.points_at_risk`: exact, or Qdrant's estimate when exact is too slow) is made
-once per plan and kept here, keyed by the server and the plan's fingerprint (a fingerprint
+once per plan and kept here, keyed by the server, the plan's fingerprint and the
+collection (dropped with the resource: `forget_collection`) (a fingerprint
 pins the collection and both schemas: same fingerprint, same vectors at risk). A new plan,
 or another server with a plan of the same name, counts again. The cache is bounded (least
 recently used goes first) and lives as long as the process: the number shown is the one
@@ -49,6 +50,15 @@ class CountCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return value
+
+    def forget_collection(self, collection: str) -> None:
+        """Drop the counts of `collection`'s plans (keys ending with its name): its
+        resource is gone."""
+        with self._lock:
+            for key in [
+                k for k in self._entries if isinstance(k, tuple) and k[-1:] == (collection,)
+            ]:
+                del self._entries[key]
 
     def __len__(self) -> int:
         with self._lock:

@@ -652,7 +652,7 @@ class Pass:
         status = self.status
         gateway = self.gateway
         at_risk = self.counts.get(
-            (gateway.location, plan.fingerprint),
+            (gateway.location, plan.fingerprint, self.collection),
             lambda: points_at_risk(plan, observed, gateway.count_with_vector, (QdrantTimeout,)),
         )
         changed = status.plan is None or status.plan.fingerprint != plan.fingerprint

@@ -169,6 +169,7 @@ class LabelledSecrets:
             if isinstance(cached, ConnectionRefused):
                 raise ConnectionRefused(cached.reason, str(cached))
             if cached is not None:
+                SCRUBBER.remember(cached)  # again, if the bounded scrubber let it go
                 return cached
             stamp = self.cache.stamp()
             try:

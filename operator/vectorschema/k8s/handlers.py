@@ -64,7 +64,7 @@ from vectorschema.controller.backoff import RetryKind
 from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.passes import run_pass, valid_plugins
 from vectorschema.controller.plugin_status import plugin_status_patch
-from vectorschema.controller.reconcile import Connector
+from vectorschema.controller.reconcile import POINTS_AT_RISK, Connector
 from vectorschema.controller.results import Event, Observations, Result
 from vectorschema.controller.shares import TenantShares
 from vectorschema.core import sharding as shards
@@ -327,6 +327,9 @@ def forget(memo: kopf.Memo, key: Key) -> None:
     UIDs, observations, metrics series, wake-up and backoff state, its pooled client)."""
     memo.wakeups.forget(key)
     memo.locks.forget(key)
+    seen = memo.observations.get(key)
+    if seen is not None:
+        POINTS_AT_RISK.forget_collection(seen.collection)
     memo.observations.forget(key)
     memo.metrics.forget(key)
     pool.release(key)
