@@ -261,6 +261,22 @@ def test_the_webhook_refuses_what_the_caps_forbid_naming_the_field() -> None:
         )
     )
     assert answer.refusal is not None and answer.refusal.startswith("spec.shardNumber: 9")
+    # with an authenticated caller, a CREATE over the per-namespace cap is told so
+    doc["spec"]["shardNumber"] = 1
+    told = asyncio.run(
+        admission.review(
+            doc,
+            None,
+            lambda: {},
+            policy=Policy(),
+            plan_seconds=5,
+            read_uid=lambda ns, n: None,
+            caps=Caps(namespaces=3),
+            served=lambda ns: 3,
+        )
+    )
+    assert told.refusal is None
+    assert any("already holds 3 Namespace resources" in w for w in told.warnings)
 
 
 # --- tenant shares ------------------------------------------------------------------------------

@@ -147,6 +147,7 @@ def evaluate(
     policy: Policy,
     read_uid: LiveReader,
     caps: Caps | None = None,
+    served: Callable[[str], int] | None = None,
 ) -> Answer:
     """The answer for a parsed Namespace (blocking: run in a reader thread). Nothing is
     read (Plugins, Qdrant) before the API server vouches for the request, and no Secret
@@ -167,6 +168,16 @@ def evaluate(
         refused += [r.message for r in caps.schema_refusals(checked.desired)]
     if refused or checked.refusals:
         return Answer("; ".join([*refused, *checked.refusals]), warnings)
+    if old is None and served is not None:
+        count = served(resource.kube_namespace)
+        if count >= caps.namespaces:
+            # a warning, not a refusal: a deletion may be on its way (GitOps order)
+            warnings.append(
+                f"{PREFIX}Kubernetes namespace {resource.kube_namespace!r} already holds "
+                f"{count} Namespace resources; the operator serves at most {caps.namespaces} "
+                "per Kubernetes namespace (the platform admin's limit): this one will be "
+                "Stalled/LimitExceeded until one goes"
+            )
     if checked.desired is None:
         return Answer(None, warnings)
     status = (old or {}).get("status") or {}
@@ -287,9 +298,12 @@ async def review(
     default_connection: DefaultConnection | None = None,
     connection_of: Callable[[NamespaceResource], str] = lambda resource: "embedded",
     caps: Caps | None = None,
+    served: Callable[[str], int] | None = None,
 ) -> Answer:
     """What to answer the API server about this Namespace create or update, within
-    `plan_seconds` (else without the plan, saying so)."""
+    `plan_seconds` (else without the plan, saying so). `served` counts the Namespace
+    resources of a Kubernetes namespace (given only with an authenticated caller: a
+    forged review must not learn it)."""
     meta = dict(new.get("metadata") or {})
     if meta.get("deletionTimestamp") or not spec_changed(new, old):
         return Answer()
@@ -309,7 +323,17 @@ async def review(
     source = plan_source(observed, default_connection, connection_of)
     loop = asyncio.get_running_loop()
     work = loop.run_in_executor(
-        _readers, _counted, evaluate, resource, old, read_plugins, source, policy, read_uid, caps
+        _readers,
+        _counted,
+        evaluate,
+        resource,
+        old,
+        read_plugins,
+        source,
+        policy,
+        read_uid,
+        caps,
+        served,
     )
     try:
         return await asyncio.wait_for(asyncio.shield(work), plan_seconds)

@@ -250,6 +250,7 @@ async def plan_at_admission(
     old: kopf.Body | None,
     warnings: list[str],
     memo: kopf.Memo,
+    namespaces_by_kube_namespace: kopf.Index[str, tuple[str, str]] | None = None,
     **_: Any,
 ) -> None:
     """Tell kubectl the plan (warnings); refuse what the cross-object checks forbid. It
@@ -258,6 +259,8 @@ async def plan_at_admission(
     authenticated as the caller) the operator's own default connection."""
     webhook: config.WebhookSettings = memo.webhook
     observations: Observations = memo.observations
+    authenticated = webhook.client_ca is not None
+    index = namespaces_by_kube_namespace if authenticated else None
     answer = await admission.review(
         dict(body),
         dict(old) if old is not None else None,
@@ -267,8 +270,9 @@ async def plan_at_admission(
         plan_seconds=webhook.plan_seconds,
         read_uid=kube.namespace_uid,
         observed=observations.get,
-        default_connection=default_from_env if webhook.client_ca is not None else None,
+        default_connection=default_from_env if authenticated else None,
         connection_of=connection_id,
+        served=(lambda ns: len(index.get(ns, []))) if index is not None else None,
     )
     warnings.extend(answer.warnings)
     if answer.refusal is not None:
