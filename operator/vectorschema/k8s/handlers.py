@@ -331,12 +331,18 @@ def forget(memo: kopf.Memo, key: Key) -> None:
     UIDs, observations, metrics series, wake-up and backoff state, its pooled client)."""
     memo.wakeups.forget(key)
     memo.locks.forget(key)
+    unobserve(memo, key)
+    memo.metrics.forget(key)
+    pool.release(key)
+
+
+def unobserve(memo: kopf.Memo, key: Key) -> None:
+    """Drop what the passes observed of `key` (and the counts of its collection's plans):
+    its loop stopped (gone, being deleted, out of scope)."""
     seen = memo.observations.get(key)
     if seen is not None:
         POINTS_AT_RISK.forget_collection(seen.collection)
     memo.observations.forget(key)
-    memo.metrics.forget(key)
-    pool.release(key)
 
 
 @kopf.on.event(GROUP, VERSION, PLUGIN_PLURAL)  # type: ignore[arg-type]
@@ -452,6 +458,7 @@ async def control_loop(
         )
     finally:
         memo.metrics.forget((namespace, name))  # gone, or out of scope
+        unobserve(memo, (namespace, name))
 
 
 @kopf.on.delete(GROUP, VERSION, NAMESPACE_PLURAL, when=_released_here)  # type: ignore[arg-type]
@@ -486,5 +493,4 @@ async def release(
         )
     pool.release((namespace, name))  # its client, if nobody else uses that key
     memo.metrics.forget((namespace, name))
-    memo.observations.forget((namespace, name))
     post_event(body, event)
