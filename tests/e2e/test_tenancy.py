@@ -1275,6 +1275,7 @@ def test_an_api_key_over_the_cap_is_refused_naming_the_secret_and_never_sent(
         )
         obj = stalled(kubectl, attacker, "bloated", "SecretInvalid")
         message = reason_of(obj)[1]
+        sys.__stdout__.write(f"\n{message}\n")
         assert message.startswith("spec.qdrant.apiKeySecretRef.key: ")
         assert f"Secret {attacker}/huge" in message and "at most 4096" in message
         assert server.received == [], "a request reached the server"
@@ -1297,6 +1298,7 @@ def test_the_admins_caps_stall_a_namespace_naming_the_field(
     apply(kubectl, namespace_doc(attacker, "shards", plugins=[TEXT], shardNumber=3))
     obj = stalled(kubectl, attacker, "shards", "LimitExceeded")
     assert reason_of(obj)[1].startswith("spec.shardNumber: 3 is more than the 2")
+    shown = [reason_of(obj)[1]]
     apply(kubectl, namespace_doc(attacker, "wide", plugins=[TEXT, IMAGE]))
     obj = stalled(kubectl, attacker, "wide", "LimitExceeded")
     assert "VECTORSCHEMA_MAX_VECTORS" in reason_of(obj)[1]
@@ -1310,6 +1312,8 @@ def test_the_admins_caps_stall_a_namespace_naming_the_field(
     apply(kubectl, namespace_doc(victim, "third", plugins=[TEXT]))
     obj = stalled(kubectl, victim, "third", "LimitExceeded")
     assert reason_of(obj)[1].startswith("metadata.namespace: ")
+    shown.append(reason_of(obj)[1])
+    sys.__stdout__.write("\n" + "\n".join(shown) + "\n")
     assert qdrant.observe(default_collection_name(victim, "third")) is None
     kubectl("delete", "vns", "first", "-n", victim)
     ready(kubectl, victim, "third", timeout=90)  # a slot came free
