@@ -1233,7 +1233,9 @@ def test_a_forged_create_reads_no_secret_and_learns_nothing(
 
     with Listener(allowed_ports[0]) as listener:
 
-        def probe(collection_name: str, secret: str, own_url: bool) -> tuple[str, str]:
+        def probe(
+            collection_name: str, secret: str, own_url: bool, name: str = "probe"
+        ) -> tuple[str, str]:
             spec: dict[str, Any] = {
                 "plugins": [IMAGE],
                 "collectionName": collection_name,
@@ -1244,7 +1246,7 @@ def test_a_forged_create_reads_no_secret_and_learns_nothing(
                     "url": listener.url,
                     "apiKeySecretRef": {"name": secret, "key": "api-key"},
                 }
-            refusal, warnings = forge(kubectl, victim, "probe", spec, index)
+            refusal, warnings = forge(kubectl, victim, name, spec, index)
             said = json.dumps([refusal, warnings])
             # the request's own words are not a leak: take them out before comparing
             return said.replace(collection_name, "<C>").replace(secret, "<S>"), said
@@ -1255,6 +1257,9 @@ def test_a_forged_create_reads_no_secret_and_learns_nothing(
             assert real == fake, f"the answer tells the victim's data apart: {real} vs {fake}"
             for secret_data in (key, "catalog", "text_v1", "7 point"):
                 assert secret_data not in real_text, f"{secret_data!r} leaked: {real_text}"
+            # nor does it tell which names exist in the victim's namespace
+            existing, _ = probe(f"{victim}_nothing-here", "no-such-secret", own_url, "catalog")
+            assert existing == fake, f"the answer tells an existing name apart: {existing}"
         assert listener.received == [], [r.text() for r in listener.received]
 
 

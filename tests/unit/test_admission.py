@@ -256,6 +256,7 @@ def review(
             read_uid=read_uid or vouching(old),
             # the API server authenticated as the caller: the operator's own connection
             default_connection=lambda: connector_for(None)(),
+            authenticated=True,
         )
     )
 
@@ -311,6 +312,7 @@ def forged(new: Mapping[str, Any], old: Mapping[str, Any] | None, live: Any) -> 
             plan_seconds=5.0,
             read_uid=read_uid,
             default_connection=lambda: no_connection(None)(),  # type: ignore[arg-type]
+            authenticated=True,
         )
     )
     assert seen == [(KUBE_NS, NAME)]

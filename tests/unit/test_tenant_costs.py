@@ -273,6 +273,7 @@ def test_the_webhook_refuses_what_the_caps_forbid_naming_the_field() -> None:
             read_uid=lambda ns, n: None,
             caps=Caps(namespaces=3),
             served=lambda ns: 3,
+            authenticated=True,
         )
     )
     assert told.refusal is None
@@ -377,6 +378,20 @@ def test_an_unauthenticated_create_gets_no_plan_and_reads_nothing_but_plugins() 
     b = answer(lambda key: None)
     assert a == b and a.refusal is None
     assert a.warnings == [unknown_plan_warning(admission.NO_OBSERVATION)]
+
+
+def test_an_unauthenticated_create_does_not_tell_which_names_exist() -> None:
+    """Asking the API server whether the object exists would tell a forged CREATE which
+    names another namespace holds: without an authenticated caller it is not asked."""
+    doc = {"metadata": {"name": "catalog", "namespace": "victim", "uid": "x"}, "spec": SPEC}
+
+    def never(ns: str, name: str) -> str | None:
+        raise AssertionError("asked the API server whether the object exists")
+
+    answer = asyncio.run(
+        admission.review(doc, None, lambda: {}, policy=Policy(), plan_seconds=5, read_uid=never)
+    )
+    assert answer.warnings == [unknown_plan_warning(admission.NO_OBSERVATION)]
 
 
 def test_a_vouched_update_plans_against_the_operators_observation(qdrant: ClientGateway) -> None:

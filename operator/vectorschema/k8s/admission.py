@@ -148,13 +148,19 @@ def evaluate(
     read_uid: LiveReader,
     caps: Caps | None = None,
     served: Callable[[str], int] | None = None,
+    authenticated: bool = False,
 ) -> Answer:
     """The answer for a parsed Namespace (blocking: run in a reader thread). Nothing is
-    read (Plugins, Qdrant) before the API server vouches for the request, and no Secret
-    is ever read: the plan comes from `source` (see `PlanSource`)."""
+    read (Plugins, Qdrant) before the API server vouches for an UPDATE (or, with an
+    authenticated caller, a CREATE), and no Secret is ever read: the plan comes from
+    `source` (see `PlanSource`). `authenticated`: the API server is proven to be the
+    caller (mTLS); `served` is given only then."""
     caps = caps if caps is not None else Caps()
     try:
-        vouched = genuine(resource, old, read_uid)
+        # An unauthenticated CREATE is answered from the spec, the Plugins and the policy
+        # alone: asking the API server whether the object exists would tell a forged
+        # review which names exist in another namespace.
+        vouched = True if old is None and not authenticated else genuine(resource, old, read_uid)
     except Exception as exc:  # API server unreachable: no plan, never a refusal
         log.warning("admission: cannot check %s against the API server: %s", resource.owner_id, exc)
         vouched = False
@@ -299,11 +305,15 @@ async def review(
     connection_of: Callable[[NamespaceResource], str] = lambda resource: "embedded",
     caps: Caps | None = None,
     served: Callable[[str], int] | None = None,
+    authenticated: bool = False,
 ) -> Answer:
     """What to answer the API server about this Namespace create or update, within
-    `plan_seconds` (else without the plan, saying so). `served` counts the Namespace
-    resources of a Kubernetes namespace (given only with an authenticated caller: a
-    forged review must not learn it)."""
+    `plan_seconds` (else without the plan, saying so). `authenticated`: the API server
+    is proven to be the caller (mTLS): only then may the answer depend on what exists
+    (`default_connection`, `served` and the existence check of a CREATE are used only
+    then; a forged review must not learn what exists in another namespace)."""
+    if not authenticated:
+        default_connection, served = None, None
     meta = dict(new.get("metadata") or {})
     if meta.get("deletionTimestamp") or not spec_changed(new, old):
         return Answer()
@@ -334,6 +344,7 @@ async def review(
         read_uid,
         caps,
         served,
+        authenticated,
     )
     try:
         return await asyncio.wait_for(asyncio.shield(work), plan_seconds)

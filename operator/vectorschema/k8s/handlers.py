@@ -273,6 +273,7 @@ async def plan_at_admission(
         default_connection=default_from_env if authenticated else None,
         connection_of=connection_id,
         served=(lambda ns: len(index.get(ns, []))) if index is not None else None,
+        authenticated=authenticated,
     )
     warnings.extend(answer.warnings)
     if answer.refusal is not None:
