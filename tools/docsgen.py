@@ -600,10 +600,20 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "unset (off)",
         "serve `/metrics` and `/readyz` on this port (the chart: 8080)",
     ),
+    "VECTORSCHEMA_NAMESPACE_SELECTOR": (
+        "unset (all)",
+        "serve only Namespace resources in Kubernetes namespaces whose labels (set by admins) "
+        "match (`kubectl get -l` syntax); an invalid selector stops the operator at startup",
+    ),
     "VECTORSCHEMA_LABEL_SELECTOR": (
         "unset (all)",
-        "serve only Namespace resources whose labels match (`kubectl get -l` syntax); an invalid "
-        "selector stops the operator at startup",
+        "serve only Namespace resources whose **own** labels match; tenants write those, so it "
+        "needs `VECTORSCHEMA_OBJECT_LABEL_SCOPE=true`, else the operator refuses to start",
+    ),
+    "VECTORSCHEMA_OBJECT_LABEL_SCOPE": (
+        "unset (off)",
+        "`true`: the admin opts in to `VECTORSCHEMA_LABEL_SELECTOR` (a tenant then picks the "
+        "installation, and its policy, by labelling its resources)",
     ),
     "VECTORSCHEMA_RESYNC_SECONDS": ("`60`", "drift check interval, with +-10% jitter"),
     "VECTORSCHEMA_DELETE_RETRIES": (

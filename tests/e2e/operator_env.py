@@ -36,6 +36,8 @@ from vectorschema.qdrant.pool import connect
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"
 RESYNC_SECONDS = "2"
+#: The label of Kubernetes namespaces the session operator does not serve.
+OTHER_INSTALLATION = "vectorschema.dev/installation"
 #: The label a Secret needs before a Namespace may reference it (the operator's default).
 SECRET_LABEL = ("vectorschema.dev/qdrant-credentials", "true")
 #: Loopback ports reserved at session start and put on the operator's URL allowlist
@@ -155,6 +157,9 @@ def operator(
         "VECTORSCHEMA_ALLOWED_QDRANT_URLS": allowed_urls(allowed_ports),
         "QDRANT_PATH": str(qdrant_path),
         "VECTORSCHEMA_RESYNC_SECONDS": RESYNC_SECONDS,
+        # Scope by the Kubernetes namespace's labels: every namespace but those an admin
+        # gave to another installation (test_tenancy.py, issue 17 item 6).
+        "VECTORSCHEMA_NAMESPACE_SELECTOR": f"!{OTHER_INSTALLATION}",
         "VECTORSCHEMA_DELETE_RETRIES": "2",
         "VECTORSCHEMA_DELETE_RETRY_DELAY": "1",
     }

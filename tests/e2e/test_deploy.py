@@ -810,15 +810,18 @@ def test_two_installations_with_disjoint_scopes_each_serve_only_their_own(
     plane: ControlPlane, kc: Kubectl, installed: Any, tmp_path: Path, wait_for: WaitFor
 ) -> None:
     """Release A serves namespaces team-x and team-y (kopf namespace patterns), only
-    resources labelled team=a; release B serves every namespace, only team=b (the label
-    selector, a handler filter). Each runs its Deployment's own command with its own
-    ServiceAccount's token (the chart's RBAC: A's tenant role is bound in team-x and team-y
-    only) and its own ClusterKopfPeering. A logs JSON."""
+    resources labelled team=a; release B serves every namespace, only team=b (a selector
+    on the resources' own labels, a handler filter, opted in by the admin). Each runs its
+    Deployment's own command with its own ServiceAccount's token (the chart's RBAC: A's
+    tenant role is bound in team-x and team-y only) and its own ClusterKopfPeering. A
+    logs JSON."""
     kube = ["--kubeconfig", str(plane.kubeconfig)]
     releases = {
-        "scope-a": {"watch": {"namespaces": ["team-x", "team-y"], "labelSelector": "team=a"},
+        "scope-a": {"watch": {"namespaces": ["team-x", "team-y"], "labelSelector": "team=a",
+                              "objectLabelScope": True},
                     "logFormat": "json"},
-        "scope-b": {"watch": {"namespaces": [], "labelSelector": "team=b"}},
+        "scope-b": {"watch": {"namespaces": [], "labelSelector": "team=b",
+                              "objectLabelScope": True}},
     }  # fmt: skip
     for ns in ("team-x", "team-y", "team-z"):
         kc("create", "namespace", ns)

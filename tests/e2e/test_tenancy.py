@@ -48,6 +48,7 @@ from typing import Any
 import pytest
 from qdrant_client import models as qm
 from tests.e2e.operator_env import (
+    OTHER_INSTALLATION,
     SECRET_LABEL,
     KubectlFn,
     Listener,
@@ -61,6 +62,7 @@ from tests.e2e.operator_env import (
     secret_doc,
     until,
     vns,
+    wakeups,
 )
 from tests.seams import client_of
 
@@ -1552,3 +1554,58 @@ def test_a_253_character_name_gets_a_status_and_its_deletion_completes(
     assert qdrant.observe(named) is None  # deletionPolicy: Delete ran
     left = kubectl("get", "vns", "-n", attacker, "-o", "name").stdout.split()
     assert left == [], left
+
+
+# --- issue 17, item 6: the scope is the admins' (Kubernetes namespace labels) -------------------
+
+
+def test_a_tenant_relabelling_its_resource_cannot_leave_its_installation(
+    kubectl: KubectlFn, victim: str, attacker: str
+) -> None:
+    """The session operator serves the Kubernetes namespaces without the label
+    `OTHER_INSTALLATION` (VECTORSCHEMA_NAMESPACE_SELECTOR). A tenant labelling its own
+    resource with it stays served, under this installation's policy; a resource in a
+    namespace an admin gave to another installation is never served, whatever its labels."""
+    doc = namespace_doc(victim, "stay", plugins=[TEXT])
+    apply(kubectl, doc)
+    ready(kubectl, victim, "stay")
+    # The tenant relabels its resource, as if to move it to the other installation ...
+    kubectl("label", "vns", "stay", "-n", victim, f"{OTHER_INSTALLATION}=other", "team=b")
+    # ... and changes it: this installation still serves it.
+    doc["spec"]["plugins"] = [TEXT, IMAGE]
+    apply(kubectl, doc)
+    obj = until(
+        kubectl,
+        victim,
+        "stay",
+        lambda o: (
+            o.get("status", {}).get("observedGeneration") == o["metadata"]["generation"]
+            and o["status"].get("vectors") == ["text_v1", "image_v1"]
+        ),
+        60,
+        "the relabelled resource to be served by its installation",
+    )
+    assert condition(obj, "Ready").get("status") == "True", obj["status"]
+
+    # A namespace the admin gave to the other installation: its tenant's resource (even
+    # labelled as if it belonged here) is never served by this one.
+    other = f"other-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", other)
+    try:
+        kubectl("label", "namespace", other, f"{OTHER_INSTALLATION}=other")
+        theirs = namespace_doc(other, "elsewhere", plugins=[TEXT])
+        theirs["metadata"]["labels"] = {OTHER_INSTALLATION: "here", "team": "a"}
+        apply(kubectl, theirs)
+        # Sync point: two more passes of a served resource, started after the apply.
+        state = wakeups()
+        before = state.passes[(victim, "stay")]
+        deadline = time.monotonic() + 60
+        while state.passes[(victim, "stay")] < before + 2:
+            assert time.monotonic() < deadline, "the served resource stopped being reconciled"
+            time.sleep(0.2)
+        got = vns(kubectl, other, "elsewhere")
+        assert not got.get("status"), got["status"]
+        assert not got["metadata"].get("finalizers"), got["metadata"]
+        assert (other, "elsewhere") not in state.passes
+    finally:
+        kubectl("delete", "namespace", other, "--wait=false", check=False)

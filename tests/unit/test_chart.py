@@ -36,7 +36,12 @@ FULL_VALUES: dict[str, Any] = {
         "url": "https://qdrant.example:6333",
         "apiKeySecret": {"name": "qdrant", "key": "token"},
     },
-    "watch": {"namespaces": ["tenant-a", "tenant-b"], "labelSelector": "tier in (gold)"},
+    "watch": {
+        "namespaces": ["tenant-a", "tenant-b"],
+        "namespaceSelector": "vectorschema.dev/installation=gold",
+        "labelSelector": "tier in (gold)",
+        "objectLabelScope": True,
+    },
     "tenancy": {
         "allowedQdrantUrls": ["https://qdrant.example:6333", "https://other.example"],
         "secretLabel": "example.com/qdrant=yes",
@@ -339,6 +344,8 @@ def test_every_value_reaches_the_objects() -> None:
         assert e["VECTORSCHEMA_SECRET_LABEL"]["value"] == "example.com/qdrant=yes"
         assert e["VECTORSCHEMA_COLLECTION_NAMES"]["value"] == "Any"
         assert e["VECTORSCHEMA_LABEL_SELECTOR"]["value"] == "tier in (gold)"
+        assert e["VECTORSCHEMA_OBJECT_LABEL_SCOPE"]["value"] == "true"
+        assert e["VECTORSCHEMA_NAMESPACE_SELECTOR"]["value"] == "vectorschema.dev/installation=gold"
         assert e["VECTORSCHEMA_SHARD_INDEX"]["value"] == str(index)
         assert e["VECTORSCHEMA_SHARD_COUNT"]["value"] == "2"
         assert e["VECTORSCHEMA_METRICS_PORT"]["value"] == "9090"
@@ -482,6 +489,10 @@ def test_single_values(values: dict[str, Any], expected: str | None) -> None:
         (
             {"webhook": {"enabled": True, "certificates": "self"}},
             "webhook.certificates must be auto, cert-manager or helm",
+        ),
+        (
+            {"watch": {"namespaces": [], "labelSelector": "team=a"}},
+            "use watch.namespaceSelector, or opt in with watch.objectLabelScope: true",
         ),
     ],
 )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vectorschema.core.scope import LabelSelector, SelectorError
-from vectorschema.k8s.settings import label_selector, metrics_port
+from vectorschema.core.scope import LabelSelector, Scope, SelectorError
+from vectorschema.k8s.settings import metrics_port, scope
 
 GOLD_B = {"tier": "gold", "team": "b"}
 
@@ -59,7 +59,41 @@ def test_settings_read_the_environment() -> None:
     assert metrics_port({"VECTORSCHEMA_METRICS_PORT": "8080"}) == 8080
     with pytest.raises(ValueError, match="not a port number"):
         metrics_port({"VECTORSCHEMA_METRICS_PORT": "70000"})
-    assert label_selector({}) == LabelSelector()
-    assert label_selector({"VECTORSCHEMA_LABEL_SELECTOR": "team=b"}).matches({"team": "b"})
+    assert scope({}) == Scope()
+    assert scope({}).matches(None, None)  # no selector: every resource, anywhere
+    by_ns = scope({"VECTORSCHEMA_NAMESPACE_SELECTOR": "team=b"})
+    assert by_ns.matches({"team": "b"}, {}) and not by_ns.matches({"team": "a"}, {})
     with pytest.raises(SelectorError):
-        label_selector({"VECTORSCHEMA_LABEL_SELECTOR": "team b"})
+        scope({"VECTORSCHEMA_NAMESPACE_SELECTOR": "team b"})
+    opted = {"VECTORSCHEMA_OBJECT_LABEL_SCOPE": "true"}
+    assert scope({"VECTORSCHEMA_LABEL_SELECTOR": "team=b", **opted}).matches({}, {"team": "b"})
+    with pytest.raises(SelectorError):
+        scope({"VECTORSCHEMA_LABEL_SELECTOR": "team b", **opted})
+
+
+# --- issue 17, item 6: the scope is the admins', not the tenants' ----------------------------
+
+
+def test_object_labels_select_nothing_without_the_admins_opt_in() -> None:
+    with pytest.raises(SelectorError, match="VECTORSCHEMA_OBJECT_LABEL_SCOPE=true"):
+        scope({"VECTORSCHEMA_LABEL_SELECTOR": "team=b"})
+    with pytest.raises(SelectorError):
+        scope({"VECTORSCHEMA_LABEL_SELECTOR": "team=b", "VECTORSCHEMA_OBJECT_LABEL_SCOPE": "no"})
+
+
+@pytest.mark.parametrize(
+    "own_labels",
+    [{}, {"team": "a"}, {"team": "b"}, {"vectorschema.dev/installation": "gold"}],
+)
+def test_a_resources_own_labels_never_move_it_between_installations(
+    own_labels: dict[str, str],
+) -> None:
+    """Two installations split by the Kubernetes namespace's labels (set by admins): a
+    tenant relabelling its own resource stays with the installation of its namespace."""
+    a = scope({"VECTORSCHEMA_NAMESPACE_SELECTOR": "team=a"})
+    b = scope({"VECTORSCHEMA_NAMESPACE_SELECTOR": "team=b"})
+    namespace_a = {"team": "a"}
+    assert a.matches(namespace_a, own_labels)
+    assert not b.matches(namespace_a, own_labels)
+    # A namespace not listed yet is nobody's (until its labels are known).
+    assert not a.matches(None, own_labels) and not b.matches(None, own_labels)

@@ -25,7 +25,7 @@ trap 'rm -rf "$OUT"' EXIT
 "$HELM" template vectorschema "$REPO/charts/vectorschema" --namespace vectorschema-system \
   >"$OUT/chart-defaults.yaml"
 "$HELM" template vectorschema "$REPO/charts/vectorschema" --namespace vectorschema-system \
-  --set-json 'watch={"namespaces":["tenant-a"],"labelSelector":"tier=gold"}' \
+  --set-json 'watch={"namespaces":["tenant-a"],"namespaceSelector":"tier=gold"}' \
   --set shards.count=2 --set metrics.serviceMonitor.enabled=true \
   --set qdrant.apiKeySecret.name=qdrant-api-key >"$OUT/chart-options.yaml"
 "$KUBECTL" kustomize "$REPO/manifests" >"$OUT/kustomize-base.yaml"

@@ -1,11 +1,19 @@
-"""Which Namespace resources one operator serves: a Kubernetes label selector, parsed and
-matched here (pure), so that two installations can split a cluster by labels.
+"""Which Namespace resources one operator serves (`Scope`): Kubernetes label selectors,
+parsed and matched here (pure), so that two installations can split a cluster.
 
 kopf takes namespace patterns itself (`--namespace`); it has no label-selector option, so
-the handlers filter with `LabelSelector.matches` (`VECTORSCHEMA_LABEL_SELECTOR`). The
-grammar is Kubernetes' own (as `kubectl get -l` takes it): comma-separated requirements,
-each `key=value`, `key==value`, `key!=value`, `key in (a,b)`, `key notin (a,b)`, `key`
-(exists) or `!key` (does not exist); all must hold.
+the handlers filter with `Scope.matches`:
+
+- `namespaces` (`VECTORSCHEMA_NAMESPACE_SELECTOR`) matches the labels of the Kubernetes
+  namespace the resource lives in. Those are set by the cluster's admins: a tenant cannot
+  move its resources to another installation (and its policy) by relabelling anything.
+- `objects` (`VECTORSCHEMA_LABEL_SELECTOR`) matches the resource's own labels, which its
+  tenant writes: whoever may edit a `vns` picks the installation that serves it. Only
+  with the admin's explicit opt-in (`VECTORSCHEMA_OBJECT_LABEL_SCOPE=true`).
+
+The grammar is Kubernetes' own (as `kubectl get -l` takes it): comma-separated
+requirements, each `key=value`, `key==value`, `key!=value`, `key in (a,b)`, `key notin
+(a,b)`, `key` (exists) or `!key` (does not exist); all must hold.
 """
 
 from __future__ import annotations
@@ -66,6 +74,29 @@ class LabelSelector:
     def matches(self, labels: Mapping[str, str] | None) -> bool:
         found = labels or {}
         return all(r.matches(found) for r in self.requirements)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The Namespace resources one installation serves: those whose Kubernetes namespace's
+    labels match `namespaces`, and (only when the admin opted in) whose own labels match
+    `objects`. The empty scope serves everything."""
+
+    namespaces: LabelSelector = LabelSelector()
+    objects: LabelSelector = LabelSelector()
+
+    def matches(
+        self, namespace_labels: Mapping[str, str] | None, labels: Mapping[str, str] | None
+    ) -> bool:
+        """Whether a resource labelled `labels` in a namespace labelled `namespace_labels`
+        is served; `namespace_labels` None: that namespace is not known (yet)."""
+        if self.namespaces.requirements and namespace_labels is None:
+            return False
+        return self.namespaces.matches(namespace_labels) and self.objects.matches(labels)
+
+    @property
+    def by_namespace(self) -> bool:
+        return bool(self.namespaces.requirements)
 
 
 def _split(text: str) -> list[str]:

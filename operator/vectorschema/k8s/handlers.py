@@ -19,8 +19,10 @@ Indexes and event handlers are `async def`: kopf runs a plain `def` handler in a
 its executor (a thread hop per handler per event), and the wake-ups set asyncio Events,
 which only the event loop's thread may set.
 Scope: kopf serves the namespaces it is told (`--all-namespaces` or `--namespace`
-patterns); every Namespace handler also filters by `VECTORSCHEMA_LABEL_SELECTOR`
-(`_in_scope`), so two installations can split a cluster by namespaces or by labels.
+patterns); every Namespace handler also filters by the labels of the Kubernetes namespace
+(`VECTORSCHEMA_NAMESPACE_SELECTOR`, an index of core Namespaces' labels) and, only with
+the admin's opt-in, by the resource's own (`_in_scope`, `core.scope.Scope`), so two
+installations can split a cluster by namespaces or by the labels admins set.
 One loop per resource, and a per-resource lock (`controller.locks`, in kopf's `memo`)
 held by every pass and by the finaliser, mean reconciles of one resource never overlap,
 not even with a pass a cancelled daemon left running in its thread. Status changes written
@@ -45,7 +47,7 @@ import contextvars
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +71,7 @@ from vectorschema.controller.results import Event, Observations, Result
 from vectorschema.controller.shares import TenantShares
 from vectorschema.core import sharding as shards
 from vectorschema.core.caps import Caps
+from vectorschema.core.scope import Scope
 from vectorschema.k8s import admission, kube, logs, sharding, wakeups
 from vectorschema.k8s import settings as config
 from vectorschema.k8s.connection import (
@@ -107,7 +110,7 @@ async def configure(
     ca = config.configure_kopf(settings, webhook)
     logs.install()
     memo.wakeups = wakeups.Wakeups()
-    memo.scope = config.label_selector()
+    memo.scope = config.scope()
     memo.metrics = Metrics()
     memo.server = Server(memo.metrics)
     memo.locks = ResourceLocks()
@@ -201,23 +204,76 @@ async def _in_worker(memo: kopf.Memo, tenant: str, fn: functools.partial[Any]) -
         )
 
 
-def _in_scope(labels: kopf.Labels, memo: kopf.Memo) -> bool:
-    """The Namespace resource matches this installation's label selector."""
-    return bool(memo.scope.matches(labels))
+@kopf.index("", "v1", "namespaces")
+async def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+    """Kubernetes namespace -> its labels (set by the cluster's admins): the scope."""
+    return {name: dict(labels)}
 
 
-def _owned(meta: kopf.Meta, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
-    """The Namespace resources this operator reconciles: in its scope (label selector),
-    and this shard's (all of them when unsharded)."""
+def _in_scope(
+    namespace: str,
+    labels: Mapping[str, str],
+    memo: kopf.Memo,
+    index: kopf.Index[str, dict[str, str]],
+    *,
+    unknown: bool = False,
+) -> bool:
+    """The Namespace resource is in this installation's scope (`core.scope.Scope`): its
+    Kubernetes namespace's labels match, and (opted in) its own. A namespace not listed
+    yet counts as `unknown` says."""
+    scope: Scope = memo.scope
+    store = index.get(namespace)
+    known = next(iter(store), None) if store is not None else None
+    if known is None and unknown:
+        return scope.objects.matches(labels)
+    return scope.matches(known, labels)
+
+
+def _owned(
+    meta: kopf.Meta,
+    namespace: str,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    namespace_labels: kopf.Index[str, dict[str, str]],
+    **_: Any,
+) -> bool:
+    """The Namespace resources this operator reconciles: in its scope, and this shard's
+    (all of them when unsharded)."""
     gate: sharding.Gate = memo.gate
-    return _in_scope(labels, memo) and shards.owns(gate.config, meta.get("uid"))
+    return _in_scope(namespace, labels, memo, namespace_labels) and shards.owns(
+        gate.config, meta.get("uid")
+    )
 
 
-def _released_here(meta: kopf.Meta, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
+def _indexed(
+    meta: kopf.Meta,
+    namespace: str,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    namespace_labels: kopf.Index[str, dict[str, str]],
+    **_: Any,
+) -> bool:
+    """`_owned`, for the indices that wake (or count) resources: they fill while the
+    Kubernetes namespaces are still being listed, so a namespace not listed yet counts
+    as in scope (a wake-up of a resource out of scope finds no loop: a no-op)."""
+    gate: sharding.Gate = memo.gate
+    return _in_scope(namespace, labels, memo, namespace_labels, unknown=True) and shards.owns(
+        gate.config, meta.get("uid")
+    )
+
+
+def _released_here(
+    meta: kopf.Meta,
+    namespace: str,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    namespace_labels: kopf.Index[str, dict[str, str]],
+    **_: Any,
+) -> bool:
     """The Namespace resources whose deletion this shard handles (see core.sharding), in
     this installation's scope."""
     gate: sharding.Gate = memo.gate
-    return _in_scope(labels, memo) and shards.handles_deletion(
+    return _in_scope(namespace, labels, memo, namespace_labels) and shards.handles_deletion(
         gate.config, meta.get("uid"), meta.get("finalizers", [])
     )
 
@@ -280,7 +336,7 @@ async def plan_at_admission(
         raise kopf.AdmissionError(answer.refusal, code=422)
 
 
-@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
+@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_indexed)  # type: ignore[arg-type]
 async def namespaces_by_plugin(
     namespace: str, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[str, Key]:
@@ -288,7 +344,7 @@ async def namespaces_by_plugin(
     return {p["name"]: (namespace, name) for p in spec.get("plugins", []) if "name" in p}
 
 
-@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
+@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_indexed)  # type: ignore[arg-type]
 async def namespaces_by_secret(
     namespace: str, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[Key, Key]:
@@ -297,7 +353,7 @@ async def namespaces_by_secret(
     return {(namespace, ref["name"]): (namespace, name)} if "name" in ref else {}
 
 
-@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
+@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_indexed)  # type: ignore[arg-type]
 async def namespaces_by_kube_namespace(
     namespace: str, name: str, meta: kopf.Meta, **_: Any
 ) -> dict[str, tuple[str, str]]:
@@ -394,7 +450,7 @@ async def secret_event(
     NAMESPACE_PLURAL,
     cancellation_backoff=2.0,
     cancellation_timeout=30.0,
-    when=_owned,
+    when=_owned,  # type: ignore[arg-type]
 )
 async def control_loop(
     namespace: str,
@@ -404,6 +460,7 @@ async def control_loop(
     memo: kopf.Memo,
     plugin_specs: kopf.Index[str, dict[str, Any]],
     namespaces_by_kube_namespace: kopf.Index[str, tuple[str, str]],
+    namespace_labels: kopf.Index[str, dict[str, str]],
     **_: Any,
 ) -> None:
     """Reconcile this Namespace now, on every wake-up, and on the resync interval."""
@@ -415,6 +472,15 @@ async def control_loop(
         while not await gate.wait_active(1.0):  # another shard layout still acts
             if stopped:
                 return Result(status=NamespaceStatus(), retry=RetryKind.CONFLICT)
+        if not _in_scope(
+            namespace,
+            body.get("metadata", {}).get("labels") or {},
+            memo,
+            namespace_labels,
+        ):
+            # Its Kubernetes namespace left the scope since the loop started: nothing is
+            # done until it is back (the loop goes when kopf next sees the resource).
+            return Result(status=NamespaceStatus())
         started = time.monotonic()
         caps = config.caps()
         policy = config.policy()

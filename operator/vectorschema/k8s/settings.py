@@ -18,7 +18,7 @@ import kopf
 from vectorschema.api import FINALIZER, GROUP
 from vectorschema.core.caps import Caps
 from vectorschema.core.policy import SCRUBBER, Policy
-from vectorschema.core.scope import LabelSelector
+from vectorschema.core.scope import LabelSelector, Scope, SelectorError
 from vectorschema.k8s import kube
 from vectorschema.k8s.certs import (
     CA_FILE,
@@ -134,10 +134,30 @@ def metrics_port(env: Mapping[str, str] = os.environ) -> int | None:
     return port
 
 
-def label_selector(env: Mapping[str, str] = os.environ) -> LabelSelector:
-    """Which Namespace resources to serve (`VECTORSCHEMA_LABEL_SELECTOR`); empty: all.
-    A selector that does not parse stops the operator at startup, naming it."""
-    return LabelSelector.parse(env.get("VECTORSCHEMA_LABEL_SELECTOR", ""))
+#: The admin's opt-in to scoping by the resources' own labels (which tenants write).
+OBJECT_LABEL_SCOPE = "VECTORSCHEMA_OBJECT_LABEL_SCOPE"
+TRUE = ("true", "1", "yes")
+
+
+def scope(env: Mapping[str, str] = os.environ) -> Scope:
+    """Which Namespace resources to serve (`core.scope.Scope`): by the labels of their
+    Kubernetes namespace (`VECTORSCHEMA_NAMESPACE_SELECTOR`) and, only with
+    `VECTORSCHEMA_OBJECT_LABEL_SCOPE=true`, by their own (`VECTORSCHEMA_LABEL_SELECTOR`).
+    Empty: all. A selector that does not parse, or an object-label selector without the
+    opt-in, stops the operator at startup, naming it."""
+    objects = env.get("VECTORSCHEMA_LABEL_SELECTOR", "")
+    if objects.strip() and env.get(OBJECT_LABEL_SCOPE, "").strip().lower() not in TRUE:
+        raise SelectorError(
+            f"VECTORSCHEMA_LABEL_SELECTOR={objects!r} selects Namespace resources by their own "
+            "labels, which any tenant who may edit them can change (and so pick the "
+            "installation, and the policy, that serves them). Select by the Kubernetes "
+            "namespace's labels with VECTORSCHEMA_NAMESPACE_SELECTOR, or opt in with "
+            f"{OBJECT_LABEL_SCOPE}=true"
+        )
+    return Scope(
+        namespaces=LabelSelector.parse(env.get("VECTORSCHEMA_NAMESPACE_SELECTOR", "")),
+        objects=LabelSelector.parse(objects),
+    )
 
 
 # --- the admission webhook ----------------------------------------------------------------
