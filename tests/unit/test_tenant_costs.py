@@ -490,9 +490,12 @@ def test_a_thousand_create_delete_cycles_leave_every_map_as_it_was(
         w.register(key)
         w.namespace_event(key, "ADDED", body)
         w.backoff.failed(key, RetryKind.UNAVAILABLE)
-        # a client of the tenant's own server (never called: built lazily), as a pass
-        # with apiKeySecretRef gets one
-        pool.connect_to(Target(url="http://127.0.0.1:1", api_key=f"key-{i}"), user=key)
+        # a client of the tenant's own server (never called), as a pass with an
+        # apiKeySecretRef gets one: mostly the tenant's shared key (its client stays, held
+        # by a long-lived resource), every 50th a key of its own (its client is made and
+        # closed with it; building a client costs ~0.1 s, so not for every cycle)
+        api_key = f"key-{i}" if i % 50 == 0 else "shared-key"
+        pool.connect_to(Target(url="http://127.0.0.1:1", api_key=api_key), user=key)
         memo.secrets.put("team-a", f"s{i}", "k", f"key-{i}", memo.secrets.stamp())
         scrubber.remember(f"key-{i:06d}-" + "z" * 64)
 
@@ -524,6 +527,8 @@ def test_a_thousand_create_delete_cycles_leave_every_map_as_it_was(
         w.namespace_event(key, "DELETED", deleting)
         handlers.forget(memo, key)
 
+    # a resource that lives through the churn, on the tenant's shared key
+    pool.connect_to(Target(url="http://127.0.0.1:1", api_key="shared-key"), user=("team-a", "x"))
     for i in range(20):  # warm up: imports, caches, the store's files
         cycle(i)
     before, rss_before = sizes(), rss_bytes()
@@ -542,3 +547,5 @@ def test_a_thousand_create_delete_cycles_leave_every_map_as_it_was(
     assert grown < 64, f"RSS grew by {grown:.1f} MiB over 1,000 cycles"
     assert qdrant.observe("team-a_r1019") is None  # each collection went with its resource
     qdrant.close()
+    pool.release(("team-a", "x"))
+    assert pool.sizes()["gateways"] == 0
