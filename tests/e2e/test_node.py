@@ -8,6 +8,7 @@ bridge's gateway; the test image is the node's ``nettest`` (tools/node/images/ne
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import urllib.request
@@ -29,7 +30,8 @@ from devenv import (
     nodehost,
     ociimage,
 )
-from devenv.nodeconfig import NODE_NAME
+from devenv.nodeconfig import NODE_NAME, images_dir
+from devenv.pki import CertificateAuthority, cert_pem, key_pem
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -203,7 +205,7 @@ def test_no_packet_leaves_the_machine_rules(node: Node, web: dict[str, str]) -> 
 
 
 def test_import_image_into_the_node(node: Node, tmp_path: Path) -> None:
-    nettest = next(node.bin_dir.glob("images-*")) / "nettest"
+    nettest = images_dir(node.bin_dir) / "nettest"
     archive = tmp_path / "imported.oci.tar"
     name = f"vectorschema.local/imported:{uuid.uuid4().hex[:6]}"
     ociimage.write_archive(archive, name, {"nettest": nettest}, ["/nettest"])
@@ -256,3 +258,80 @@ def test_auto_starts_the_plane_alone_on_a_host_without_a_node(
         plane.stop()
     with pytest.raises(NodeUnavailableError, match="needs root"):
         ControlPlane(tmp_path / "strict", node=True).start(timeout=120)
+
+
+def test_api_server_calls_a_webhook_behind_a_service_cluster_ip(
+    node_cluster: ControlPlane, kc: Any, ns: str
+) -> None:
+    """The API server (a host process) reaches a webhook through its Service's ClusterIP:
+    kube-proxy's OUTPUT DNAT plus the Service range's local route."""
+    ca = CertificateAuthority.load(node_cluster.ca_file, node_cluster.pki_dir / "ca.key")
+    cert, key = ca.issue("hook", dns_names=[f"hook.{ns}.svc"], server=True)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "hook-tls", "namespace": ns},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(cert_pem(cert)).decode(),
+            "tls.key": base64.b64encode(key_pem(key)).decode(),
+        },
+    }
+    hook = json.loads(pod_manifest("hook", ns, ["webhook", "/tls/tls.crt", "/tls/tls.key"]))
+    hook["metadata"]["labels"] = {"app": "hook"}
+    hook["spec"]["restartPolicy"] = "Always"
+    hook["spec"]["volumes"] = [{"name": "tls", "secret": {"secretName": "hook-tls"}}]
+    hook["spec"]["containers"][0]["volumeMounts"] = [{"name": "tls", "mountPath": "/tls"}]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "hook", "namespace": ns},
+        "spec": {"selector": {"app": "hook"}, "ports": [{"port": 443, "targetPort": 8443}]},
+    }
+    for obj in (secret, hook, service):
+        kc("apply", "-f", "-", input=json.dumps(obj))
+    wait_for(
+        lambda: pod(kc, ns, "hook")["status"].get("phase") == "Running",
+        timeout=120,
+        message="the webhook Pod Running",
+    )
+    config_name = f"nettest-{ns}"
+    config = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": config_name},
+        "webhooks": [
+            {
+                "name": "nettest.vectorschema.dev",
+                "clientConfig": {
+                    "service": {"namespace": ns, "name": "hook", "port": 443, "path": "/"},
+                    "caBundle": base64.b64encode(cert_pem(ca.cert)).decode(),
+                },
+                "rules": [
+                    {
+                        "operations": ["CREATE"],
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["configmaps"],
+                    }
+                ],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 10,
+            }
+        ],
+    }
+    kc("apply", "-f", "-", input=json.dumps(config))
+    try:
+        attempt = iter(range(1000))
+
+        def create() -> str:
+            result = kc("create", "configmap", f"probe{next(attempt)}", "-n", ns, check=False)
+            return result.stderr if result.returncode == 0 else ""
+
+        warning = wait_for(create, timeout=90, message="a ConfigMap created through the webhook")
+        assert "Warning: nettest webhook saw ConfigMap probe" in warning
+    finally:
+        kc("delete", "validatingwebhookconfiguration", config_name, check=False)

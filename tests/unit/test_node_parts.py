@@ -76,3 +76,19 @@ def test_kube_proxy_changes_no_global_sysctl() -> None:
     assert conf["iptables"]["localhostNodePorts"] is False
     assert conf["conntrack"]["maxPerCore"] == 0 and conf["conntrack"]["min"] == 0
     assert conf["mode"] == "iptables"
+
+
+def test_images_dir_is_the_one_build_sh_fills() -> None:
+    import subprocess
+
+    from devenv.paths import TOOLS
+
+    script = TOOLS / "node" / "build.sh"
+    line = next(ln for ln in script.read_text().splitlines() if ln.startswith("IMAGES_HASH="))
+    out = subprocess.run(
+        ["bash", "-c", f'HERE={TOOLS / "node"}; {line}; echo "$IMAGES_HASH"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert nodeconfig.images_dir(Path("/b")) == Path(f"/b/images-{out}")

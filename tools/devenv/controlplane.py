@@ -319,6 +319,8 @@ class ControlPlane:
             try:
                 node.prepare()  # the bridge and its gateway address exist from here on
                 self.node, address = node, GATEWAY
+                # The wait for another checkout's node to stop is not start-up time.
+                deadline = max(deadline, time.monotonic() + timeout)
             except NodeUnavailableError as exc:
                 if self._want_node != "auto":
                     raise

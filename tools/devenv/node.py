@@ -146,7 +146,7 @@ class Node:
                 "processes": [],
             }
             nodehost.write_record(self._record)
-            images = next(bin_dir.glob("images-*"))
+            images = nodeconfig.images_dir(bin_dir)
             self._spawn("node-lock", images / "pause", [], pass_fds=(fd,))
         except BaseException:
             os.close(fd)
@@ -176,7 +176,7 @@ class Node:
         bin_dir = self.bin_dir
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         self._start_containerd(bin_dir, deadline)
-        images = next(bin_dir.glob("images-*"))
+        images = nodeconfig.images_dir(bin_dir)
         for which, name, entry in (
             ("pause", PAUSE_IMAGE, ["/pause"]),
             ("nettest", NETTEST_IMAGE, ["/nettest"]),

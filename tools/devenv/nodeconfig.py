@@ -7,17 +7,30 @@ the machine's node directory), every address in the project's own ranges
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from devenv import network
 from devenv.nodehost import RUN_DIR
+from devenv.paths import TOOLS
 
 NODE_NAME = "vectorschema-node"
 KUBELET_PORT = 10250
 PAUSE_IMAGE = "vectorschema.local/pause:1"
 NETTEST_IMAGE = "vectorschema.local/nettest:1"
+
+
+IMAGE_SOURCES = ("go.mod", "pause/main.go", "nettest/main.go")
+
+
+def images_dir(bin_dir: Path) -> Path:
+    """Where ``tools/node/build.sh`` put this checkout's pause and nettest binaries: keyed
+    by a hash of their sources, the same one the script computes."""
+    sources = TOOLS / "node" / "images"
+    digest = hashlib.sha256(b"".join((sources / s).read_bytes() for s in IMAGE_SOURCES))
+    return bin_dir / f"images-{digest.hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@
 #   ${VECTORSCHEMA_CACHE:-~/.cache/vectorschema}/node-k8s-<k8s>-containerd-<v>-runc-<v>-cni-<v>/
 #     {kubelet,kube-proxy,kube-scheduler,containerd,containerd-shim-runc-v2,ctr,runc}
 #     cni/{bridge,host-local,loopback,portmap}
-#     images-<hash>/{pause,nettest}
+#     images-<hash>/{pause,nettest}   (tools/devenv/nodeconfig.py computes the same hash)
 # A warm cache means no rebuild. Prints the bin directory as its last line.
 #
 # runc needs cgo and libseccomp (Debian's libseccomp-dev); the node needs iptables at run

@@ -5,6 +5,9 @@
 //	nettest get URL        GET URL, print the status line and body; exit 1 unless 2xx
 //	nettest apiserver      GET /version of the API server through the in-cluster config
 //	                       (the kubernetes Service, the ServiceAccount token and CA)
+//	nettest webhook CERT KEY
+//	                       serve HTTPS on :8443: allow every AdmissionReview, with the
+//	                       warning "nettest webhook saw <kind> <name>"
 //	nettest sleep          sleep until SIGTERM
 //
 // Tests give it IP addresses only, never names: a name would fall through to a resolver.
@@ -13,6 +16,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -43,6 +47,11 @@ func main() {
 		get(&http.Client{Timeout: 10 * time.Second}, os.Args[2], "")
 	case "apiserver":
 		apiserver()
+	case "webhook":
+		if len(os.Args) != 4 {
+			fail("usage: nettest webhook CERT KEY")
+		}
+		webhook(os.Args[2], os.Args[3])
 	case "sleep":
 		waitForSignal()
 	default:
@@ -116,4 +125,50 @@ func apiserver() {
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
 	}
 	get(client, "https://"+net.JoinHostPort(host, port)+"/version", string(token))
+}
+
+type admissionReview struct {
+	APIVersion string         `json:"apiVersion"`
+	Kind       string         `json:"kind"`
+	Request    *admissionReq  `json:"request,omitempty"`
+	Response   *admissionResp `json:"response,omitempty"`
+}
+
+type admissionReq struct {
+	UID  string `json:"uid"`
+	Kind struct {
+		Kind string `json:"kind"`
+	} `json:"kind"`
+	Name string `json:"name"`
+}
+
+type admissionResp struct {
+	UID      string   `json:"uid"`
+	Allowed  bool     `json:"allowed"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+func webhook(cert, key string) {
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		var review admissionReview
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&review); err != nil || review.Request == nil {
+			http.Error(w, "not an AdmissionReview", http.StatusBadRequest)
+			return
+		}
+		req := review.Request
+		review.Request = nil
+		review.Response = &admissionResp{
+			UID:      req.UID,
+			Allowed:  true,
+			Warnings: []string{fmt.Sprintf("nettest webhook saw %s %s", req.Kind.Kind, req.Name)},
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(review)
+	})
+	go func() {
+		if err := http.ListenAndServeTLS(":8443", cert, key, nil); err != nil {
+			fail(err.Error())
+		}
+	}()
+	waitForSignal()
 }
