@@ -14,6 +14,7 @@ modules listed above it):
 - ``state``: detached clusters found again through ``<state-dir>/pids.json``.
 - ``ociimage``: OCI image archives of static binaries (the node's pause and test images).
 - ``node``: :class:`Node`, containerd + kubelet + kube-proxy + kube-scheduler.
+- ``planefiles``: the admission configuration (the webhook client certificate), the audit policy.
 - ``controlplane``: :class:`ControlPlane`, etcd + kube-apiserver + kube-controller-manager
   (and a :class:`Node` with ``node=True``).
 - ``cli``: ``python -m devenv up|status|down`` (``make cluster``, ``make cluster-down``).

@@ -6,7 +6,6 @@ deletion, ownerReference garbage collection and service-account tokens work.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import json
@@ -28,6 +27,7 @@ from devenv.network import GATEWAY, SERVICE_CIDR
 from devenv.node import LOCK_TIMEOUT, NODE_CONTROLLERS, Node
 from devenv.paths import BUILD_SCRIPT, down_command
 from devenv.pki import CertificateAuthority, build_kubeconfig, cert_pem, key_pem, write_private
+from devenv.planefiles import audit_flags, write_webhook_client_credentials
 from devenv.probes import build_binaries, client_ssl_context, https_get, summarize
 from devenv.processes import (
     STOP_GRACE_SECONDS,
@@ -56,14 +56,6 @@ SERVICE_CLUSTER_IP_RANGE = SERVICE_CIDR  # chosen in devenv.network, with the Po
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "vectorschema-admin"
 ADMIN_GROUPS = ("system:masters",)
-#: Audit policy of ``audit_log=True``: every request once, when its response completes.
-AUDIT_POLICY = """\
-apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived, ResponseStarted, Panic]
-rules:
-  - level: Metadata
-"""
 
 
 class ControlPlane:
@@ -436,18 +428,7 @@ class ControlPlane:
         return self._ca
 
     def _audit_flags(self) -> list[str]:
-        if not self.audit_log:
-            return []
-        policy = self.state_dir / "audit-policy.yaml"
-        policy.write_text(AUDIT_POLICY)
-        self.audit_log_file.unlink(missing_ok=True)
-        return [
-            f"--audit-policy-file={policy}",
-            f"--audit-log-path={self.audit_log_file}",
-            "--audit-log-format=json",
-            "--audit-log-maxbackup=0",
-            "--audit-log-maxsize=0",
-        ]
+        return audit_flags(self.state_dir, self.audit_log_file) if self.audit_log else []
 
     def _write_pki(self) -> None:
         pki = self.pki_dir
@@ -490,52 +471,7 @@ class ControlPlane:
         )
 
     def _write_webhook_client_credentials(self) -> None:
-        """The certificate the kube-apiserver presents to every admission webhook (user
-        ``*`` of the ValidatingAdmissionWebhook plugin's kubeConfigFile), signed by a CA of
-        its own, and the admission configuration that names it."""
-        pki = self.pki_dir
-        ca_crt, ca_key = self.webhook_client_ca_file, pki / "webhook-client-ca.key"
-        if ca_crt.is_file() and ca_key.is_file():
-            ca = CertificateAuthority.load(ca_crt, ca_key)
-        else:
-            ca = CertificateAuthority.create("vectorschema-local-webhook-client-ca")
-            ca.save(ca_crt, ca_key)
-        cert, key = ca.issue("kube-apiserver-webhook-client")
-
-        def b64(data: bytes) -> str:
-            return base64.b64encode(data).decode("ascii")
-
-        kubeconfig = self.state_dir / "admission-webhooks.kubeconfig"
-        users = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "users": [
-                {
-                    "name": "*",
-                    "user": {
-                        "client-certificate-data": b64(cert_pem(cert)),
-                        "client-key-data": b64(key_pem(key)),
-                    },
-                }
-            ],
-        }
-        write_private(kubeconfig, (json.dumps(users, indent=2) + "\n").encode())
-        plugin = {
-            "apiVersion": "apiserver.config.k8s.io/v1",
-            "kind": "WebhookAdmissionConfiguration",
-            "kubeConfigFile": str(kubeconfig),
-        }
-        config = {
-            "apiVersion": "apiserver.config.k8s.io/v1",
-            "kind": "AdmissionConfiguration",
-            "plugins": [
-                {"name": "ValidatingAdmissionWebhook", "configuration": plugin},
-                {"name": "MutatingAdmissionWebhook", "configuration": plugin},
-            ],
-        }
-        write_private(
-            self.state_dir / "admission-config.yaml", (json.dumps(config, indent=2) + "\n").encode()
-        )
+        write_webhook_client_credentials(self.state_dir, self.pki_dir, self.webhook_client_ca_file)
 
     def user_kubeconfig(self, name: str, groups: list[str]) -> Path:
         """Mint a client certificate for user ``name`` in ``groups``; return its kubeconfig.
