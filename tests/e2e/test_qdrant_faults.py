@@ -120,6 +120,10 @@ def start_operator(plane: ControlPlane, store: Path, log: Path, faulty_url: str)
         VECTORSCHEMA_DELETE_RETRIES="3",
         VECTORSCHEMA_DELETE_RETRY_DELAY="1",
         VECTORSCHEMA_RECOVERY_SPREAD_SECONDS="5",
+        # One tenant with 200 Namespaces on its own server: the admin allows it that many,
+        # and the whole of that server's call slots (the bounds below are the server's).
+        VECTORSCHEMA_MAX_NAMESPACES_PER_KUBE_NAMESPACE="1000",
+        VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT_PER_TENANT=str(MAX_IN_FLIGHT),
     )
     return subprocess.Popen(
         [str(KOPF), "run", "-m", HANDLERS, "--all-namespaces", "--standalone"],
