@@ -58,10 +58,11 @@ docs-serve: install ## Serve the docs site on http://127.0.0.1:8000 with live re
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 lint: install lint-manifests docs ## ruff, mypy --strict, import-linter, gofmt, helm lint, checkov, the docs site
-	$(BIN)/ruff check operator tests tools bench
-	$(BIN)/ruff format --check operator tests tools bench
+	$(BIN)/ruff check operator tests tools bench examples
+	$(BIN)/ruff format --check operator tests tools bench examples
 	$(BIN)/mypy --strict
 	$(BIN)/mypy --strict tools/devenv tools/image tools/controlplane/gen_gomod.py tools/run.py tools/deploy.py tools/crdcopies.py tools/docsgen.py
+	$(BIN)/mypy --strict examples/backfill/fill.py
 	$(BIN)/mypy --strict bench/run.py bench/cluster.py bench/bench_hooks.py bench/baseline_responder.py
 	$(BIN)/lint-imports
 	@test -z "$$(gofmt -l tools/kstatus tools/argocdhealth tools/helm tools/node)" || { gofmt -l tools/kstatus tools/argocdhealth tools/helm tools/node; echo 'gofmt: files above need formatting'; exit 1; }

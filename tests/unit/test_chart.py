@@ -64,6 +64,7 @@ FULL_VALUES: dict[str, Any] = {
         "webhookFrom": [{"ipBlock": {"cidr": "172.20.0.0/28"}}],
     },
     "shards": {"count": 2},
+    "backfill": {"maxJobs": 50, "maxJobsPerNamespace": 5, "qdrantUrl": "http://qdrant.pods:6333"},
     "logFormat": "json",
     "logLevel": "DEBUG",
     "metrics": {
@@ -277,6 +278,8 @@ def test_default_command_environment_and_peering() -> None:
         "VECTORSCHEMA_MAX_STEPS_PER_PASS": "64",
         "VECTORSCHEMA_WORKERS_PER_TENANT": "0",
         "VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT_PER_TENANT": "0",
+        "VECTORSCHEMA_BACKFILL_MAX_JOBS": "10",
+        "VECTORSCHEMA_BACKFILL_MAX_JOBS_PER_NAMESPACE": "2",
         "VECTORSCHEMA_SHARD_INDEX": "0",
         "VECTORSCHEMA_SHARD_COUNT": "1",
         "VECTORSCHEMA_SHARD_LEASE_NAME": "vectorschema-shard-layout",
@@ -335,6 +338,9 @@ def test_every_value_reaches_the_objects() -> None:
         assert "--liveness=http://0.0.0.0:9091/healthz" in cmd
         e = env(dep)
         assert e["QDRANT_URL"]["value"] == "https://qdrant.example:6333"
+        assert e["VECTORSCHEMA_BACKFILL_MAX_JOBS"]["value"] == "50"
+        assert e["VECTORSCHEMA_BACKFILL_MAX_JOBS_PER_NAMESPACE"]["value"] == "5"
+        assert e["VECTORSCHEMA_BACKFILL_QDRANT_URL"]["value"] == "http://qdrant.pods:6333"
         assert e["QDRANT_API_KEY"]["valueFrom"] == {
             "secretKeyRef": {"name": "qdrant", "key": "token"}
         }

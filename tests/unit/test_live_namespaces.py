@@ -28,6 +28,30 @@ def test_first_read_is_a_copy_of_the_live_body_then_gets(monkeypatch: pytest.Mon
     assert gets == [("ns", "a")]
 
 
+def test_a_live_copy_older_than_our_last_write_is_read_fresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass woken right after the last one wrote (a Job event) may get kopf's copy from
+    before that write: it must not plan from it (it would report the last change undone)."""
+    monkeypatch.setattr(
+        kube, "patch_namespace_status", lambda ns, n, patch, rv: str(int(rv or 0) + 1)
+    )
+    monkeypatch.setattr(kube, "get_namespace", lambda ns, n: {"metadata": {"resourceVersion": "8"}})
+    replaced: list[str] = []
+    first = kube.LiveNamespaces({"metadata": {"resourceVersion": "7"}}, replaced)
+    assert first.get("ns", "a") == {"metadata": {"resourceVersion": "7"}}
+    assert first.patch_status("ns", "a", {"x": 1}, "7") == "8"
+    assert replaced == ["7"]
+    # the next pass, same loop, kopf's copy still at 7: a GET instead
+    stale = kube.LiveNamespaces({"metadata": {"resourceVersion": "7"}}, replaced)
+    assert stale.get("ns", "a") == {"metadata": {"resourceVersion": "8"}}
+    caught_up = kube.LiveNamespaces({"metadata": {"resourceVersion": "8"}, "spec": {}}, replaced)
+    assert caught_up.get("ns", "a") == {"metadata": {"resourceVersion": "8"}, "spec": {}}
+    for v in range(20):
+        first._remember(str(v))
+    assert len(replaced) == kube.LiveNamespaces.KEPT
+
+
 def test_a_body_without_metadata_is_read_from_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kube, "get_namespace", lambda ns, n: {"metadata": {"resourceVersion": "1"}})
     assert kube.LiveNamespaces({}).get("ns", "a") == {"metadata": {"resourceVersion": "1"}}

@@ -413,6 +413,31 @@ def test_vector_added_in_place_keeps_points_without_confirmation(qdrant: ClientG
     assert report.points_deleted == 0
     assert report.previous_points_count == 20
     assert report.collections_to_reprocess == ["col_yyy"]
+    # the pairs to reprocess (backfill Jobs under reprocess: Auto): the added vector only
+    assert [(r.collection, r.plugin, r.vectors, r.recreated) for r in result.reprocess] == [
+        ("col_yyy", "image", ("image_v",), False)
+    ]
+    assert {r.plan for r in result.reprocess} == {report.plan_fingerprint}
+
+
+def test_a_first_creation_asks_for_no_reprocessing(qdrant: ClientGateway) -> None:
+    result, _ = run(qdrant, namespace(BASE))
+    assert is_ready(result.status)
+    assert result.status.last_reconfigure is not None
+    assert result.status.last_reconfigure.collections_to_reprocess == ["col_xxx", "col_yyy"]
+    assert result.reprocess == [], "nothing was lost: ingestion fills a new collection"
+
+
+def test_a_collection_lost_and_created_again_is_reprocessed_whole(qdrant: ClientGateway) -> None:
+    resource = create_ready(qdrant, BASE)
+    with client_of(qdrant) as client:
+        client.delete_collection(COLLECTION)
+    result, _ = run(qdrant, next_pass(resource, None, BASE))
+    assert is_ready(result.status)
+    assert [(r.collection, r.plugin, r.recreated) for r in result.reprocess] == [
+        ("col_xxx", "text", True),
+        ("col_yyy", "image", True),
+    ]
 
 
 # --- nothing touched: plugins, ownership ---------------------------------------------
@@ -791,6 +816,11 @@ def test_the_seed_example_waits_then_recreates_when_confirmed(qdrant: ClientGate
     assert result.status.points_count == 0
     assert result.status.vectors == [TEXT_VECTOR, IMAGE_VECTOR]
     assert [e.reason for e in result.events] == [EventReason.RECONFIGURED]
+    # a recreate re-ingests everything each plugin feeds
+    assert [(r.collection, r.plugin, r.vectors, r.recreated) for r in result.reprocess] == [
+        ("col_xxx", "seed-text", (TEXT_VECTOR,), True),
+        ("col_yyy", "seed-image", (IMAGE_VECTOR,), True),
+    ]
 
 
 # --- crash recovery ---------------------------------------------------------------------

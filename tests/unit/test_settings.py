@@ -72,3 +72,26 @@ def test_the_operator_does_not_start(token: Path, monkeypatch: pytest.MonkeyPatc
                 settings=kopf.OperatorSettings(), memo=kopf.Memo(), logger=logging.getLogger("t")
             )
         )
+
+
+def test_backfill_caps_default_to_the_charts_values_and_zero_means_no_cap() -> None:
+    from vectorschema.k8s import settings
+
+    assert settings.backfill_caps({}) == (10, 2)
+    assert settings.backfill_caps(
+        {
+            "VECTORSCHEMA_BACKFILL_MAX_JOBS": "0",
+            "VECTORSCHEMA_BACKFILL_MAX_JOBS_PER_NAMESPACE": "5",
+        }
+    ) == (None, 5)
+
+
+def test_backfill_pods_get_the_namespaces_url_else_the_admins_else_the_operators() -> None:
+    from vectorschema.k8s import settings
+
+    env = {"QDRANT_URL": "http://127.0.0.1:6333"}
+    assert settings.backfill_qdrant_url(None, {}) is None  # embedded: no Pod reaches it
+    assert settings.backfill_qdrant_url(None, env) == "http://127.0.0.1:6333"
+    pods = {**env, "VECTORSCHEMA_BACKFILL_QDRANT_URL": "http://qdrant.svc:6333"}
+    assert settings.backfill_qdrant_url(None, pods) == "http://qdrant.svc:6333"
+    assert settings.backfill_qdrant_url("https://own.example", pods) == "https://own.example"

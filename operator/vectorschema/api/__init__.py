@@ -11,6 +11,7 @@ and nothing else of vectorschema.
 
 from __future__ import annotations
 
+from vectorschema.api.backfill import BackfillSpec, Reprocess, ReprocessState
 from vectorschema.api.base import CamelModel, cel_rule
 from vectorschema.api.conditions import (
     CONDITION_TYPES,
@@ -23,6 +24,13 @@ from vectorschema.api.constants import (
     ABANDON_ANNOTATION,
     API_VERSION,
     APPLIED_METADATA_KEY,
+    BACKFILL_ATTEMPT_ANNOTATION,
+    BACKFILL_COLLECTION_ANNOTATION,
+    BACKFILL_LABEL,
+    BACKFILL_OWNER_UID_LABEL,
+    BACKFILL_PLAN_ANNOTATION,
+    BACKFILL_PLUGIN_ANNOTATION,
+    BACKFILL_TEMPLATE_ANNOTATION,
     CATEGORY,
     COLLECTION_NAME_PATTERN,
     CONFIRM_ANNOTATION,
@@ -46,6 +54,7 @@ from vectorschema.api.constants import (
     PLUGIN_SINGULAR,
     RETAINED_BY_METADATA_KEY,
     RETAINED_UID_METADATA_KEY,
+    RETRY_BACKFILL_ANNOTATION,
     VECTOR_NAME_PATTERN,
     VERSION,
 )
@@ -71,6 +80,7 @@ from vectorschema.api.status import (
     PlannedAction,
     PlanStatus,
     PluginStatus,
+    ReprocessEntry,
 )
 from vectorschema.api.validation import describe, field_path
 from vectorschema.api.vectors import (
@@ -88,6 +98,13 @@ __all__ = [
     "ABANDON_ANNOTATION",
     "API_VERSION",
     "APPLIED_METADATA_KEY",
+    "BACKFILL_ATTEMPT_ANNOTATION",
+    "BACKFILL_COLLECTION_ANNOTATION",
+    "BACKFILL_LABEL",
+    "BACKFILL_OWNER_UID_LABEL",
+    "BACKFILL_PLAN_ANNOTATION",
+    "BACKFILL_PLUGIN_ANNOTATION",
+    "BACKFILL_TEMPLATE_ANNOTATION",
     "CATEGORY",
     "COLLECTION_NAME_PATTERN",
     "CONDITION_TYPES",
@@ -112,9 +129,11 @@ __all__ = [
     "PLUGIN_SINGULAR",
     "RETAINED_BY_METADATA_KEY",
     "RETAINED_UID_METADATA_KEY",
+    "RETRY_BACKFILL_ANNOTATION",
     "VECTOR_NAME_PATTERN",
     "VERSION",
     "ActionKind",
+    "BackfillSpec",
     "CamelModel",
     "Condition",
     "ConditionStatus",
@@ -142,6 +161,9 @@ __all__ = [
     "QuantizationSpec",
     "QuantizationType",
     "Reason",
+    "Reprocess",
+    "ReprocessEntry",
+    "ReprocessState",
     "SecretKeyRef",
     "SparseModifier",
     "Strategy",

@@ -27,6 +27,8 @@ class ConditionType(StrEnum):
     READY = "Ready"
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
+    #: The backfill Jobs of the last plans (spec.reprocess: Auto); not a kstatus condition.
+    REPROCESSED = "Reprocessed"
 
 
 #: The order conditions are listed in.
@@ -36,7 +38,7 @@ CONDITION_TYPES = tuple(ConditionType)
 class Condition(CamelModel):
     """A Kubernetes condition (API conventions, kstatus-compatible)."""
 
-    type: Annotated[str, Field(description="Ready, Reconciling or Stalled.")]
+    type: Annotated[str, Field(description="Ready, Reconciling, Stalled or Reprocessed.")]
     status: Annotated[ConditionStatus, Field(description="True, False or Unknown.")]
     reason: Annotated[
         str, Field(description="Why, as a CamelCase constant (e.g. AwaitingConfirmation).")

@@ -41,6 +41,20 @@ RETAINED_UID_METADATA_KEY = f"{GROUP}/retained-uid"
 OPERATION_METADATA_KEY = f"{GROUP}/operation"
 APPLIED_METADATA_KEY = f"{GROUP}/applied-plans"
 
+# Backfill Jobs (issue 18): the label every Job the operator runs carries (its watch
+# selects on it), the owner's uid as a label, and what the Job is for, as annotations
+# (collection ids and plugin names need not be valid label values).
+BACKFILL_LABEL = f"{GROUP}/backfill"
+BACKFILL_OWNER_UID_LABEL = f"{GROUP}/owner-uid"
+BACKFILL_COLLECTION_ANNOTATION = f"{GROUP}/collection-id"
+BACKFILL_PLUGIN_ANNOTATION = f"{GROUP}/plugin"
+BACKFILL_PLAN_ANNOTATION = f"{GROUP}/plan"
+BACKFILL_ATTEMPT_ANNOTATION = f"{GROUP}/attempt"
+BACKFILL_TEMPLATE_ANNOTATION = f"{GROUP}/template-hash"
+# Annotation on a Namespace resource that retries its failed backfill Jobs: the value is
+# any new token (e.g. a timestamp); each new value retries once.
+RETRY_BACKFILL_ANNOTATION = f"{GROUP}/retry-backfill"
+
 # A Qdrant vector name or collection name we accept: letters, digits, '_', '-', '.'.
 VECTOR_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"

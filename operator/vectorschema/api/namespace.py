@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, model_validator
 
+from vectorschema.api.backfill import Reprocess
 from vectorschema.api.base import (
     LIST_MAP_BY_ID,
     LIST_MAP_BY_NAME,
@@ -192,6 +193,14 @@ class NamespaceSpec(CamelModel):
     on_disk_payload: Annotated[
         bool | None, Field(description="Keep payloads on disk, set at creation.")
     ] = None
+    reprocess: Annotated[
+        Reprocess,
+        Field(
+            description="After a plan ran: Manual (default) lists collectionsToReprocess "
+            "only; Auto also runs each affected plugin's backfill Job for each collection "
+            "to reprocess (status.reprocess)."
+        ),
+    ] = Reprocess.MANUAL
 
     @model_validator(mode="after")
     def _unique_names(self) -> NamespaceSpec:

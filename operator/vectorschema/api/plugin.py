@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
+from vectorschema.api.backfill import BackfillSpec
 from vectorschema.api.base import LIST_MAP_BY_NAME, CamelModel, require_unique
 from vectorschema.api.vectors import VectorSpec
 
@@ -26,6 +27,14 @@ class PluginSpec(CamelModel):
             json_schema_extra=LIST_MAP_BY_NAME,
         ),
     ]
+    backfill: Annotated[
+        BackfillSpec | None,
+        Field(
+            description="How to fill this plugin's vectors for existing points after a "
+            "schema change (a Job template). Without it, Namespaces with reprocess: Auto "
+            "list the collections it feeds as Manual."
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> PluginSpec:

@@ -44,6 +44,12 @@ class Reason(StrEnum):
     # bounded cost per tenant (issue 17): a cap the platform admin sets was exceeded
     LIMIT_EXCEEDED = "LimitExceeded"
 
+    # Reprocessed (the backfill Jobs, issue 18)
+    BACKFILL_SUCCEEDED = "BackfillSucceeded"
+    BACKFILL_RUNNING = "BackfillRunning"
+    BACKFILL_FAILED = "BackfillFailed"
+    MANUAL_REPROCESS_REQUIRED = "ManualReprocessRequired"
+
     # Plugin conditions
     VALID = "Valid"
 
@@ -62,3 +68,9 @@ class EventReason(StrEnum):
     RETAINED = "CollectionRetained"
     RELEASED_UNCLEAN = "ReleasedWithoutCleanup"
     APPLY_FAILED = "ApplyFailed"
+    BACKFILL_STARTED = "BackfillStarted"
+    BACKFILL_SUCCEEDED = "BackfillSucceeded"
+    BACKFILL_FAILED = "BackfillFailed"
+    BACKFILL_SUPERSEDED = "BackfillSuperseded"
+    BACKFILL_RETRIED = "BackfillRetried"
+    BACKFILL_REPLACED = "BackfillJobReplaced"

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
+from vectorschema.api.backfill import ReprocessState
 from vectorschema.api.base import LIST_MAP_BY_TYPE, CamelModel
 from vectorschema.api.conditions import (
     Condition,
@@ -168,6 +169,51 @@ class Operation(CamelModel):
         return [(s.action.value, s.vector) for s in self.steps]
 
 
+class ReprocessEntry(CamelModel):
+    """One (collection to reprocess, plugin) pair after a plan ran, and its backfill Job."""
+
+    collection: Annotated[
+        str, Field(description="The ingestion collection id (spec.collections[].id).")
+    ]
+    plugin: Annotated[str, Field(description="The plugin whose vectors the Job fills.")]
+    state: Annotated[
+        ReprocessState,
+        Field(
+            description="Pending (waiting for a slot under the admin's caps), Running, "
+            "Succeeded, Failed, or Manual (the plugin has no spec.backfill: re-ingest by hand)."
+        ),
+    ]
+    vectors: Annotated[list[str], Field(description="The vectors to fill.")] = Field(
+        default_factory=list
+    )
+    recreated: Annotated[
+        bool, Field(description="The collection was recreated: re-ingest what it feeds.")
+    ] = False
+    plan_fingerprint: Annotated[
+        str | None, Field(description="The plan whose change the Job fills in.")
+    ] = None
+    job: Annotated[
+        str | None, Field(description="The Job's name (in the resource's namespace).")
+    ] = None
+    attempts: Annotated[
+        int, Field(description="Jobs started for this pair and plan (retries count).")
+    ] = 0
+    message: Annotated[
+        str,
+        Field(description="On failure, the Pod's termination message; else a short note."),
+    ] = ""
+    start_time: Annotated[
+        str | None, Field(description="When the current Job was created (RFC 3339, UTC).")
+    ] = None
+    completion_time: Annotated[
+        str | None, Field(description="When it succeeded or failed (RFC 3339, UTC).")
+    ] = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.collection, self.plugin)
+
+
 #: How many applied fingerprints status.appliedPlans keeps.
 APPLIED_PLANS_KEPT = 16
 
@@ -220,13 +266,32 @@ class NamespaceStatus(HasConditions, CamelModel):
         ),
     ] = None
 
+    reprocess: Annotated[
+        list[ReprocessEntry] | None,
+        Field(
+            description="With spec.reprocess: Auto, the backfill of each collection to "
+            "reprocess by each plugin whose vectors the last plans added, replaced or "
+            "recreated: its Job and state. The Reprocessed condition sums it up.",
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["collection", "plugin"],
+            },
+        ),
+    ] = None
+    reprocess_retry: Annotated[
+        str | None,
+        Field(
+            description="The last value of the vectorschema.dev/retry-backfill annotation "
+            "acted on (each new value retries the failed Jobs once)."
+        ),
+    ] = None
+
     def set_live(self, points_count: int | None, vectors: list[str] | None) -> None:
         """Record what the live collection looks like (None: not known)."""
         self.points_count = points_count
         self.vectors = vectors
         self.vector_count = None if vectors is None else len(vectors)
 
-    # -- condition transitions ------------------------------------------------------
     # -- condition transitions ------------------------------------------------------
 
     def _set_all(
@@ -278,6 +343,24 @@ class NamespaceStatus(HasConditions, CamelModel):
             stalled=(ConditionStatus.TRUE, reason, message),
             generation=generation,
             now=now,
+        )
+
+    def set_reprocessed(
+        self,
+        status: ConditionStatus | None,
+        reason: str,
+        message: str,
+        *,
+        generation: int | None,
+        now: datetime,
+    ) -> None:
+        """The Reprocessed condition (None: removed; there is nothing to reprocess).
+        Independent of Ready, which keeps meaning "the schema is as declared"."""
+        if status is None:
+            self.conditions = [c for c in self.conditions if c.type != ConditionType.REPROCESSED]
+            return
+        self.set_condition(
+            ConditionType.REPROCESSED, status, reason, message, generation=generation, now=now
         )
 
     def set_awaiting_confirmation(

@@ -25,6 +25,7 @@ from vectorschema.api import (
     Reason,
     describe,
 )
+from vectorschema.controller import backfill as backfills
 from vectorschema.controller import failpoints
 from vectorschema.controller.backoff import RetryKind
 from vectorschema.controller.locks import ResourceLocks
@@ -56,8 +57,10 @@ def run_pass(
     connection_of: Callable[[NamespaceResource], str] = lambda _: EMBEDDED,
     caps: Caps | None = None,
     over_cap: str | None = None,
+    backfill: backfills.Backfill | None = None,
 ) -> Result | None:
-    """Read the object fresh, reconcile it, write what changed. None when it is gone.
+    """Read the object fresh, reconcile it, run its backfill Jobs (with `backfill`), write
+    what changed. None when it is gone.
 
     `caps` are the admin's limits on the spec; `over_cap` a refusal decided by the caller
     (this resource is beyond its Kubernetes namespace's cap): Stalled/LimitExceeded,
@@ -69,9 +72,9 @@ def run_pass(
     """
     args = (store, namespace, name, plugins, connector_for, now, policy, connection_of)
     if locks is None:
-        return _run_pass(*args, caps=caps, over_cap=over_cap)
+        return _run_pass(*args, caps=caps, over_cap=over_cap, backfill=backfill)
     with locks.hold((namespace, name)):
-        return _run_pass(*args, locks=locks, caps=caps, over_cap=over_cap)
+        return _run_pass(*args, locks=locks, caps=caps, over_cap=over_cap, backfill=backfill)
 
 
 def _run_pass(
@@ -83,6 +86,7 @@ def _run_pass(
     now: datetime | None,
     policy: Policy | None,
     connection_of: Callable[[NamespaceResource], str],
+    backfill: backfills.Backfill | None = None,
     locks: ResourceLocks | None = None,
     caps: Caps | None = None,
     over_cap: str | None = None,
@@ -128,6 +132,8 @@ def _run_pass(
             # The object changed (or went) while this pass worked: whatever ran was
             # recorded step by step; the next pass starts from a fresh read.
             return Result(status=NamespaceStatus(), retry=RetryKind.CONFLICT)
+        if backfill is not None:
+            _run_backfill(backfill, resource, result, plugins, now)
     return _finish_pass(store, writer, namespace, name, old, result)
 
 
@@ -154,6 +160,33 @@ def _finish_pass(
     if result.remove_annotation:
         store.set_annotation(namespace, name, CONFIRM_ANNOTATION, None)
     return result
+
+
+def _run_backfill(
+    backfill: backfills.Backfill,
+    resource: NamespaceResource,
+    result: Result,
+    plugins: Mapping[str, PluginSpec],
+    now: datetime,
+) -> None:
+    """The backfill Jobs, into the same status write. A Kubernetes failure here leaves
+    status.reprocess as it was (Jobs are named deterministically: the next pass adopts
+    what this one created) and retries the pass."""
+    before = result.status.model_copy(deep=True)
+    try:
+        result.events.extend(
+            backfills.run(backfill, resource, result.status, result.reprocess, plugins, now)
+        )
+    except Exception:
+        log.exception("%s: backfill Jobs", resource.owner_id)
+        # The plan's requests are not lost: they wait as Pending for the next pass.
+        result.status.reprocess = backfills.remember(
+            before.reprocess or [], result.reprocess, plugins, resource
+        )
+        result.status.reprocess_retry = before.reprocess_retry
+        result.status.conditions = before.conditions
+        if result.retry is None:
+            result.retry = RetryKind.UNAVAILABLE
 
 
 def ready_change(old: NamespaceStatus, new: NamespaceStatus) -> Condition | None:

@@ -50,6 +50,7 @@ from vectorschema.controller.executor import perform
 from vectorschema.controller.results import Event, Observation, Result
 from vectorschema.core.actions import Action, AtRisk, CreateCollection, Plan
 from vectorschema.core.approval import ApprovedBy, approval, needs_approval, still_approves
+from vectorschema.core.backfill import requests_after
 from vectorschema.core.caps import Caps
 from vectorschema.core.operation import (
     Intent,
@@ -366,6 +367,7 @@ class Pass:
                 f"collection: created it again; {outcome.message}"
             )
         self.result.events.append(Event("Normal", created, message))
+        self._request_reprocess(outcome, desired, recreated=plan.recreates, created=plan.creates)
         made = None if approved else self._made_from_nothing(plan, observed)
         self._finish(None, order=desired.names, known=made)
 
@@ -462,6 +464,9 @@ class Pass:
         status.operation = None
         status.last_reconfigure = operation.result
         status.applied_plans = remember_applied(fp, spent)
+        recreated = any(s.action is ActionKind.RECREATE_COLLECTION for s in operation.steps)
+        creates = any(s.action is ActionKind.CREATE_COLLECTION for s in operation.steps)
+        self._request_reprocess(operation.result, desired, recreated=recreated, created=creates)
         self.result.events.append(
             Event(
                 "Normal",
@@ -568,6 +573,38 @@ class Pass:
                 EventReason.ABANDONED,
                 f"operation {fp} abandoned ({ABANDON_ANNOTATION}={fp}); planning again",
             )
+        )
+
+    def _request_reprocess(
+        self, outcome: LastReconfigure, desired: DesiredSchema, *, recreated: bool, created: bool
+    ) -> None:
+        """The pairs to reprocess after a plan ran (backfill Jobs under reprocess: Auto).
+
+        A first creation (the resource never had a collection) asks for nothing: no point
+        was lost, ingestion fills it. A collection created again after it was lost (status
+        knew its vectors) is re-ingested like a recreate."""
+        if created and not recreated:
+            if self.old.vectors is None:
+                return
+            recreated = True
+        refill = set(desired.names) if recreated else set(outcome.vectors_added)
+        refill |= set(outcome.vectors_replaced)
+        by_plugin: dict[str, list[str]] = {}
+        for name in desired.names:
+            for plugin in desired.origins.get(name, ()):
+                by_plugin.setdefault(plugin, []).append(name)
+        to_reprocess = (
+            [c.id for c in self.resource.spec.collections]
+            if recreated
+            else outcome.collections_to_reprocess
+        )
+        self.result.reprocess = requests_after(
+            plan=outcome.plan_fingerprint or "",
+            to_reprocess=to_reprocess,
+            collections=self.resource.spec.collections,
+            plugin_vectors=by_plugin,
+            refill=refill,
+            recreated=recreated,
         )
 
     def _halt(self, operation: Operation, why: str, observed: ObservedCollection | None) -> None:

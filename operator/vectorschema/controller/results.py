@@ -9,6 +9,7 @@ from typing import Literal
 
 from vectorschema.api import NamespaceStatus
 from vectorschema.controller.backoff import RetryKind
+from vectorschema.core.backfill import Request
 from vectorschema.core.schema import Capabilities, ObservedCollection
 
 
@@ -43,6 +44,8 @@ class Result:
     unavailable: str | None = None
     #: The collection as this pass last read it (None: not read).
     observation: Observation | None = None
+    #: The pairs to reprocess that the plan applied in this pass asks for (issue 18).
+    reprocess: list[Request] = field(default_factory=list)
 
 
 class Observations:

@@ -55,14 +55,18 @@ from typing import Any
 import kopf
 
 from vectorschema.api import (
+    BACKFILL_LABEL,
     GROUP,
     NAMESPACE_PLURAL,
     PLUGIN_PLURAL,
     VERSION,
     NamespaceResource,
     NamespaceStatus,
+    ReprocessState,
 )
+from vectorschema.controller import backfill as backfills
 from vectorschema.controller.backoff import RetryKind
+from vectorschema.controller.errors import ConnectionRefused
 from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.passes import run_pass, valid_plugins
 from vectorschema.controller.plugin_status import plugin_status_patch
@@ -70,12 +74,14 @@ from vectorschema.controller.reconcile import POINTS_AT_RISK, Connector
 from vectorschema.controller.results import Event, Observations, Result
 from vectorschema.controller.shares import TenantShares
 from vectorschema.core import sharding as shards
+from vectorschema.core.backfill import job_state
 from vectorschema.core.caps import Caps
 from vectorschema.core.scope import Scope
 from vectorschema.k8s import admission, kube, logs, sharding, wakeups
 from vectorschema.k8s import settings as config
 from vectorschema.k8s.connection import (
     SecretCache,
+    checked_url,
     connection_id,
     connectors,
     default_from_env,
@@ -117,6 +123,8 @@ async def configure(
     memo.secrets = SecretCache()
     memo.observations = Observations()
     memo.shares = TenantShares(config.workers_per_tenant())
+    total, per_namespace = config.backfill_caps()
+    memo.slots = backfills.Slots(backfills.Caps(total=total, per_namespace=per_namespace))
     memo.webhook = webhook
     if ca is not None:
         name = admission.register(webhook, ca)
@@ -444,6 +452,57 @@ async def secret_event(
         memo.wakeups.wake(key, "secret")
 
 
+@kopf.index(*config.JOBS, labels={BACKFILL_LABEL: "true"})  # type: ignore[arg-type]
+def backfill_jobs(
+    namespace: str, name: str, status: kopf.Status, **_: Any
+) -> dict[str, str] | None:
+    """Kubernetes namespace -> its backfill Jobs still running: the admin's caps count
+    them (kopf fills every index before other handlers start, so the count is right from
+    the first pass after a restart)."""
+    if job_state(status) is ReprocessState.RUNNING:
+        return {namespace: name}
+    return None
+
+
+@kopf.on.event(*config.JOBS, labels={BACKFILL_LABEL: "true"})  # type: ignore[arg-type]
+def job_event(
+    event: kopf.RawEvent,
+    namespace: str,
+    body: kopf.Body,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """A backfill Job changed: wake the Namespace that owns it (and, when one ended, the
+    Namespaces whose Jobs wait for a slot)."""
+    ended = event.get("type") == "DELETED" or job_state(status) is not ReprocessState.RUNNING
+    memo.wakeups.job_event(namespace, body, ended)
+
+
+def _backfill(memo: kopf.Memo, backfill_jobs: kopf.Index[str, str]) -> backfills.Backfill:
+    """The backfill of a pass: the Jobs API, the caps, and the running Jobs now (a copy of
+    the index, taken on the event loop)."""
+    active = {ns: set(backfill_jobs[ns]) for ns in backfill_jobs}
+    return backfills.Backfill(
+        store=kube.Jobs(),
+        slots=memo.slots,
+        active=lambda: active,
+        qdrant_url=_pod_qdrant_url,
+    )
+
+
+def _pod_qdrant_url(resource: NamespaceResource) -> str | None:
+    """QDRANT_URL of a backfill Pod: the Namespace's own URL only when the admin allows it."""
+    conn = resource.spec.qdrant
+    url = None
+    if conn is not None and conn.url is not None:
+        try:
+            url = checked_url(conn.url, config.policy())
+        except ConnectionRefused:
+            return None
+    return config.backfill_qdrant_url(url)
+
+
 @kopf.daemon(  # type: ignore[arg-type]
     GROUP,
     VERSION,
@@ -461,12 +520,14 @@ async def control_loop(
     plugin_specs: kopf.Index[str, dict[str, Any]],
     namespaces_by_kube_namespace: kopf.Index[str, tuple[str, str]],
     namespace_labels: kopf.Index[str, dict[str, str]],
+    backfill_jobs: kopf.Index[str, str],
     **_: Any,
 ) -> None:
     """Reconcile this Namespace now, on every wake-up, and on the resync interval."""
 
     gate: sharding.Gate = memo.gate
     logs.set_current(logs.namespace_ref(namespace, name, body.get("metadata", {}).get("uid")))
+    replaced: list[str] = []  # versions this loop's writes replaced (see LiveNamespaces)
 
     async def one_pass() -> Result | None:
         while not await gate.wait_active(1.0):  # another shard layout still acts
@@ -490,7 +551,7 @@ async def control_loop(
                 namespace,
                 functools.partial(
                     run_pass,
-                    kube.LiveNamespaces(body),
+                    kube.LiveNamespaces(body, replaced),
                     namespace,
                     name,
                     valid_plugins(plugin_specs),
@@ -500,6 +561,7 @@ async def control_loop(
                     connection_of=connection_id,
                     caps=caps,
                     over_cap=over_cap(namespace, name, namespaces_by_kube_namespace, caps),
+                    backfill=_backfill(memo, backfill_jobs),
                 ),
             )
         except Exception:
@@ -508,6 +570,12 @@ async def control_loop(
         memo.metrics.observe_pass((namespace, name), result, time.monotonic() - started)
         if result is not None and result.observation is not None:
             memo.observations.put((namespace, name), result.observation)
+        if result is not None and any(
+            e.state is ReprocessState.PENDING for e in result.status.reprocess or []
+        ):
+            memo.wakeups.backfill_waiting.add((namespace, name))
+        else:
+            memo.wakeups.backfill_waiting.discard((namespace, name))
         return result
 
     def post(event: Event) -> None:

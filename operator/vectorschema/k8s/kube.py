@@ -25,15 +25,24 @@ from typing import TYPE_CHECKING, Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from vectorschema.api import GROUP, NAMESPACE_PLURAL, PLUGIN_PLURAL, VERSION
+from vectorschema.api import (
+    BACKFILL_OWNER_UID_LABEL,
+    GROUP,
+    NAMESPACE_PLURAL,
+    PLUGIN_PLURAL,
+    VERSION,
+)
+from vectorschema.controller.backfill import JobExists, JobRejected
 from vectorschema.controller.status_writer import Conflict, NotFound
 from vectorschema.k8s.retries import KubeUnavailable, retried, with_timeout
 
 if TYPE_CHECKING:
+    from vectorschema.controller.backfill import JobStore
     from vectorschema.controller.status_writer import NamespaceStore
 
 __all__ = [
     "Conflict",
+    "Jobs",
     "KubeUnavailable",
     "LiveNamespaces",
     "Namespaces",
@@ -246,21 +255,57 @@ class LiveNamespaces(Namespaces):
 
     A pass may then start from a copy a few milliseconds older than the API server's;
     every write it makes is guarded by that copy's resourceVersion (`StatusWriter`), so a
-    stale copy costs a 409 and a re-read, never a lost update. Only the first read of an
-    instance (one per pass) is the live copy; a re-read after a conflict is a GET. Saves
-    one API request per Namespace per pass (the idle resyncs, each reaction to a change).
+    stale copy costs a 409 and a re-read. Only the first read of an instance (one per
+    pass) is the live copy; a re-read after a conflict is a GET. Saves one API request per
+    Namespace per pass (the idle resyncs, each reaction to a change).
+
+    `replaced` (kept per resource across passes, by the caller) holds the versions this
+    operator's own writes replaced: a live copy still at one of them is older than what
+    the last pass wrote (the watch has not delivered that write yet, e.g. when a Job event
+    wakes the loop right after the pass), so it is read fresh instead. Planning from it
+    would report the last pass's change as if it had not happened, and the final write
+    (re-applied after the conflict) would overwrite that pass's report.
     """
 
-    def __init__(self, body: Mapping[str, Any]) -> None:
+    #: How many replaced versions are remembered per resource.
+    KEPT = 8
+
+    def __init__(self, body: Mapping[str, Any], replaced: list[str] | None = None) -> None:
         self._body: Mapping[str, Any] | None = body
+        self._replaced = replaced if replaced is not None else []
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         body, self._body = self._body, None
         if body is not None:
             snapshot: dict[str, Any] = copy.deepcopy(dict(body))
-            if snapshot.get("metadata", {}).get("resourceVersion"):
+            version = snapshot.get("metadata", {}).get("resourceVersion")
+            if version and version not in self._replaced:
                 return snapshot
         return get_namespace(namespace, name)
+
+    def _remember(self, version: str | None) -> None:
+        if version is not None:
+            self._replaced.append(version)
+            del self._replaced[: -self.KEPT]
+
+    def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None
+    ) -> str:
+        new = super().patch_status(namespace, name, patch, resource_version)
+        self._remember(resource_version)
+        return new
+
+    def set_annotation(
+        self,
+        namespace: str,
+        name: str,
+        key: str,
+        value: str | None,
+        resource_version: str | None = None,
+    ) -> str:
+        new = super().set_annotation(namespace, name, key, value, resource_version)
+        self._remember(resource_version)
+        return new
 
 
 if TYPE_CHECKING:
@@ -361,3 +406,81 @@ def read_or_create_secret(
             if exc.status != 409:
                 raise
     raise RuntimeError(f"Secret {namespace}/{name} could be neither read nor created")
+
+
+# --- backfill Jobs (issue 18) ------------------------------------------------------------
+
+
+class Jobs:
+    """The backfill Jobs, as the controller's `JobStore`."""
+
+    def _batch(self) -> Any:
+        return kubernetes.client.BatchV1Api(api_client())
+
+    def list(self, namespace: str, owner_uid: str) -> list[dict[str, Any]]:
+        listed = _api(
+            self._batch().list_namespaced_job,
+            namespace,
+            label_selector=f"{BACKFILL_OWNER_UID_LABEL}={owner_uid}",
+        )
+        items: list[dict[str, Any]] = api_client().sanitize_for_serialization(listed.items)
+        return items
+
+    def create(self, body: dict[str, Any]) -> None:
+        namespace = body["metadata"]["namespace"]
+        try:
+            _api(self._batch().create_namespaced_job, namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise JobExists(body["metadata"]["name"]) from None
+            if exc.status in (400, 422):
+                raise JobRejected(_api_message(exc)) from None
+            raise
+
+    def delete(self, namespace: str, name: str) -> None:
+        try:
+            _api(
+                self._batch().delete_namespaced_job,
+                name,
+                namespace,
+                propagation_policy="Background",
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def termination_message(self, namespace: str, job: str) -> str:
+        pods = _api(
+            kubernetes.client.CoreV1Api(api_client()).list_namespaced_pod,
+            namespace,
+            label_selector=f"batch.kubernetes.io/job-name={job}",
+        )
+        return termination_message(api_client().sanitize_for_serialization(pods.items))
+
+
+def termination_message(pods: list[dict[str, Any]]) -> str:
+    """The message of the last container to terminate with a failure, among `pods`."""
+    best: tuple[str, str] = ("", "")
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            for state in (status.get("state"), status.get("lastState")):
+                done = (state or {}).get("terminated") or {}
+                if done.get("exitCode") and (done.get("message") or done.get("reason")):
+                    when = str(done.get("finishedAt") or "")
+                    text = (done.get("message") or done.get("reason") or "").strip()
+                    if when >= best[0]:
+                        best = (when, text)
+    return best[1]
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
+
+
+if TYPE_CHECKING:
+
+    def _jobs_conform(store: Jobs) -> JobStore:
+        return store

@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from vectorschema.api import FINALIZER, GROUP
+from vectorschema.api import BACKFILL_LABEL, FINALIZER, GROUP
 from vectorschema.core.caps import Caps
 from vectorschema.core.policy import SCRUBBER, Policy
 from vectorschema.core.scope import LabelSelector, Scope, SelectorError
@@ -81,6 +81,37 @@ def workers_per_tenant() -> int:
 def caps() -> Caps:
     """The admin's caps on what one tenant may cost (`core.caps`; read on every pass)."""
     return Caps.from_env(os.environ)
+
+
+#: The Jobs resource, as kopf selects it (its watch is label-selected: only backfill Jobs).
+JOBS = ("batch", "v1", "jobs")
+#: Defaults of the admin's caps on concurrent backfill Jobs (Helm: backfill.maxJobs,
+#: backfill.maxJobsPerNamespace).
+DEFAULT_MAX_JOBS = 10
+DEFAULT_MAX_JOBS_PER_NAMESPACE = 2
+
+
+def backfill_caps(env: Mapping[str, str] = os.environ) -> tuple[int | None, int | None]:
+    """(per installation, per tenant namespace) caps on concurrent backfill Jobs:
+    `VECTORSCHEMA_BACKFILL_MAX_JOBS` and `VECTORSCHEMA_BACKFILL_MAX_JOBS_PER_NAMESPACE`;
+    0 or less means no cap."""
+
+    def cap(name: str, default: int) -> int | None:
+        raw = env.get(name, "").strip()
+        value = int(raw) if raw else default
+        return value if value > 0 else None
+
+    return (
+        cap("VECTORSCHEMA_BACKFILL_MAX_JOBS", DEFAULT_MAX_JOBS),
+        cap("VECTORSCHEMA_BACKFILL_MAX_JOBS_PER_NAMESPACE", DEFAULT_MAX_JOBS_PER_NAMESPACE),
+    )
+
+
+def backfill_qdrant_url(spec_url: str | None, env: Mapping[str, str] = os.environ) -> str | None:
+    """The QDRANT_URL a backfill Job's Pods get: the Namespace's own (allowlisted) URL,
+    else `VECTORSCHEMA_BACKFILL_QDRANT_URL` (the operator's Qdrant as Pods reach it), else
+    the operator's `QDRANT_URL`; None with the embedded store (no Pod can reach it)."""
+    return spec_url or env.get("VECTORSCHEMA_BACKFILL_QDRANT_URL") or env.get("QDRANT_URL") or None
 
 
 def recovery_spread() -> float:
@@ -317,6 +348,8 @@ def configure_kopf(settings: kopf.OperatorSettings, webhook: WebhookSettings) ->
         log.error("tenancy policy: %s", problem)
     # Watch (and so read) only the Secrets labelled for the operator, server-side.
     settings.watching.label_selectors[SECRETS] = current.label_selector
+    # Watch only the Jobs the operator runs (backfill), server-side.
+    settings.watching.label_selectors[JOBS] = f"{BACKFILL_LABEL}=true"
     SCRUBBER.remember(os.environ.get("QDRANT_API_KEY"), pin=True)
     install_log_scrubbing()
     settings.persistence.finalizer = FINALIZER

@@ -20,7 +20,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from vectorschema.api import ABANDON_ANNOTATION, CONFIRM_ANNOTATION
+from vectorschema.api import (
+    ABANDON_ANNOTATION,
+    API_VERSION,
+    CONFIRM_ANNOTATION,
+    NAMESPACE_KIND,
+    RETRY_BACKFILL_ANNOTATION,
+)
 from vectorschema.controller.backoff import Backoff, RetryKind
 from vectorschema.controller.results import Event, Result
 from vectorschema.k8s.retries import KubeUnavailable
@@ -36,7 +42,7 @@ class Wakeups:
 
     wakers: dict[Key, asyncio.Event] = field(default_factory=dict)
     #: What each Namespace's last event showed: (generation, approval and abandon
-    #: annotations).
+    #: annotations, backfill retry annotation).
     seen: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
     #: Reconcile passes per Namespace, and wake-ups by cause (observability).
     passes: Counter[Key] = field(default_factory=Counter)
@@ -49,6 +55,8 @@ class Wakeups:
     waiting: dict[str, set[Key]] = field(default_factory=dict)
     #: What each Plugin's last event showed: (uid, generation).
     plugins_seen: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    #: Namespaces with backfill Jobs waiting for a slot (woken when a Job ends).
+    backfill_waiting: set[Key] = field(default_factory=set)
 
     def wake(self, key: Key, why: str) -> None:
         self.wakes[key, why] += 1
@@ -58,14 +66,15 @@ class Wakeups:
 
     def namespace_event(self, key: Key, event_type: str | None, body: Mapping[str, Any]) -> bool:
         """A Namespace event: wake its loop when the spec (generation), the approval
-        or the abandon annotation changed, not on status writes or kopf's bookkeeping. True if
-        woken."""
+        annotation, the abandon annotation or the backfill retry annotation changed, not on
+        status writes or kopf's bookkeeping. True if woken."""
         meta = body.get("metadata", {})
         annotations = meta.get("annotations") or {}
         seen = (
             meta.get("generation"),
             annotations.get(CONFIRM_ANNOTATION),
             annotations.get(ABANDON_ANNOTATION),
+            annotations.get(RETRY_BACKFILL_ANNOTATION),
         )
         woken = self.seen.get(key) != seen
         if woken:
@@ -96,6 +105,7 @@ class Wakeups:
         self.passes.pop(key, None)
         self.backoff.forget(key)
         self.note_unavailable(key, None)
+        self.backfill_waiting.discard(key)
         for k in [k for k in self.wakes if k[0] == key]:
             del self.wakes[k]
 
@@ -127,6 +137,17 @@ class Wakeups:
             self.unavailable_on.pop(key, None)
             loop.call_later(jitter(0.0, spread), self.wake, key, "recovery")
         return len(keys)
+
+    def job_event(self, namespace: str, body: Mapping[str, Any], ended: bool) -> None:
+        """A backfill Job changed: wake its owner; when one ended (a slot is free), wake
+        every Namespace whose Jobs wait for a slot."""
+        meta = body.get("metadata") or {}
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("apiVersion") == API_VERSION and ref.get("kind") == NAMESPACE_KIND:
+                self.wake((namespace, ref["name"]), "job")
+        if ended:
+            for key in sorted(self.backfill_waiting):
+                self.wake(key, "slot")
 
     def register(self, key: Key) -> asyncio.Event:
         return self.wakers.setdefault(key, asyncio.Event())
