@@ -3,8 +3,11 @@
 --   Healthy      Ready=True for the current generation
 --   Suspended    a destructive plan waits for approval (Ready=False, AwaitingConfirmation):
 --                Argo CD shows it as paused, with the plan's fingerprint in the message
---   Degraded     Stalled=True: nothing happens until the spec or the world changes
---   Progressing  anything else: not observed yet, being applied, or retrying (Reconciling)
+--   Degraded     Stalled=True: nothing happens until the spec or the world changes; or a
+--                backfill Job failed (Reprocessed=False, BackfillFailed): retry it with the
+--                annotation vectorschema.dev/retry-backfill=<new value>
+--   Progressing  anything else: not observed yet, being applied, retrying (Reconciling), or
+--                the schema is in place and backfill Jobs run or wait (BackfillRunning)
 -- Argo CD runs custom health scripts with the base and table libraries only: no string.*.
 local hs = {status = "Progressing", message = "Waiting for the operator to report status"}
 
@@ -45,7 +48,19 @@ if stalled ~= nil and stalled.status == "True" then
   return hs
 end
 
+local reprocessed = condition("Reprocessed")
+if reprocessed ~= nil and reprocessed.status == "False" and reprocessed.reason == "BackfillFailed" then
+  hs.status = "Degraded"
+  hs.message = describe(reprocessed)
+  return hs
+end
+
 local ready = condition("Ready")
+if ready ~= nil and ready.status == "True" and reprocessed ~= nil and reprocessed.status == "False"
+    and reprocessed.reason == "BackfillRunning" then
+  hs.message = describe(reprocessed)
+  return hs
+end
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = describe(ready)

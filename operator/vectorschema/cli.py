@@ -17,7 +17,7 @@ import atexit
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,6 +47,8 @@ from vectorschema.qdrant.pool import close_all, connect_to
 from vectorschema.qdrant.protocol import QdrantGateway
 
 EXIT_OK, EXIT_INVALID, EXIT_DESTRUCTIVE = 0, 1, 2
+#: `reconfigure --wait`: the plan was applied but a backfill Job failed.
+EXIT_BACKFILL_FAILED = 3
 SEED_KEYS = (
     "namespace_id",
     "status",
@@ -304,16 +306,71 @@ def cmd_reconfigure(args: argparse.Namespace) -> int:
             last = (obj.get("status") or {}).get("lastReconfigure") or {}
             applied = _ready(obj).get("status") == ConditionStatus.TRUE
             if last.get("planFingerprint") == fingerprint and applied:
-                print(json.dumps(seed_response(obj), indent=2))
-                return EXIT_OK
+                break
             time.sleep(0.5)
+        else:
+            obj = {}
     except KeyboardInterrupt:
         _withdraw(ns, name, fingerprint)
         raise
+    if obj:
+        if not args.wait:
+            print(json.dumps(seed_response(obj), indent=2))
+            return EXIT_OK
+        return _wait_for_backfill(obj, fetch, fingerprint, deadline, args.timeout)
     raise UsageError(
         f"timed out after {args.timeout:.0f} s waiting for the operator to apply plan "
         f"{fingerprint}; {_withdraw(ns, name, fingerprint)}"
     )
+
+
+def _backfill_of(obj: dict[str, Any], fingerprint: str) -> list[dict[str, Any]]:
+    """The status.reprocess entries of the plan `fingerprint`."""
+    entries = (obj.get("status") or {}).get("reprocess") or []
+    return [dict(e) for e in entries if e.get("planFingerprint") == fingerprint]
+
+
+def _wait_for_backfill(
+    obj: dict[str, Any],
+    fetch: Callable[[], dict[str, Any]],
+    fingerprint: str,
+    deadline: float,
+    timeout: float,
+) -> int:
+    """`--wait`: after the plan, wait until its backfill Jobs ended; print the seed's
+    response with `reprocess` (each pair's Job and state) added. Exit 3 if one failed.
+
+    The operator records the plan's Jobs in the same status write that reports the plan,
+    so an applied plan without entries has nothing to wait for (reprocess: Manual, or no
+    plugin whose vectors it touched)."""
+    ended = {"Succeeded", "Failed", "Manual"}
+    while True:
+        entries = _backfill_of(obj, fingerprint)
+        if all(e.get("state") in ended for e in entries):
+            break
+        if time.monotonic() >= deadline:
+            running = ", ".join(f"{e['plugin']} on {e['collection']}" for e in entries)
+            raise UsageError(
+                f"plan {fingerprint} was applied, but its backfill Jobs did not end within "
+                f"{timeout:.0f} s ({running}); they keep running: see `kubectl get vns -o yaml`"
+            )
+        time.sleep(1.0)
+        obj = fetch()
+    response = seed_response(obj)
+    response["reprocess"] = [
+        {
+            "collection": e["collection"],
+            "plugin": e["plugin"],
+            "job": e.get("job"),
+            "state": e["state"],
+            "attempts": e.get("attempts", 0),
+            "message": e.get("message", ""),
+        }
+        for e in entries
+    ]
+    print(json.dumps(response, indent=2))
+    failed = [e for e in entries if e["state"] == "Failed"]
+    return EXIT_BACKFILL_FAILED if failed else EXIT_OK
 
 
 def _withdraw(ns: str, name: str, fingerprint: str) -> str:
@@ -371,6 +428,11 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("name", help="Namespace resource name")
     rec.add_argument("-n", "--namespace", default="default", help="Kubernetes namespace")
     rec.add_argument("--confirm", action="store_true", help="required: approve the pending plan")
+    rec.add_argument(
+        "--wait",
+        action="store_true",
+        help="also wait for the plan's backfill Jobs (reprocess: Auto); exit 3 if one failed",
+    )
     rec.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
     rec.set_defaults(func=cmd_reconfigure)
     return p

@@ -30,6 +30,8 @@ from tests.e2e.operator_env import (
     namespace_doc,
     until,
 )
+from tests.e2e.test_kstatus import argo_health
+from tests.gotools import built
 from tests.seams import client_of
 
 from vectorschema.qdrant.client import ClientGateway
@@ -215,6 +217,12 @@ def seed(qdrant: ClientGateway, collection: str, count: int) -> None:
         )
 
 
+@pytest.fixture(scope="module")
+def argocd() -> Path:
+    """Argo CD's health script interpreter (gopher-lua), built from Go modules."""
+    return built("argocdhealth")
+
+
 @pytest.fixture
 def names() -> dict[str, str]:
     """Plugin names unique to the test (Plugins are cluster-scoped)."""
@@ -269,7 +277,11 @@ def running_job(
 
 
 def test_an_in_place_add_under_auto_runs_the_plugins_job_and_reports_it(
-    kubectl: KubectlFn, namespace: str, names: dict[str, str], qdrant: ClientGateway
+    kubectl: KubectlFn,
+    namespace: str,
+    names: dict[str, str],
+    qdrant: ClientGateway,
+    argocd: Path,
 ) -> None:
     ready = ready_namespace(kubectl, namespace, names)
     collection = ready["status"]["collection"]
@@ -286,6 +298,8 @@ def test_an_in_place_add_under_auto_runs_the_plugins_job_and_reports_it(
     assert condition(obj, "Ready")["status"] == "True", "Ready is about the schema only"
     reprocessed = condition(obj, "Reprocessed")
     assert (reprocessed["status"], reprocessed["reason"]) == ("False", "BackfillRunning")
+    argo = argo_health(argocd, obj)
+    assert argo["status"] == "Progressing" and argo["message"].startswith("BackfillRunning: ")
 
     body = job(kubectl, namespace, e["job"])
     owner = body["metadata"]["ownerReferences"][0]
@@ -320,6 +334,7 @@ def test_an_in_place_add_under_auto_runs_the_plugins_job_and_reports_it(
         "Reprocessed=True",
     )
     assert entry(done, names["image"])["state"] == "Succeeded"
+    assert argo_health(argocd, done)["status"] == "Healthy"
     assert entry(done, names["text"]) == {}, "text's vectors were not touched"
     with client_of(qdrant) as client:
         assert client.count(collection, exact=True).count == 500
@@ -334,7 +349,7 @@ def test_an_in_place_add_under_auto_runs_the_plugins_job_and_reports_it(
 
 
 def test_a_failed_job_shows_its_pods_message_and_the_annotation_retries_it(
-    kubectl: KubectlFn, namespace: str, names: dict[str, str]
+    kubectl: KubectlFn, namespace: str, names: dict[str, str], argocd: Path
 ) -> None:
     ready_namespace(kubectl, namespace, names)
     add_image(kubectl, namespace, names)
@@ -355,6 +370,8 @@ def test_a_failed_job_shows_its_pods_message_and_the_annotation_retries_it(
     reprocessed = condition(obj, "Reprocessed")
     assert (reprocessed["status"], reprocessed["reason"]) == ("False", "BackfillFailed")
     assert "model server unreachable" in reprocessed["message"]
+    argo = argo_health(argocd, obj)
+    assert argo["status"] == "Degraded" and "model server unreachable" in argo["message"]
     assert condition(obj, "Ready")["status"] == "True"
 
     kubectl(

@@ -901,3 +901,86 @@ def test_reconfigure_that_times_out_withdraws_its_approval(
     assert cluster.calls[-1] == (CONFIRM_ANNOTATION, None, "11")  # guarded by its version
     assert CONFIRM_ANNOTATION not in cluster.obj["metadata"]["annotations"]
     assert "withdrawn" in err and "stays set" not in err
+
+
+class AppliesWithBackfill(FakeCluster):
+    """The operator applies the plan once approved; its backfill Job runs for two reads,
+    then ends as `outcome`."""
+
+    def __init__(self, fingerprint: str, outcome: str) -> None:
+        super().__init__(fingerprint)
+        self.fp, self.outcome, self.reads = fingerprint, outcome, 0
+
+    def get_namespace(self, namespace: str, name: str) -> dict[str, Any]:
+        obj = super().get_namespace(namespace, name)
+        if CONFIRM_ANNOTATION not in obj["metadata"]["annotations"]:
+            return obj
+        self.reads += 1
+        state = "Running" if self.reads < 3 else self.outcome
+        obj["status"] = {
+            "observedGeneration": 3,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Reconciled"}],
+            "lastReconfigure": {
+                "status": "reconfigured",
+                "planFingerprint": self.fp,
+                "vectorsAdded": ["image"],
+                "collectionsToReprocess": ["docs"],
+            },
+            "reprocess": [
+                {
+                    "collection": "docs",
+                    "plugin": "image",
+                    "job": "search-image-1",
+                    "state": state,
+                    "attempts": 1,
+                    "planFingerprint": self.fp,
+                    "message": "boom" if state == "Failed" else "",
+                },
+                {"collection": "docs", "plugin": "old", "state": "Running", "planFingerprint": "x"},
+            ],
+        }
+        return obj
+
+
+@pytest.mark.parametrize(("outcome", "code"), [("Succeeded", 0), ("Failed", 3)])
+def test_reconfigure_wait_waits_for_the_plans_backfill_jobs(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    outcome: str,
+    code: int,
+) -> None:
+    fp = "0123456789abcdef"
+    cluster = AppliesWithBackfill(fp, outcome)
+    monkeypatch.setattr(kube, "load_config", lambda: None)
+    monkeypatch.setattr(kube, "get_namespace", cluster.get_namespace)
+    monkeypatch.setattr(kube, "set_annotation", cluster.set_annotation)
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+
+    got, out, err = run(capsys, "reconfigure", NAME, "-n", KUBE_NS, "--confirm", "--wait")
+
+    assert got == code, err
+    response = json.loads(out)
+    assert response["collections_to_reprocess"] == ["docs"]
+    assert response["reprocess"] == [
+        {
+            "collection": "docs",
+            "plugin": "image",
+            "job": "search-image-1",
+            "state": outcome,
+            "attempts": 1,
+            "message": "boom" if outcome == "Failed" else "",
+        }
+    ], "only this plan's Jobs, once they ended"
+    assert cluster.reads >= 3
+
+
+def test_reconfigure_without_wait_does_not_wait_for_backfill(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = AppliesWithBackfill("0123456789abcdef", "Succeeded")
+    monkeypatch.setattr(kube, "load_config", lambda: None)
+    monkeypatch.setattr(kube, "get_namespace", cluster.get_namespace)
+    monkeypatch.setattr(kube, "set_annotation", cluster.set_annotation)
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    got, out, _ = run(capsys, "reconfigure", NAME, "-n", KUBE_NS, "--confirm")
+    assert got == 0 and "reprocess" not in json.loads(out) and cluster.reads == 1

@@ -29,6 +29,8 @@ METRIC_NAMES = {
     "vectorschema_reconcile_total",
     "vectorschema_reconcile_duration_seconds",
     "vectorschema_namespaces",
+    "vectorschema_backfill_jobs",
+    "vectorschema_backfill_duration_seconds",
     "vectorschema_plans_awaiting_approval",
     "vectorschema_destructive_operations_total",
     "vectorschema_points_deleted_total",
@@ -215,3 +217,43 @@ def test_gauges_follow_the_last_pass_of_each_resource() -> None:
     assert seen['vectorschema_qdrant_requests_total{outcome="ok",server="embedded"}'] == 1
     assert seen["vectorschema_qdrant_request_duration_seconds_count"] == 1
     assert seen['vectorschema_destructive_operations_total{kind="deleteVector"}'] == 1
+
+
+def test_backfill_jobs_by_state_and_each_jobs_duration_once() -> None:
+    from vectorschema.api import ReprocessEntry, ReprocessState
+
+    def with_jobs(*states: tuple[str, ReprocessState, str | None]) -> NamespaceStatus:
+        st = status("ready")
+        st.reprocess = [
+            ReprocessEntry(
+                collection=c,
+                plugin="image",
+                state=state,
+                job=f"job-{c}",
+                start_time="2026-01-01T00:00:00Z",
+                completion_time=end,
+            )
+            for c, state, end in states
+        ]
+        return st
+
+    metrics = Metrics()
+    S = ReprocessState
+    metrics.observe_pass(
+        ("t", "a"), Result(status=with_jobs(("c1", S.RUNNING, None), ("c2", S.PENDING, None))), 0.1
+    )
+    seen = samples(metrics)
+    assert seen['vectorschema_backfill_jobs{state="Running"}'] == 1
+    assert seen['vectorschema_backfill_jobs{state="Pending"}'] == 1
+    assert seen['vectorschema_backfill_jobs{state="Failed"}'] == 0
+    done = with_jobs(
+        ("c1", S.SUCCEEDED, "2026-01-01T00:01:30Z"), ("c2", S.FAILED, "2026-01-01T00:00:10Z")
+    )
+    metrics.observe_pass(("t", "a"), Result(status=done), 0.1)
+    metrics.observe_pass(("t", "a"), Result(status=done), 0.1)  # seen once
+    seen = samples(metrics)
+    assert seen['vectorschema_backfill_jobs{state="Succeeded"}'] == 1
+    assert seen['vectorschema_backfill_jobs{state="Running"}'] == 0
+    assert seen['vectorschema_backfill_duration_seconds_count{state="Succeeded"}'] == 1
+    assert seen['vectorschema_backfill_duration_seconds_sum{state="Succeeded"}'] == 90
+    assert seen['vectorschema_backfill_duration_seconds_count{state="Failed"}'] == 1

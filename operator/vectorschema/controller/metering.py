@@ -9,10 +9,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from vectorschema.api import ConditionStatus, ConditionType, NamespaceStatus, Reason
+from vectorschema.api import (
+    ConditionStatus,
+    ConditionType,
+    NamespaceStatus,
+    Reason,
+    ReprocessState,
+)
 from vectorschema.controller.results import Result
 from vectorschema.core.schema import Capabilities, CollectionSettings, ObservedCollection, VectorDef
 from vectorschema.qdrant.errors import QdrantRejected, QdrantUnavailable
@@ -39,6 +46,8 @@ class NamespaceState:
     ready: str
     reason: str
     awaiting_approval: bool
+    #: The state of each of its backfill pairs (status.reprocess).
+    backfill: tuple[str, ...] = ()
 
 
 def pass_result(result: Result | None) -> str:
@@ -64,7 +73,32 @@ def namespace_state(status: NamespaceStatus) -> NamespaceState | None:
     if ready is None:
         return None
     awaiting = ready.reason == Reason.AWAITING_CONFIRMATION
-    return NamespaceState(ready.status.value, ready.reason, awaiting)
+    backfill = tuple(e.state.value for e in status.reprocess or [])
+    return NamespaceState(ready.status.value, ready.reason, awaiting, backfill)
+
+
+def backfill_durations(
+    before: NamespaceStatus | None, after: NamespaceStatus
+) -> list[tuple[str, float]]:
+    """(state, seconds) of each backfill Job this pass saw end (Succeeded or Failed): from
+    its creation to its end, as status.reprocess records them."""
+    ended = (ReprocessState.SUCCEEDED, ReprocessState.FAILED)
+    seen = {
+        (e.job, e.state) for e in (before.reprocess or [] if before is not None else []) if e.job
+    }
+    out: list[tuple[str, float]] = []
+    for e in after.reprocess or []:
+        if e.state not in ended or not e.job or (e.job, e.state) in seen:
+            continue
+        if e.start_time is None or e.completion_time is None:
+            continue
+        try:
+            start = datetime.strptime(e.start_time, "%Y-%m-%dT%H:%M:%SZ")
+            end = datetime.strptime(e.completion_time, "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            continue
+        out.append((e.state.value, max(0.0, (end - start).total_seconds())))
+    return out
 
 
 def points_deleted(before: NamespaceStatus | None, after: NamespaceStatus) -> int:

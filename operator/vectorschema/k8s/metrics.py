@@ -18,7 +18,12 @@
 - `vectorschema_qdrant_requests_total{server,outcome}`: Qdrant calls by server origin
   (`scheme://host:port`, or `embedded`; never a credential) and outcome: `ok`,
   `unavailable`, `rejected`, `error`;
-- `vectorschema_qdrant_request_duration_seconds`: the duration of a Qdrant call.
+- `vectorschema_qdrant_request_duration_seconds`: the duration of a Qdrant call;
+- `vectorschema_backfill_jobs{state}`: backfill pairs (collection x plugin) of the Namespace
+  resources this replica serves, by state: `Pending`, `Running`, `Succeeded`, `Failed`,
+  `Manual`;
+- `vectorschema_backfill_duration_seconds{state}`: how long a backfill Job took, from its
+  creation to its end (`Succeeded` or `Failed`), observed when the operator sees it end.
 
 The two gauges are computed at scrape time from what the passes last saw, so they never
 show a half-updated state. `GET /readyz` answers 200 once the operator has started (its
@@ -50,6 +55,7 @@ from prometheus_client.registry import Collector
 from vectorschema.api import NamespaceStatus
 from vectorschema.controller.metering import (
     NamespaceState,
+    backfill_durations,
     namespace_state,
     pass_result,
     points_deleted,
@@ -101,6 +107,15 @@ class Metrics:
             "Duration of a Qdrant call.",
             registry=self.registry,
         )
+        self.backfill_seconds = Histogram(
+            "vectorschema_backfill_duration_seconds",
+            "Duration of a backfill Job, from its creation to its end, by how it ended.",
+            ["state"],
+            buckets=(10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, float("inf")),
+            registry=self.registry,
+        )
+        for ended in ("Succeeded", "Failed"):  # both series exist from the start
+            self.backfill_seconds.labels(state=ended)
         self._states: dict[Key, NamespaceState] = {}
         self._statuses: dict[Key, NamespaceStatus] = {}
         self._lock = threading.Lock()
@@ -119,10 +134,13 @@ class Metrics:
             return
         with self._lock:
             deleted = points_deleted(self._statuses.get(key), result.status)
+            durations = backfill_durations(self._statuses.get(key), result.status)
             self._states[key] = state
             self._statuses[key] = result.status
         if deleted:
             self.points.inc(deleted)
+        for ended, seconds in durations:
+            self.backfill_seconds.labels(state=ended).observe(seconds)
 
     def observe_error(self, seconds: float) -> None:
         self.reconciles.labels(result="error").inc()
@@ -169,6 +187,15 @@ class _StateCollector(Collector):
             "Namespace resources whose destructive plan waits for approval.",
             value=sum(s.awaiting_approval for s in states),
         )
+        jobs = GaugeMetricFamily(
+            "vectorschema_backfill_jobs",
+            "Backfill pairs (collection x plugin) of the Namespace resources served, by state.",
+            labels=["state"],
+        )
+        tally = Tally(state for s in states for state in s.backfill)
+        for state in ("Pending", "Running", "Succeeded", "Failed", "Manual"):
+            jobs.add_metric([state], tally.get(state, 0))
+        yield jobs
 
 
 class Server:
