@@ -338,6 +338,26 @@ REASONS: dict[str, tuple[str, str]] = {
         "Ready",
         "Plugins only: the Plugin's vectors are valid",
     ),
+    # The Reprocessed condition (backfill Jobs, `spec.reprocess: Auto`); Ready is untouched.
+    "BackfillSucceeded": (
+        "Reprocessed",
+        "`Reprocessed=True`: every backfill Job of `status.reprocess` succeeded (pairs whose "
+        "plugin has no `spec.backfill` are named in the message)",
+    ),
+    "BackfillRunning": (
+        "Reprocessed",
+        "`Reprocessed=False`: backfill Jobs run, or wait for a slot under the admin's caps",
+    ),
+    "BackfillFailed": (
+        "Reprocessed",
+        "`Reprocessed=False`: a backfill Job failed; the message carries its Pod's termination "
+        "message; retry with the annotation `vectorschema.dev/retry-backfill=<new value>`",
+    ),
+    "ManualReprocessRequired": (
+        "Reprocessed",
+        "`Reprocessed=False`: only pairs whose plugin has no `spec.backfill` are left; "
+        "re-ingest them by hand",
+    ),
 }
 
 CONDITIONS = ("Ready", "Reconciling", "Stalled")
@@ -382,6 +402,31 @@ EVENT_REASONS: dict[str, tuple[str, str]] = {
         "names the collection",
     ),
     "ApplyFailed": ("Warning", "a call of a plan being applied failed; the message says which"),
+    "BackfillStarted": (
+        "Normal",
+        "a backfill Job was created: which plugin fills which vectors of which collection, "
+        "for which plan, which attempt",
+    ),
+    "BackfillSucceeded": ("Normal", "a backfill Job succeeded"),
+    "BackfillFailed": (
+        "Warning",
+        "a backfill Job failed (with its Pod's termination message), or the API server refused "
+        "the Plugin's template",
+    ),
+    "BackfillSuperseded": (
+        "Normal",
+        "a newer plan touched the same plugin's vectors: the running Job was deleted; a new "
+        "one fills the vectors of both plans",
+    ),
+    "BackfillRetried": (
+        "Normal",
+        "the annotation `vectorschema.dev/retry-backfill` retried a failed pair",
+    ),
+    "BackfillJobReplaced": (
+        "Warning",
+        "a Job under the expected name does not run the Plugin's template (not the operator's): "
+        "it was deleted and the Plugin's Job started under a new name",
+    ),
 }
 
 
@@ -414,6 +459,8 @@ def reasons_page() -> str:
         true, meaning = REASONS[reason.value]
         if reason is Reason.VALID:
             flags = "True (Plugins) | | "
+        elif true == "Reprocessed":  # its own condition: the other three do not move
+            flags = " | | "
         else:
             flags = " | ".join("True" if c == true else "False" for c in CONDITIONS)
         lines.append(f"| `{reason.value}` | {flags} | {meaning} |")
@@ -585,6 +632,41 @@ def helm_values_page() -> str:
 
 #: Every variable the operator reads: (default, meaning, where it is explained).
 ENVIRONMENT: dict[str, tuple[str, str]] = {
+    "VECTORSCHEMA_BACKFILL_MAX_JOBS": (
+        "`10`",
+        "concurrent backfill Jobs across the installation; `0`: no cap (Helm `backfill.maxJobs`)",
+    ),
+    "VECTORSCHEMA_BACKFILL_MAX_JOBS_PER_NAMESPACE": (
+        "`2`",
+        "concurrent backfill Jobs per Kubernetes namespace; `0`: no cap (Helm "
+        "`backfill.maxJobsPerNamespace`)",
+    ),
+    "VECTORSCHEMA_BACKFILL_QDRANT_URL": (
+        "`QDRANT_URL`",
+        "the `QDRANT_URL` backfill Jobs get for Namespaces on the operator's Qdrant (the "
+        "server as Pods reach it)",
+    ),
+    "VECTORSCHEMA_COLLECTION": (
+        "(set on Jobs)",
+        "not read by the operator: a backfill Job's Qdrant collection "
+        "([the backfill contract](../how-to/backfill.md#the-contract))",
+    ),
+    "VECTORSCHEMA_COLLECTION_ID": (
+        "(set on Jobs)",
+        "not read by the operator: a backfill Job's ingestion collection id",
+    ),
+    "VECTORSCHEMA_VECTORS": (
+        "(set on Jobs)",
+        "not read by the operator: the vectors a backfill Job fills, comma-separated",
+    ),
+    "VECTORSCHEMA_PLAN": (
+        "(set on Jobs)",
+        "not read by the operator: the plan a backfill Job fills in after",
+    ),
+    "VECTORSCHEMA_RECREATED": (
+        "(set on Jobs)",
+        "not read by the operator: `true` when the collection was recreated (re-ingest)",
+    ),
     "QDRANT_URL": (
         "unset",
         "the default Qdrant server; unset means the embedded local mode "
