@@ -14,6 +14,7 @@ import importlib.util
 import json
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -28,12 +29,14 @@ from tests.e2e.operator_env import (
     events,
     get,
     namespace_doc,
+    private_plane,
     until,
 )
 from tests.e2e.test_kstatus import argo_health
 from tests.gotools import built
 from tests.seams import client_of
 
+from devenv import ControlPlane
 from vectorschema.qdrant.client import ClientGateway
 
 REPO = Path(__file__).resolve().parents[2]
@@ -503,3 +506,62 @@ def test_deleting_the_namespace_resource_collects_its_running_job(
     kubectl("delete", "namespaces.vectorschema.dev", "search", "-n", namespace, "--wait=true")
     until_gone(kubectl, namespace, e["job"])
     assert jobs(kubectl, namespace) == []
+
+
+# --- an operator restarted mid-Job (a process of its own, on a private control plane) -----
+
+
+@pytest.fixture(scope="module")
+def plane(
+    control_plane: ControlPlane, kubectl: KubectlFn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """A control plane of this module's own: only the operator processes below see it."""
+    with private_plane(control_plane, kubectl, tmp_path_factory.mktemp("backfill-plane")) as own:
+        yield own
+
+
+def test_an_operator_restarted_mid_job_adopts_it_instead_of_starting_another(
+    plane: ControlPlane, kubectl: KubectlFn, tmp_path: Path
+) -> None:
+    from devenv.operatorproc import OperatorProcess
+
+    def k(*args: str, input: str | None = None) -> str:
+        return kubectl(*args, input=input, kubeconfig=plane.kubeconfig).stdout
+
+    def private(*args: str, **kw: Any) -> Any:
+        return kubectl(*args, kubeconfig=plane.kubeconfig, **kw)
+
+    env = {
+        "KUBECONFIG": str(plane.kubeconfig),
+        "QDRANT_PATH": str(tmp_path / "qdrant"),
+        "VECTORSCHEMA_RESYNC_SECONDS": "2",
+    }
+    names = {"text": "text", "image": "image"}
+    first = OperatorProcess(tmp_path / "operator-1.log", env=env).start()
+    try:
+        ready_namespace(private, "default", names)
+        add_image(private, "default", names)
+        e = entry(running_job(private, "default", names["image"]), names["image"])
+        first.kill()  # a crash: no cleanup, no last status write
+    finally:
+        first.stop()
+
+    second = OperatorProcess(tmp_path / "operator-2.log", env=env).start()
+    try:
+        # The Job ends while the new operator runs: it must report that Job (adopted), and
+        # never have started a second one.
+        finish(private, "default", e["job"], ok=True)
+        done = until(
+            private,
+            "default",
+            "search",
+            lambda o: condition(o, "Reprocessed").get("status") == "True",
+            TIMEOUT,
+            "the restarted operator to report the Job",
+        )
+        after = entry(done, names["image"])
+        assert (after["job"], after["attempts"], after["state"]) == (e["job"], 1, "Succeeded")
+        listed = json.loads(k("get", "jobs.batch", "-n", "default", "-o", "json"))["items"]
+        assert [j["metadata"]["name"] for j in listed] == [e["job"]], second.log_tail()
+    finally:
+        second.stop()
