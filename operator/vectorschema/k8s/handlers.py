@@ -453,7 +453,7 @@ async def secret_event(
 
 
 @kopf.index(*config.JOBS, labels={BACKFILL_LABEL: "true"})  # type: ignore[arg-type]
-def backfill_jobs(
+async def backfill_jobs(
     namespace: str, name: str, status: kopf.Status, **_: Any
 ) -> dict[str, str] | None:
     """Kubernetes namespace -> its backfill Jobs still running: the admin's caps count
@@ -465,7 +465,7 @@ def backfill_jobs(
 
 
 @kopf.on.event(*config.JOBS, labels={BACKFILL_LABEL: "true"})  # type: ignore[arg-type]
-def job_event(
+async def job_event(
     event: kopf.RawEvent,
     namespace: str,
     body: kopf.Body,
