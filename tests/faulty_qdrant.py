@@ -140,6 +140,8 @@ class FaultyQdrant:
         ok = {"result": True, "status": "ok", "time": 0.0}
         if path == "/":
             return 200, {"title": "qdrant - vector search engine", "version": VERSION}
+        if path == "/aliases" and method == "GET":
+            return 200, {"result": {"aliases": []}, "status": "ok", "time": 0.0}
         parts = path.strip("/").split("/")
         if parts[0] != "collections" or len(parts) < 2:
             return 404, {"status": {"error": f"Not found: {path}"}}

@@ -327,6 +327,11 @@ REASONS: dict[str, tuple[str, str]] = {
         "a recorded destructive operation cannot go on as approved (approval withdrawn, "
         "collection or connection changed); the message lists the steps done and remaining",
     ),
+    "CollectionIsAlias": (
+        "Stalled",
+        "`spec.collectionName` is an alias on the Qdrant server, not a collection: never "
+        "followed (it may name another tenant's collection); nothing is read or written",
+    ),
     "LimitExceeded": (
         "Stalled",
         "the spec (or its Kubernetes namespace) is over a cap the platform admin sets "

@@ -17,7 +17,12 @@ from tests.seams import client_of
 from vectorschema.api import Datatype, VectorSpec, VectorType
 from vectorschema.core.schema import CollectionSettings, VectorDef, vector_def_from_spec
 from vectorschema.qdrant.client import ClientGateway
-from vectorschema.qdrant.errors import CollectionNotFound, QdrantRejected, QdrantUnavailable
+from vectorschema.qdrant.errors import (
+    CollectionIsAlias,
+    CollectionNotFound,
+    QdrantRejected,
+    QdrantUnavailable,
+)
 
 
 def vdef(**fields: Any) -> VectorDef:
@@ -278,6 +283,55 @@ def test_metadata_on_a_collection_made_without_any(gateway: ClientGateway, colle
     gateway.set_metadata(collection, {"gone": None, "kept": "yes"})
     observed = gateway.observe(collection)
     assert observed is not None and observed.metadata == {"kept": "yes"}
+
+
+# --- aliases (issue 17, item 7) -------------------------------------------------------------
+
+
+def test_an_alias_is_refused_before_anything_is_read_or_written(
+    gateway: ClientGateway, collection: str
+) -> None:
+    """An alias inside a tenant's prefix may point at another tenant's collection: every
+    call that names it is refused, and the target is never named."""
+    owner = {"vectorschema.dev/owner": "team-b/secret"}
+    seed(gateway, collection)
+    gateway.set_metadata(collection, owner)
+    alias = f"{collection}_alias"
+    with client_of(gateway) as client:
+        client.update_collection_aliases(
+            [
+                qm.CreateAliasOperation(
+                    create_alias=qm.CreateAlias(collection_name=collection, alias_name=alias)
+                )
+            ]
+        )
+    try:
+        calls = {
+            "observe": lambda: gateway.observe(alias),
+            "count": lambda: gateway.count_with_vector(alias, "text"),
+            "create": lambda: gateway.create_collection(alias, [TEXT], CollectionSettings(), {}),
+            "add": lambda: gateway.create_vector(alias, KINDS["dense"]),
+            "remove": lambda: gateway.delete_vector(alias, "bm25"),
+            "tune": lambda: gateway.update_vector(alias, TEXT),
+            "stamp": lambda: gateway.set_metadata(alias, {"vectorschema.dev/owner": "team-a/x"}),
+            "drop": lambda: gateway.delete_collection(alias),
+        }
+        for what, call in calls.items():
+            with pytest.raises(CollectionIsAlias) as refused:
+                call()
+            assert alias in str(refused.value), what
+            assert f"{collection}'" not in str(refused.value), what  # the target: never named
+            assert "team-b" not in str(refused.value), what
+        live = gateway.observe(collection)
+        assert live is not None and sorted(live.names) == ["bm25", "text"]
+        assert live.points_count == 6 and live.metadata == owner
+        with client_of(gateway) as client:
+            assert [a.alias_name for a in client.get_aliases().aliases] == [alias]
+    finally:
+        with client_of(gateway) as client:
+            client.update_collection_aliases(
+                [qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias))]
+            )
 
 
 # --- counts ---------------------------------------------------------------------------------

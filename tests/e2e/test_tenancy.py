@@ -1609,3 +1609,60 @@ def test_a_tenant_relabelling_its_resource_cannot_leave_its_installation(
         assert (other, "elsewhere") not in state.passes
     finally:
         kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+# --- issue 17, item 7: an alias is never followed ---------------------------------------------
+
+
+def test_an_alias_inside_the_prefix_is_never_followed(
+    kubectl: KubectlFn, qdrant: ClientGateway, victim: str, attacker: str
+) -> None:
+    """Someone with Qdrant access made an alias inside the attacker's prefix that points at
+    the victim's collection. The attacker names it, with every approval it can give: the
+    operator refuses the name before reading or writing anything, and says nothing of the
+    victim's collection."""
+    apply(kubectl, namespace_doc(victim, "catalog", plugins=[TEXT]))
+    ready(kubectl, victim, "catalog")
+    theirs = f"{victim}_catalog"
+    text_only(qdrant, theirs, 25)
+    alias = f"{attacker}_alias"
+    with client_of(qdrant) as client:
+        client.update_collection_aliases(
+            [
+                qm.CreateAliasOperation(
+                    create_alias=qm.CreateAlias(collection_name=theirs, alias_name=alias)
+                )
+            ]
+        )
+    try:
+        apply(
+            kubectl,
+            namespace_doc(
+                attacker,
+                "through",
+                plugins=[IMAGE],
+                collectionName=alias,
+                adopt=True,
+                strategy="Recreate",
+                confirm=True,
+                deletionPolicy="Delete",
+            ),
+        )
+        obj = stalled(kubectl, attacker, "through", "CollectionIsAlias")
+        assert "spec.collectionName" in reason_of(obj)[1]
+        shown = everything_shown(kubectl, attacker, "through")
+        assert victim not in shown, "the alias's target (the victim's collection) was shown"
+        assert "pointsCount" not in obj["status"] and "vectors" not in obj["status"]
+        live = qdrant.observe(theirs)
+        assert live is not None and live.points_count == 25 and live.names == ["text_v1"]
+        assert live.metadata[OWNER] == f"{victim}/catalog"
+
+        # Its deletion (deletionPolicy: Delete) ends, and drops nothing through the alias.
+        kubectl("delete", "vns", "through", "-n", attacker, "--timeout=90s")
+        live = qdrant.observe(theirs)
+        assert live is not None and live.points_count == 25
+    finally:
+        with client_of(qdrant) as client:
+            client.update_collection_aliases(
+                [qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias))]
+            )

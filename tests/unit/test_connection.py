@@ -36,6 +36,7 @@ from vectorschema.k8s.connection import (
 from vectorschema.k8s.release import release
 from vectorschema.qdrant.client import Target
 from vectorschema.qdrant.errors import (
+    CollectionIsAlias,
     CollectionNotFound,
     GatewayError,
     QdrantRejected,
@@ -170,6 +171,14 @@ def test_plugin_errors_clear_the_plan_and_unexpected_errors_are_not_mapped() -> 
     assert classify(kube.Conflict("409"), Phase.APPLY) is None  # the caller re-runs the pass
     assert all(issubclass(row.error, Exception) for row in FAILURES)
     assert issubclass(ConnectionUnavailable, ConnectorError)
+
+
+def test_an_alias_is_stalled_in_any_phase() -> None:
+    """Issue 17, item 7: a collection name that is an alias on the server."""
+    for phase in Phase:
+        failure = classify(CollectionIsAlias("an alias"), phase)
+        assert failure is not None and failure.reason == Reason.COLLECTION_IS_ALIAS
+        assert failure.stalled and failure.clear_plan
 
 
 # --- release on deletion ---------------------------------------------------------------------

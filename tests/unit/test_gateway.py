@@ -592,6 +592,8 @@ class FakeQdrant:
         self.version = version
         self.collections = collections
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self.aliases: list[dict[str, str]] = []
+        self.alias_checks = 0
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -601,9 +603,12 @@ class FakeQdrant:
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
-                fake.requests.append(
-                    (self.command, self.path.split("?")[0], dict(self.headers), body)
-                )
+                if self.path.split("?")[0] == "/aliases":
+                    fake.alias_checks += 1  # before every call naming a collection
+                else:
+                    fake.requests.append(
+                        (self.command, self.path.split("?")[0], dict(self.headers), body)
+                    )
                 status, payload = fake.route(self.command, self.path.split("?")[0], body)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
@@ -623,6 +628,8 @@ class FakeQdrant:
         ok = {"result": True, "status": "ok", "time": 0.001}
         if path == "/":
             return 200, {"title": "qdrant - vector search engine", "version": self.version}
+        if path == "/aliases":
+            return 200, {"result": {"aliases": self.aliases}, "status": "ok", "time": 0.001}
         parts = path.strip("/").split("/")
         name = parts[1] if len(parts) > 1 else ""
         if name == "boom":
@@ -839,11 +846,13 @@ def test_remote_requests_carry_the_definition(fake_qdrant: FakeQdrant) -> None:
         assert body == {"vectors": {"text": {"hnsw_config": {}, "quantization_config": "Disabled"}}}
 
         fake_qdrant.requests.clear()
+        checks = fake_qdrant.alias_checks
         g.delete_vector("c", "text")
         g.set_metadata("c", {"a": "b"})
         assert [(m, p, b) for m, p, _, b in fake_qdrant.requests] == [
             ("DELETE", "/collections/c/vectors/text", None),
             ("PATCH", "/collections/c", {"metadata": {"a": "b"}}),
         ]
+        assert fake_qdrant.alias_checks == checks + 2  # the name is checked before each
     finally:
         g.close()

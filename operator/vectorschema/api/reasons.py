@@ -41,6 +41,7 @@ class Reason(StrEnum):
     COLLECTION_NAME_NOT_ALLOWED = "CollectionNameNotAllowed"
     COLLECTION_RETAINED_ELSEWHERE = "CollectionRetainedElsewhere"
     OPERATION_HALTED = "OperationHalted"
+    COLLECTION_IS_ALIAS = "CollectionIsAlias"
     # bounded cost per tenant (issue 17): a cap the platform admin sets was exceeded
     LIMIT_EXCEEDED = "LimitExceeded"
 

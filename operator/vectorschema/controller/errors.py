@@ -16,7 +16,12 @@ from enum import Enum
 from vectorschema.api import Reason
 from vectorschema.controller.backoff import RetryKind
 from vectorschema.core.planning import PluginConflict, PluginNotFound
-from vectorschema.qdrant.errors import CollectionNotFound, GatewayError, QdrantUnavailable
+from vectorschema.qdrant.errors import (
+    CollectionIsAlias,
+    CollectionNotFound,
+    GatewayError,
+    QdrantUnavailable,
+)
 
 
 class ConnectorError(Exception):
@@ -73,6 +78,11 @@ FAILURES: tuple[Row, ...] = (
     Row(PluginConflict, Failure(Reason.PLUGIN_CONFLICT, True, None, clear_plan=True)),
     Row(ConnectorError, Failure(Reason.SECRET_NOT_FOUND, False, RetryKind.UNAVAILABLE)),
     Row(QdrantUnavailable, Failure(Reason.QDRANT_UNAVAILABLE, False, RetryKind.UNAVAILABLE)),
+    # an alias is never followed (it may name another tenant's collection); it may go
+    Row(
+        CollectionIsAlias,
+        Failure(Reason.COLLECTION_IS_ALIAS, True, RetryKind.REJECTED, clear_plan=True),
+    ),
     # deleted under our feet while applying: observe and plan again, soon
     Row(CollectionNotFound, Failure(Reason.PROGRESSING, False, RetryKind.MOVED), Phase.APPLY),
     Row(GatewayError, Failure(Reason.QDRANT_REJECTED, True, RetryKind.REJECTED), Phase.OBSERVE),

@@ -8,6 +8,11 @@
   few probes; the other calls fail at once without I/O). Every call has the client's
   timeout; an exact count has its own, shorter budget (`count_timeout`).
 
+Every call that names a collection first makes sure the name is not an alias on the
+server (`_not_an_alias`): an alias inside a tenant's prefix may point at another tenant's
+collection, and Qdrant would follow it. Such a name is refused (`CollectionIsAlias`)
+before anything is read or written.
+
 Every failure is translated (`errors`, `local`) into a short message that never carries the
 API key. Conversions are in `convert`, local-mode shims in `local`; the gateway knows
 nothing of the pool that shares it (nor of the limiter and breaker it is handed).
@@ -40,6 +45,7 @@ from vectorschema.core.schema import (
 from vectorschema.qdrant import convert, errors, local
 from vectorschema.qdrant.breaker import Breaker, BreakerOpen
 from vectorschema.qdrant.errors import (
+    CollectionIsAlias,
     CollectionNotFound,
     GatewayError,
     QdrantRejected,
@@ -262,6 +268,16 @@ class ClientGateway:
             collection=collection,
         )
 
+    def _not_an_alias(self, collection: str) -> None:
+        """Refuse `collection` when it is an alias on the server (see the module
+        docstring). The alias's target is another tenant's business: never named."""
+        listed = self._call("read the aliases", self._client.get_aliases, collection=collection)
+        if any(alias.alias_name == collection for alias in listed.aliases):
+            raise CollectionIsAlias(
+                f"spec.collectionName: {collection!r} is an alias on {self._where()}, not a "
+                "collection; the operator does not follow aliases: name a collection"
+            )
+
     # -- QdrantGateway -------------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
@@ -281,6 +297,7 @@ class ClientGateway:
             return self._capabilities
 
     def observe(self, collection: str) -> ObservedCollection | None:
+        self._not_an_alias(collection)
         try:
             info = self._get_collection(collection)
         except CollectionNotFound:
@@ -297,6 +314,7 @@ class ClientGateway:
         """Points carrying `vector`. Exact counts get `count_timeout` (a server-side limit,
         and a deadline for the scroll fallback) and raise `QdrantTimeout` past it; with
         `exact=False` the server estimates (from its index statistics)."""
+        self._not_an_alias(collection)
         flt = qm.Filter(must=[qm.HasVectorCondition(has_vector=vector)])
         budget = max(1, math.ceil(self._count_timeout)) if exact else None
         try:
@@ -361,6 +379,7 @@ class ClientGateway:
             v.name: convert.vector_params(v) for v in vectors if v.type is not VectorType.SPARSE
         }
         sparse = {v.name: convert.sparse_params(v) for v in vectors if v.type is VectorType.SPARSE}
+        self._not_an_alias(collection)
         if self._local:
             metadata = {**metadata, **local.settings_metadata(settings)}
         self._call(
@@ -379,6 +398,7 @@ class ClientGateway:
         )
 
     def delete_collection(self, collection: str) -> None:
+        self._not_an_alias(collection)
         with contextlib.suppress(CollectionNotFound):
             self._call(
                 "delete the collection",
@@ -400,6 +420,7 @@ class ClientGateway:
             )
         config = convert.vector_name_config(vector)
         with self._serial(collection):
+            self._not_an_alias(collection)
             self._call(
                 f"create vector {vector.name!r}",
                 lambda: self._client.create_vector_name(collection, vector.name, config),
@@ -420,6 +441,7 @@ class ClientGateway:
 
     def delete_vector(self, collection: str, vector: str) -> None:
         with self._serial(collection):
+            self._not_an_alias(collection)
             self._call(
                 f"delete vector {vector!r}",
                 lambda: self._client.delete_vector_name(collection, vector),
@@ -436,6 +458,7 @@ class ClientGateway:
         `Disabled` removes its quantization; `on_disk None` leaves the flag as it is.
         Sparse: the index's fullScanThreshold / onDisk are set (unset ones are kept).
         """
+        self._not_an_alias(collection)
         if vector.type is VectorType.SPARSE:
             index = convert.sparse_index(vector, with_datatype=False)
             if index is not None:
@@ -473,6 +496,7 @@ class ClientGateway:
         """Merge `metadata` into the collection's; a `None` value deletes that key."""
         update = {k: v for k, v in metadata.items() if k not in local.RESERVED_METADATA_KEYS}
         with self._serial(collection):
+            self._not_an_alias(collection)
             if any(v is None for v in update.values()):
                 # Deleting a key that is not there must not store a null (local mode does,
                 # when the collection has no metadata at all): send only real deletions.

@@ -34,6 +34,12 @@ class QdrantRejected(GatewayError):
     """Qdrant refused the request (4xx other than not found): retrying will not help."""
 
 
+class CollectionIsAlias(QdrantRejected):
+    """The collection name is an alias on the server. An alias may name a collection of
+    another tenant, outside the prefix and ownership checks: it is never followed. The
+    message never names the alias's target."""
+
+
 class CollectionNotFound(GatewayError):
     """A write addressed a collection that does not exist (any more): plan again."""
 
