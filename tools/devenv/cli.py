@@ -21,6 +21,7 @@ from pathlib import Path
 
 from devenv.controlplane import ControlPlane
 from devenv.errors import ControlPlaneError
+from devenv.node import Node
 from devenv.paths import DEFAULT_STATE_DIR, down_command
 from devenv.state import any_alive, cluster_ready, read_pids, state_lock, stop_state_dir
 
@@ -119,6 +120,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     ready = cluster_ready(state_dir)
     if ready is not None:
         print(f"running and ready: {ready['server']} (kubeconfig {ready['kubeconfig']})")
+        node = Node.attach(state_dir) if ready.get("node") else None
+        print(f"node: {ready['node']}" if node is not None else "node: none")
         return 0
     pids = read_pids(state_dir)
     if pids is not None and any_alive(pids):
