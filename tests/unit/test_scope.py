@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from vectorschema.core.scope import LabelSelector, Scope, SelectorError
@@ -97,3 +99,19 @@ def test_a_resources_own_labels_never_move_it_between_installations(
     assert not b.matches(namespace_a, own_labels)
     # A namespace not listed yet is nobody's (until its labels are known).
     assert not a.matches(None, own_labels) and not b.matches(None, own_labels)
+
+
+def test_the_handlers_scope_reads_the_namespace_index() -> None:
+    """`handlers._in_scope` (the filter of every Namespace handler and of the webhook):
+    the labels come from the index of Kubernetes namespaces, not from the resource."""
+    import kopf
+
+    from vectorschema.k8s.handlers import _in_scope
+
+    memo = kopf.Memo()
+    memo.scope = scope({"VECTORSCHEMA_NAMESPACE_SELECTOR": "team=a"})
+    index: Any = {"ns-a": [{"team": "a"}], "ns-b": [{"team": "b"}]}
+    assert _in_scope("ns-a", {"team": "b"}, memo, index)
+    assert not _in_scope("ns-b", {"team": "a"}, memo, index)
+    assert not _in_scope("ns-new", {"team": "a"}, memo, index)  # not listed yet: nobody's
+    assert _in_scope("ns-new", {}, memo, index, unknown=True)  # the wake-up indices' reading

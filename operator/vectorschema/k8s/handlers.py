@@ -315,12 +315,20 @@ async def plan_at_admission(
     warnings: list[str],
     memo: kopf.Memo,
     namespaces_by_kube_namespace: kopf.Index[str, tuple[str, str]] | None = None,
+    namespace_labels: kopf.Index[str, dict[str, str]] | None = None,
     **_: Any,
 ) -> None:
     """Tell kubectl the plan (warnings); refuse what the cross-object checks forbid. It
     reads no Secret and never connects with a tenant's connection: it plans against what
     the operator observed of this very object, or (only when the API server is
-    authenticated as the caller) the operator's own default connection."""
+    authenticated as the caller) the operator's own default connection. A resource out of
+    this installation's scope is another installation's to review (its policy): allowed,
+    with nothing said."""
+    meta = body.get("metadata", {})
+    if namespace_labels is not None and not _in_scope(
+        str(meta.get("namespace") or ""), meta.get("labels") or {}, memo, namespace_labels
+    ):
+        return
     webhook: config.WebhookSettings = memo.webhook
     observations: Observations = memo.observations
     authenticated = webhook.client_ca is not None
@@ -596,7 +604,19 @@ async def control_loop(
         unobserve(memo, (namespace, name))
 
 
-@kopf.on.delete(GROUP, VERSION, NAMESPACE_PLURAL, when=_released_here)  # type: ignore[arg-type]
+#: A net under `release`'s own bound (VECTORSCHEMA_DELETE_RETRIES, and every failure of
+#: its own counted): whatever else fails in the handler, kopf gives up after this many
+#: attempts and a permanently failed deletion handler still lets the resource go.
+DELETE_HANDLER_ATTEMPTS = 50
+
+
+@kopf.on.delete(  # type: ignore[arg-type]
+    GROUP,
+    VERSION,
+    NAMESPACE_PLURAL,
+    when=_released_here,  # type: ignore[arg-type]
+    retries=DELETE_HANDLER_ATTEMPTS,
+)
 async def release(
     namespace: str,
     name: str,
