@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -63,7 +64,8 @@ from devenv import CertificateAuthority, ControlPlane
 from devenv.pki import cert_pem, key_pem
 from vectorschema.qdrant.client import ClientGateway
 
-pytestmark = pytest.mark.e2e
+# The first test's setup builds the image (about 5 minutes from a cold cache) and installs.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 #: Waits for Pods and reconciles: generous, the machine is shared and busy.
 POD_TIMEOUT = 300.0
@@ -255,6 +257,20 @@ def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
 def kubelet_probe_counts(kube: Kube, node: str) -> str:
     """The kubelet's prober metrics (through the API server's node proxy)."""
     return kube.run("get", "--raw", f"/api/v1/nodes/{node}/proxy/metrics/probes").stdout
+
+
+#: How the API server words an RBAC refusal (a 403 for another reason, such as an Event in a
+#: namespace being deleted, is not one), and kopf's word for a watch it may not make.
+RBAC_DENIAL = re.compile(r'forbidden: User "[^"]+" cannot [a-z]+ resource|Not enough permissions')
+
+
+def assert_no_denials(kube: Kube) -> None:
+    """Nothing the operator Pods did was refused by RBAC (a missing verb in the chart)."""
+    for pod in operator_pods(kube):
+        name = pod["metadata"]["name"]
+        logs = kube.run("logs", "-n", NAMESPACE, name, "-c", "operator").stdout
+        denied = RBAC_DENIAL.search(logs)
+        assert denied is None, f"RBAC refused {name}: {logs[max(0, denied.start() - 300) :][:2000]}"
 
 
 def record_bench(**figures: float) -> None:
@@ -484,6 +500,7 @@ def test_metrics_through_the_metrics_service(installed: Installed) -> None:
         return text if ok else None
 
     text = wait_for(active_scrape, 60, "a scrape of the active replica", 0.2)
+    assert_no_denials(kube)
     assert 'vectorschema_namespaces{ready="True",reason="Reconciled"}' in text
     assert (
         f'server="{installed.qdrant_url}"' in text or "vectorschema_qdrant_requests_total" in text
@@ -735,6 +752,7 @@ def test_helm_uninstall_leaves_the_collections_and_no_stuck_finalizer(
     kube = installed.kube
     sample_ready(installed)
     served = [o["metadata"]["name"] for o in kube.json("get", VNS, "-n", SAMPLE_NS)["items"]]
+    assert_no_denials(kube)
     kube.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "180s")
     wait_for(lambda: not operator_pods(kube) and not kube.json(
         "get", "pods", "-n", NAMESPACE, "-l", SELECTOR)["items"], POD_TIMEOUT,
