@@ -13,6 +13,8 @@ ConfigMap in the tenant's namespace.
   after `kubectl apply`.
 - A program that fails: `Failed` with the termination message the kubelet read from the
   container, then a retry through the annotation runs a second Pod.
+- Deleting the Namespace resource while its Job's Pod runs: the garbage collector takes
+  the Job and its Pod with their owner.
 """
 
 from __future__ import annotations
@@ -307,3 +309,44 @@ def test_a_failing_program_reports_its_termination_message_and_a_retry_runs_agai
     assert second["job"] != first["job"] and second["message"] == "model server unreachable"
     reasons = {ev["reason"] for ev in events(cluster.kubectl, tenant, "catalog")}
     assert {"BackfillStarted", "BackfillFailed", "BackfillRetried"} <= reasons
+
+
+def test_deleting_the_namespace_resource_stops_its_running_job_and_pod(
+    cluster: Cluster, tenant: str
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    text, image = f"text-{suffix}", f"image-{suffix}"
+    slow = ["python", "-c", "import time; time.sleep(600)"]
+    apply(
+        cluster.kubectl,
+        plugin(text, TEXT, None),
+        plugin(image, IMAGE, job_template(cluster.image, slow)),
+    )
+    apply(cluster.kubectl, namespace(tenant, [text], [text, image]))
+    ready(cluster, tenant)
+    apply(cluster.kubectl, namespace(tenant, [text, image], [text, image]))
+    running = until(
+        cluster.kubectl,
+        tenant,
+        "catalog",
+        lambda o: entry(o, image).get("state") == "Running",
+        TIMEOUT,
+        "the Job to start",
+    )
+    job = entry(running, image)["job"]
+    selector = f"batch.kubernetes.io/job-name={job}"
+
+    def pod_phases() -> list[str]:
+        out = cluster.kubectl("get", "pods", "-n", tenant, "-l", selector, "-o", "json").stdout
+        return [p.get("status", {}).get("phase", "") for p in json.loads(out)["items"]]
+
+    from tests.e2e.conftest import wait_for
+
+    wait_for(lambda: "Running" in pod_phases(), TIMEOUT, "the Job's Pod to run on the node")
+    cluster.kubectl("delete", "namespaces.vectorschema.dev", "catalog", "-n", tenant, "--wait=true")
+
+    def gone() -> bool:
+        out = cluster.kubectl("get", "jobs.batch", "-n", tenant, "-o", "name").stdout
+        return out.strip() == "" and pod_phases() == []
+
+    wait_for(gone, TIMEOUT, "the Job and its Pod collected with their owner")
