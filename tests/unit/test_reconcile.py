@@ -1578,3 +1578,41 @@ def test_a_name_that_makes_no_default_collection_name_is_served_by_its_collectio
     outside = namespace({**BASE, "collectionName": "team-b_long"}, name="n" * 253)
     result = harness.run(outside)
     assert condition(result.status, "Stalled")[1] == Reason.COLLECTION_NAME_NOT_ALLOWED
+
+
+class CrashAtFinish(Recording):
+    """The operator dies right before it removes its record (every step done)."""
+
+    def set_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
+        if OPERATION_METADATA_KEY in metadata and metadata[OPERATION_METADATA_KEY] is None:
+            self.log.append("set_metadata!")
+            raise Crash("before the record goes")
+        super().set_metadata(collection, metadata)
+
+
+def test_a_recreate_that_crashed_after_creating_is_spent_and_reported(
+    qdrant: ClientGateway,
+) -> None:
+    """The new collection holds no record of the operation (it went with the old one); it
+    is created with the plan already spent, so the next pass knows the operation is done
+    (no OperationIgnored Warning) and a pinned confirmPlan cannot approve it again."""
+    resource = create_ready(qdrant, RECREATE_BASE)
+    seed_points(qdrant, 40, {"text_v": [1, 2, 3, 4]})
+    refreshed, _ = run(qdrant, resource)
+    resource = next_pass(resource, refreshed, RECREATE_CHANGE)
+    harness = Harness(qdrant)
+    harness.gateway = CrashAtFinish(qdrant, harness.log)
+    harness.connect = Connect(harness.gateway)
+    with pytest.raises(Crash):
+        harness.run(resource)
+    written = harness.intents.written[-1]
+    assert written.operation is not None and written.operation.done == [True]
+    fp = written.operation.plan_fingerprint
+    assert live(qdrant).metadata[APPLIED_METADATA_KEY] == [fp]
+
+    result, after = run(qdrant, resource.model_copy(update={"status": written}), now=LATER)
+
+    assert is_ready(result.status) and result.status.operation is None
+    assert after.gateway.writes == []
+    assert result.status.last_reconfigure == written.operation.result
+    assert EventReason.IGNORED not in [e.reason for e in result.events]

@@ -27,9 +27,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from vectorschema.api import (
     ABANDON_ANNOTATION,
+    APPLIED_METADATA_KEY,
     CONFIRM_ANNOTATION,
     OPERATION_METADATA_KEY,
     ActionKind,
@@ -171,6 +173,8 @@ class Pass:
         self.result = Result(status=self.status)
         self.collection = resource.collection_name
         self.annotation = resource.metadata.annotations.get(CONFIRM_ANNOTATION)
+        #: The spent approvals once an approved operation runs (see `_creation_metadata`).
+        self._spent: list[str] | None = None
         #: The report of a recreate interrupted after its drop (see `_unrecorded`).
         self._interrupted: LastReconfigure | None = None
 
@@ -350,6 +354,7 @@ class Pass:
                     update = {**adoption_metadata(resource), **update}
                 self.gateway.set_metadata(self.collection, update)
                 stamp = False
+            self._spent = remember_applied(plan.fingerprint, spent)
         if stamp:
             self._stamp_adopted(observed)
         self._run_steps(plan.actions, range(len(plan.actions)))
@@ -455,11 +460,12 @@ class Pass:
         self.write_intent(status)
         if not (plan.recreates or plan.creates):
             self._stamp_adopted(observed)
-        self._run_steps(plan.actions, fit.steps)
         spent = [
             *applied_plans(observed.metadata if observed else {}),
             *(status.applied_plans or []),
         ]
+        self._spent = remember_applied(fp, spent)
+        self._run_steps(plan.actions, fit.steps)
         self.gateway.set_metadata(self.collection, finished_metadata(fp, spent))
         status.operation = None
         status.last_reconfigure = operation.result
@@ -660,10 +666,20 @@ class Pass:
                 action.destructive or isinstance(action, CreateCollection)
             ):
                 self._guard()
-            perform(self.collection, action, self.gateway, owner_metadata(self.resource))
+            perform(self.collection, action, self.gateway, self._creation_metadata())
             if operation is not None:
                 self._mark_done(operation, index)
                 self.write_intent(self.status)
+
+    def _creation_metadata(self) -> dict[str, Any]:
+        """The metadata a collection is created with: the owner stamps, and while an
+        approved operation runs, its plan already spent (a recreate's new collection
+        holds no record of the operation: a crash right after it leaves a plan that is
+        applied and known as such)."""
+        metadata: dict[str, Any] = dict(owner_metadata(self.resource))
+        if self._spent is not None:
+            metadata[APPLIED_METADATA_KEY] = list(self._spent)
+        return metadata
 
     def _guard(self) -> None:
         """Ownership, read again right before a destructive step."""
