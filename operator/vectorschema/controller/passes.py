@@ -189,6 +189,22 @@ def _run_backfill(
             result.retry = RetryKind.UNAVAILABLE
 
 
+def marked_over_cap(body: Mapping[str, Any]) -> bool:
+    """The resource's status already says LimitExceeded for its current generation: a
+    resource beyond its Kubernetes namespace's cap needs no further status write."""
+    generation = (body.get("metadata") or {}).get("generation")
+    try:
+        status = parse_status(body)
+    except Exception:  # a status that does not parse: write ours
+        return False
+    stalled = status.condition(ConditionType.STALLED)
+    return (
+        stalled is not None
+        and stalled.reason == Reason.LIMIT_EXCEEDED
+        and stalled.observed_generation == generation
+    )
+
+
 def ready_change(old: NamespaceStatus, new: NamespaceStatus) -> Condition | None:
     """The new Ready condition when its status or reason changed (worth a log line)."""
     before = old.condition(ConditionType.READY)

@@ -297,18 +297,24 @@ def secret_forms(value: str | bytes) -> set[str]:
 class Scrubber:
     """Known secret values, and text with every one of them replaced. Thread-safe.
 
-    Bounded: at most `max_values` forms and `max_bytes` bytes of them, the oldest dropped
-    first (pinned values, the operator's own key, never). Scrubbing looks each position of
-    the text up by its first four characters (a dict), so its cost grows with the text,
-    not with the number of keys known (one regex over every key did)."""
+    Bounded: at most `max_values` forms and `max_bytes` bytes of them. Each value is kept
+    for the tenant (Kubernetes namespace) whose Secret it came from; past the bounds, the
+    oldest form of the tenant that holds the most bytes goes first, so one tenant's many
+    or long keys evict its own, never another tenant's smaller set (pinned values, the
+    operator's own key, never go). Scrubbing looks each position of the text up by its
+    first four characters (a dict), so its cost grows with the text, not with the number
+    of keys known (one regex over every key did)."""
 
     def __init__(self, max_values: int = MAX_SECRETS, max_bytes: int = MAX_SECRET_BYTES) -> None:
         self.max_values = max_values
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._values: dict[str, None] = {}  # insertion-ordered set, oldest first
+        #: tenant -> its forms, insertion-ordered (oldest first)
+        self._tenants: dict[str, dict[str, None]] = {}
+        self._tenant_bytes: dict[str, int] = {}
+        self._refs: dict[str, int] = {}  # form -> how many tenants hold it
         self._pinned: set[str] = set()
-        self._bytes = 0
+        self._bytes = 0  # of the forms held, once each
         #: first four characters -> the forms starting with them, longest first
         self._index: dict[str, tuple[str, ...]] = {}
 
@@ -316,37 +322,50 @@ class Scrubber:
     def size(self) -> tuple[int, int]:
         """(forms kept, bytes kept)."""
         with self._lock:
-            return len(self._values), self._bytes
+            return len(self._refs) + len(self._pinned - self._refs.keys()), self._bytes
 
-    def remember(self, value: str | bytes | None, *, pin: bool = False) -> None:
+    def remember(self, value: str | bytes | None, *, pin: bool = False, tenant: str = "") -> None:
+        """Keep `value`'s forms for scrubbing, as `tenant`'s (the Kubernetes namespace of
+        its Secret), or for good (`pin`)."""
         if not value:
             return
         forms = secret_forms(value)
         with self._lock:
-            if forms <= self._values.keys() and (not pin or forms <= self._pinned):
-                return  # known already (every pass reads the same key again)
-            for form in forms:
-                if form in self._values:
-                    del self._values[form]
-                    self._bytes -= len(form)
-                self._values[form] = None
-                self._bytes += len(form)
             if pin:
+                if forms <= self._pinned:
+                    return
+                self._bytes += sum(len(f) for f in forms - self._pinned - self._refs.keys())
                 self._pinned |= forms
-            self._evict()
+            else:
+                held = self._tenants.setdefault(tenant, {})
+                if forms <= held.keys():
+                    return  # known already (every pass reads the same key again)
+                for form in forms - held.keys():
+                    held[form] = None
+                    self._tenant_bytes[tenant] = self._tenant_bytes.get(tenant, 0) + len(form)
+                    if form not in self._refs and form not in self._pinned:
+                        self._bytes += len(form)
+                    self._refs[form] = self._refs.get(form, 0) + 1
+                self._evict()
             index: dict[str, list[str]] = {}
-            for form in self._values:
+            for form in self._refs.keys() | self._pinned:
                 index.setdefault(form[:MIN_FORM], []).append(form)
             self._index = {k: tuple(sorted(v, key=len, reverse=True)) for k, v in index.items()}
 
     def _evict(self) -> None:
-        for form in list(self._values):
-            if len(self._values) <= self.max_values and self._bytes <= self.max_bytes:
-                return
-            if form in self._pinned:
-                continue
-            del self._values[form]
-            self._bytes -= len(form)
+        while self._tenants and (len(self._refs) > self.max_values or self._bytes > self.max_bytes):
+            tenant = max(self._tenant_bytes, key=lambda t: self._tenant_bytes[t])
+            held = self._tenants[tenant]
+            form = next(iter(held))
+            del held[form]
+            self._tenant_bytes[tenant] -= len(form)
+            if not held:
+                del self._tenants[tenant], self._tenant_bytes[tenant]
+            self._refs[form] -= 1
+            if not self._refs[form]:
+                del self._refs[form]
+                if form not in self._pinned:
+                    self._bytes -= len(form)
 
     def scrub(self, text: str) -> str:
         index = self._index

@@ -4,8 +4,9 @@ The kopf handler (`handlers.plan_at_admission`) hands the request here. `review(
 
 1. skips what is not a spec change (kopf's own metadata patches, finaliser removal, a
    deletion in progress): those are always allowed, without reading Qdrant;
-2. runs the cross-object checks (`core.admission.check_spec`) against the Plugins read
-   from the API server, and what the admin's tenancy policy forbids (`policy_refusals`):
+2. runs the cross-object checks (`core.admission.check_spec`) against the Plugins in
+   kopf's index (no API request: a forged review costs the operator's identity nothing),
+   and what the admin's tenancy policy forbids (`policy_refusals`):
    a refusal names its field;
 3. plans with the same read-only `controller.preview.preview` that `vectorschema plan`
    runs, against what the operator already observed of this very object, or, only when
@@ -67,12 +68,12 @@ log = logging.getLogger("vectorschema")
 #: The kopf handler id: also the webhook's URL path and its name in the configuration.
 WEBHOOK_ID = "plan"
 
-#: The Plugins that exist now, by name (read from the API server, not from kopf's index:
-#: a standby replica, paused by peering, still answers admission requests, and its index
-#: may be stale).
+#: The Plugins that exist now, by name (from kopf's index, in memory: a review, forged or
+#: not, costs the operator's API identity no request; on a standby replica paused by
+#: peering the index may lag, and the reconcile checks again anyway).
 PluginReader = Callable[[], Mapping[str, PluginSpec]]
 
-#: The live object's metadata.uid, read from the API server (None: it does not exist).
+#: The live object's metadata.uid as kopf last saw it (its index; None: it does not exist).
 LiveReader = Callable[[str, str], str | None]
 
 #: What a request the API server does not vouch for gets: no plan, no refusal, nothing

@@ -169,7 +169,7 @@ class LabelledSecrets:
             if isinstance(cached, ConnectionRefused):
                 raise ConnectionRefused(cached.reason, str(cached))
             if cached is not None:
-                SCRUBBER.remember(cached)  # again, if the bounded scrubber let it go
+                SCRUBBER.remember(cached, tenant=namespace)  # again, if evicted
                 return cached
             stamp = self.cache.stamp()
             try:
@@ -215,13 +215,13 @@ class LabelledSecrets:
             api_key = api_key_from_secret(raw, self.max_key_bytes)
         except InvalidKey as exc:
             if len(raw) <= self.max_key_bytes:
-                SCRUBBER.remember(raw)
+                SCRUBBER.remember(raw, tenant=namespace)
             raise ConnectionRefused(
                 Reason.SECRET_INVALID,
                 f"spec.qdrant.apiKeySecretRef.key: key {key!r} of {where} cannot be an API "
                 f"key: {exc}",
             ) from None
-        SCRUBBER.remember(api_key)
+        SCRUBBER.remember(api_key, tenant=namespace)
         return api_key
 
 

@@ -68,7 +68,7 @@ from vectorschema.controller import backfill as backfills
 from vectorschema.controller.backoff import RetryKind
 from vectorschema.controller.errors import ConnectionRefused
 from vectorschema.controller.locks import ResourceLocks
-from vectorschema.controller.passes import run_pass, valid_plugins
+from vectorschema.controller.passes import marked_over_cap, run_pass, valid_plugins
 from vectorschema.controller.plugin_status import plugin_status_patch
 from vectorschema.controller.reconcile import POINTS_AT_RISK, Connector
 from vectorschema.controller.results import Event, Observations, Result
@@ -314,33 +314,39 @@ async def plan_at_admission(
     old: kopf.Body | None,
     warnings: list[str],
     memo: kopf.Memo,
+    plugin_specs: kopf.Index[str, dict[str, Any]],
+    namespace_labels: kopf.Index[str, dict[str, str]],
+    namespace_uids: kopf.Index[Key, str],
     namespaces_by_kube_namespace: kopf.Index[str, tuple[str, str]] | None = None,
-    namespace_labels: kopf.Index[str, dict[str, str]] | None = None,
     **_: Any,
 ) -> None:
     """Tell kubectl the plan (warnings); refuse what the cross-object checks forbid. It
     reads no Secret and never connects with a tenant's connection: it plans against what
     the operator observed of this very object, or (only when the API server is
-    authenticated as the caller) the operator's own default connection. A resource out of
-    this installation's scope is another installation's to review (its policy): allowed,
-    with nothing said."""
-    meta = body.get("metadata", {})
-    if namespace_labels is not None and not _in_scope(
-        str(meta.get("namespace") or ""), meta.get("labels") or {}, memo, namespace_labels
-    ):
+    authenticated as the caller) the operator's own default connection.
+
+    Outside this installation's scope it says nothing (another installation's policy and
+    caps judge those). A review costs no API request: the Plugins and the live object's
+    UID come from kopf's indexes (a forged review costs the operator's identity nothing)."""
+    meta = body.get("metadata") or {}
+    if not _in_scope(meta.get("namespace") or "", meta.get("labels") or {}, memo, namespace_labels):
         return
     webhook: config.WebhookSettings = memo.webhook
     observations: Observations = memo.observations
     authenticated = webhook.client_ca is not None
     index = namespaces_by_kube_namespace if authenticated else None
+    plugins = valid_plugins(plugin_specs)  # a copy, taken on the event loop
+    key = (meta.get("namespace") or "", meta.get("name") or "")
+    store = namespace_uids.get(key)
+    live_uid = next(iter(store), None) if store is not None else None
     answer = await admission.review(
         dict(body),
         dict(old) if old is not None else None,
-        lambda: valid_plugins(kube.list_plugin_specs()),
+        lambda: plugins,
         policy=config.policy(),
         caps=config.caps(),
         plan_seconds=webhook.plan_seconds,
-        read_uid=kube.namespace_uid,
+        read_uid=lambda ns, name: live_uid if (ns, name) == key else None,
         observed=observations.get,
         default_connection=default_from_env if authenticated else None,
         connection_of=connection_id,
@@ -350,6 +356,25 @@ async def plan_at_admission(
     warnings.extend(answer.warnings)
     if answer.refusal is not None:
         raise kopf.AdmissionError(answer.refusal, code=422)
+
+
+def _in_scope_or_unknown(
+    namespace: str,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    namespace_labels: kopf.Index[str, dict[str, str]],
+    **_: Any,
+) -> bool:
+    """In this installation's scope (any shard), or in a namespace not listed yet."""
+    return _in_scope(namespace, labels, memo, namespace_labels, unknown=True)
+
+
+@kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_in_scope_or_unknown)  # type: ignore[arg-type]
+async def namespace_uids(namespace: str, name: str, meta: kopf.Meta, **_: Any) -> dict[Key, str]:
+    """(namespace, name) -> metadata.uid: the webhook vouches for an UPDATE with it (the
+    live object's UID, as kopf last saw it) without asking the API server."""
+    uid = meta.get("uid")
+    return {(namespace, name): str(uid)} if uid else {}
 
 
 @kopf.index(GROUP, VERSION, NAMESPACE_PLURAL, when=_indexed)  # type: ignore[arg-type]
@@ -382,21 +407,100 @@ def over_cap(
     namespace: str, name: str, index: kopf.Index[str, tuple[str, str]], caps: Caps
 ) -> str | None:
     """Why this resource is beyond its Kubernetes namespace's cap (None: it is not)."""
-    entries = sorted(set(index.get(namespace, [])))
+    store = index.get(namespace)
+    if store is None or len(store) <= caps.namespaces:
+        return None  # the usual case, without looking at the entries
+    entries = sorted(set(store))
     rank = next((i for i, (_, n) in enumerate(entries) if n == name), len(entries))
     refused = caps.namespaces_refusal(namespace, rank, len(entries))
     return refused.message if refused is not None else None
 
 
+def _served(
+    meta: kopf.Meta,
+    namespace: str,
+    name: str,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    namespace_labels: kopf.Index[str, dict[str, str]],
+    namespaces_by_kube_namespace: kopf.Index[str, tuple[str, str]],
+    **_: Any,
+) -> bool:
+    """`_owned`, and within its Kubernetes namespace's cap: only these get a control loop
+    (a daemon, its resyncs and reads). One beyond the cap gets its Stalled/LimitExceeded
+    status once, from `namespace_event`, and a loop when an older one goes."""
+    return _owned(meta, namespace, labels, memo, namespace_labels) and (
+        over_cap(namespace, name, namespaces_by_kube_namespace, config.caps()) is None
+    )
+
+
+#: Set on the oldest resource beyond a Kubernetes namespace's cap when a served one goes:
+#: its watch event lets kopf start its control loop (the `_served` filter holds now).
+SERVED_ANNOTATION = f"{GROUP}/served"
+
+
 @kopf.on.event(GROUP, VERSION, NAMESPACE_PLURAL, when=_owned)  # type: ignore[arg-type]
 async def namespace_event(
-    event: kopf.RawEvent, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent,
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    namespaces_by_kube_namespace: kopf.Index[str, tuple[str, str]],
+    **_: Any,
 ) -> None:
     """Wake the control loop when the spec (generation) or the approval annotation
-    changes; when the resource is gone, drop everything kept about it."""
+    changes; when the resource is gone, drop everything kept about it (and let the next
+    one in line past the cap be served). A resource beyond the cap has no loop: its
+    status says so, written once per generation from the body kopf has (no read)."""
     memo.wakeups.namespace_event((namespace, name), event.get("type"), body)
     if event.get("type") == "DELETED":
         forget(memo, (namespace, name))
+        await _serve_next(namespace, body, namespaces_by_kube_namespace)
+        return
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    caps = config.caps()
+    refused = over_cap(namespace, name, namespaces_by_kube_namespace, caps)
+    if refused is not None and not marked_over_cap(body):
+        await _in_worker(
+            memo,
+            namespace,
+            functools.partial(
+                run_pass,
+                kube.LiveNamespaces(body),
+                namespace,
+                name,
+                {},
+                _never_connect,
+                locks=memo.locks,
+                caps=caps,
+                over_cap=refused,
+            ),
+        )
+
+
+def _never_connect(resource: NamespaceResource) -> Connector:
+    raise AssertionError("a resource beyond the cap is never connected")  # pragma: no cover
+
+
+async def _serve_next(
+    namespace: str, gone: kopf.Body, index: kopf.Index[str, tuple[str, str]]
+) -> None:
+    """A resource of `namespace` went: if it was served, the oldest one still beyond the
+    cap is served now; touch it so that kopf starts its control loop."""
+    caps = config.caps()
+    meta = gone.get("metadata", {})
+    was = (str(meta.get("creationTimestamp") or ""), str(meta.get("name")))
+    entries = sorted(set(index.get(namespace, [])) - {was})  # listed still, or not
+    if len(entries) < caps.namespaces or sum(1 for e in entries if e < was) >= caps.namespaces:
+        return  # nobody waits, or it was beyond the cap itself: nothing moves up
+    _, name = entries[caps.namespaces - 1]
+    stamp = datetime.now(UTC).isoformat()
+    try:
+        await asyncio.to_thread(kube.set_annotation, namespace, name, SERVED_ANNOTATION, stamp)
+    except Exception as exc:  # it went too, or the API server is away: its next event will do
+        log.warning("%s/%s: cannot mark it served: %s", namespace, name, exc)
 
 
 def forget(memo: kopf.Memo, key: Key) -> None:
@@ -517,7 +621,7 @@ def _pod_qdrant_url(resource: NamespaceResource) -> str | None:
     NAMESPACE_PLURAL,
     cancellation_backoff=2.0,
     cancellation_timeout=30.0,
-    when=_owned,  # type: ignore[arg-type]
+    when=_served,  # type: ignore[arg-type]
 )
 async def control_loop(
     namespace: str,

@@ -336,6 +336,11 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+#: Objects per page of kopf's lists (`settings.watching.chunk_size`): at most this many
+#: labelled Secrets (1 MiB each at most) are in memory at once while listing.
+LIST_CHUNK = 10
+
+
 def configure_kopf(settings: kopf.OperatorSettings, webhook: WebhookSettings) -> bytes | None:
     """All kopf settings in one place. Returns the CA of the webhook's certificate (None
     when no webhook is served)."""
@@ -348,6 +353,11 @@ def configure_kopf(settings: kopf.OperatorSettings, webhook: WebhookSettings) ->
         log.error("tenancy policy: %s", problem)
     # Watch (and so read) only the Secrets labelled for the operator, server-side.
     settings.watching.label_selectors[SECRETS] = current.label_selector
+    # Every initial list (and every re-list after a 410 Gone) in pages of LIST_CHUNK
+    # objects: labelled Secrets hold up to 1 MiB each, and one unpaged list of them all
+    # is read, decoded and parsed whole (about 3x its size at the peak): enough of them
+    # and the operator is OOM-killed at every start, for every tenant.
+    settings.watching.chunk_size = LIST_CHUNK
     # Watch only the Jobs the operator runs (backfill), server-side.
     settings.watching.label_selectors[JOBS] = f"{BACKFILL_LABEL}=true"
     SCRUBBER.remember(os.environ.get("QDRANT_API_KEY"), pin=True)
