@@ -574,7 +574,7 @@ class Value:
     leaf: bool
 
 
-KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.-]+):(?P<rest>.*)$")
+KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_./-]+):(?P<rest>.*)$")
 
 
 def helm_values(text: str) -> list[Value]:

@@ -415,7 +415,12 @@ def test_every_value_reaches_the_objects() -> None:
     (hook,) = vwc["webhooks"]
     assert hook["timeoutSeconds"] == 3 and "caBundle" not in hook["clientConfig"]
     assert hook["namespaceSelector"]["matchExpressions"] == [
-        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["tenant-a", "tenant-b"]}
+        {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "In",
+            "values": ["tenant-a", "tenant-b"],
+        },
+        {"key": "vectorschema.dev/installation", "operator": "In", "values": ["gold"]},
     ]
     # Plain namespace names: the tenant role is bound in those namespaces only.
     bindings = [b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["name"].endswith("-tenant")]
@@ -761,3 +766,68 @@ def test_roles_for_people_in_the_chart_and_the_base() -> None:
     assert by_kind(render({"userRoles": {"enabled": False}}), "ClusterRole") == [
         r for r in by_kind(chart, "ClusterRole") if not for_people(r)
     ]
+
+
+def _matches(expressions: list[dict[str, Any]], labels: dict[str, str]) -> bool:
+    """A LabelSelector's matchExpressions, as the API server evaluates them."""
+    for e in expressions:
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        "vectorschema.dev/installation=gold",
+        "tier in (gold, silver),!legacy",
+        "env!=dev,team",
+        "a==b,x notin (y,z)",
+    ],
+)
+def test_the_webhook_judges_only_the_namespaces_of_watch_namespace_selector(selector: str) -> None:
+    """Review 17, F7: the chart's webhook is called only for the Kubernetes namespaces
+    whose labels match watch.namespaceSelector, exactly as the operator's scope reads it
+    (`core.scope`), so another installation's tenants are not judged by this one."""
+    from vectorschema.core.scope import LabelSelector
+
+    docs = render({"webhook": {"enabled": True}, "watch": {"namespaceSelector": selector}})
+    (hook,) = one(docs, "ValidatingWebhookConfiguration")["webhooks"]
+    expressions = hook["namespaceSelector"]["matchExpressions"]
+    scope = LabelSelector.parse(selector)
+    samples = [
+        {},
+        {"vectorschema.dev/installation": "gold"},
+        {"vectorschema.dev/installation": "silver"},
+        {"tier": "gold"},
+        {"tier": "silver", "legacy": "1"},
+        {"tier": "bronze"},
+        {"env": "dev", "team": "x"},
+        {"env": "prod", "team": "x"},
+        {"team": "x"},
+        {"a": "b"},
+        {"a": "b", "x": "y"},
+        {"a": "c"},
+    ]
+    assert [_matches(expressions, s) for s in samples] == [scope.matches(s) for s in samples]
+    assert any(scope.matches(s) for s in samples) and not all(scope.matches(s) for s in samples)
+
+
+def test_an_opt_in_resource_quota_in_each_tenant_namespace() -> None:
+    """Review 17, F1/F4: the admin can cap, per tenant, the Secrets (labelled ones are
+    listed by the operator) and the Namespace resources; none by default."""
+    assert by_kind(render(), "ResourceQuota") == []
+    docs = render({"tenantQuota": {"namespaces": ["tenant-a", "tenant-b"]}})
+    quotas = by_kind(docs, "ResourceQuota")
+    assert [q["metadata"]["namespace"] for q in quotas] == ["tenant-a", "tenant-b"]
+    assert quotas[0]["spec"]["hard"] == {
+        "count/secrets": "100",
+        "count/namespaces.vectorschema.dev": "100",
+    }

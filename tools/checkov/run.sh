@@ -27,7 +27,8 @@ trap 'rm -rf "$OUT"' EXIT
 "$HELM" template vectorschema "$REPO/charts/vectorschema" --namespace vectorschema-system \
   --set-json 'watch={"namespaces":["tenant-a"],"namespaceSelector":"tier=gold"}' \
   --set shards.count=2 --set metrics.serviceMonitor.enabled=true \
-  --set qdrant.apiKeySecret.name=qdrant-api-key >"$OUT/chart-options.yaml"
+  --set qdrant.apiKeySecret.name=qdrant-api-key \
+  --set-json 'tenantQuota={"namespaces":["tenant-a"]}' >"$OUT/chart-options.yaml"
 "$KUBECTL" kustomize "$REPO/manifests" >"$OUT/kustomize-base.yaml"
 "$KUBECTL" kustomize "$REPO/manifests/samples" >"$OUT/kustomize-samples.yaml"
 cd "$OUT"
