@@ -1186,7 +1186,7 @@ def forge(
 
     import kopf
 
-    from vectorschema.k8s import handlers
+    from vectorschema.k8s import handlers, kube
 
     doc = {
         "apiVersion": "vectorschema.dev/v1alpha1",
@@ -1203,6 +1203,10 @@ def forge(
                 warnings=warnings,
                 memo=_operator_memo(),
                 labelled_secrets=victim_index,
+                # kopf's indexes, as the handler gets them (the Plugins as they are now)
+                plugin_specs=kube.list_plugin_specs(),
+                namespace_labels={},
+                namespace_uids={},
             )
         )
     except kopf.AdmissionError as exc:

@@ -325,3 +325,26 @@ def test_the_labelled_secrets_are_listed_in_small_pages(monkeypatch: pytest.Monk
     assert sum(sizes) == total
     assert max(sizes) <= config.LIST_CHUNK, f"one response held {max(sizes)} Secrets"
     assert all(selector for _, _, selector in pages)  # still only the labelled ones
+
+
+# --- F10: one tenant's churning plans do not evict another's points-at-risk counts --------
+
+
+def test_a_tenant_churning_plans_evicts_only_its_own_counts() -> None:
+    from vectorschema.controller.counts import CountCache
+    from vectorschema.core.actions import AtRisk
+
+    cache = CountCache()
+    counted: list[str] = []
+
+    def count(what: str) -> Any:
+        counted.append(what)
+        return AtRisk(points=1, exact=True)
+
+    victim = ("server", "fp-victim", "victim_big")
+    cache.get(victim, lambda: count("victim"), tenant="victim")
+    for i in range(5000):  # each spec edit a new fingerprint, counted once
+        cache.get(("server", f"fp{i}", "attacker_small"), lambda: count("attacker"), "attacker")
+    cache.get(victim, lambda: count("victim"), tenant="victim")
+    assert counted.count("victim") == 1, "the victim's expensive count was made again"
+    assert len(cache) <= cache.max_entries

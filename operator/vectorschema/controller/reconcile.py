@@ -707,6 +707,7 @@ class Pass:
         at_risk = self.counts.get(
             (gateway.location, plan.fingerprint, self.collection),
             lambda: points_at_risk(plan, observed, gateway.count_with_vector, (QdrantTimeout,)),
+            tenant=self.resource.kube_namespace,
         )
         changed = status.plan is None or status.plan.fingerprint != plan.fingerprint
         status.plan = plan.to_status(at_risk)
