@@ -414,6 +414,11 @@ def test_a_slow_qdrant_gets_an_answer_without_the_plan_in_time(qdrant: ClientGat
     )
     assert took < 0.9
     assert "the plan is not known yet" in answer.warnings[0]
+    # the read goes on in its reader thread (one per Kubernetes namespace): let it end
+    deadline = time.monotonic() + 30
+    while admission.in_flight() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert admission.in_flight() == 0
 
 
 def test_an_unreachable_qdrant_gets_an_answer_without_the_plan() -> None:

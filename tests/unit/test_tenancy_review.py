@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -348,3 +349,65 @@ def test_a_tenant_churning_plans_evicts_only_its_own_counts() -> None:
     cache.get(victim, lambda: count("victim"), tenant="victim")
     assert counted.count("victim") == 1, "the victim's expensive count was made again"
     assert len(cache) <= cache.max_entries
+
+
+# --- F15: with mTLS, one tenant's reviews hold at most one reader, within its share ----------
+
+
+def test_one_tenants_slow_reviews_hold_one_reader_and_count_against_its_share() -> None:
+    import threading
+
+    from vectorschema.core.policy import Policy
+    from vectorschema.core.schema import Capabilities
+    from vectorschema.k8s import admission
+    from vectorschema.qdrant.limits import TENANT
+
+    release = threading.Event()
+    tenants: list[str | None] = []
+
+    class Slow:
+        location = "slow"
+
+        def capabilities(self) -> Capabilities:
+            return Capabilities()
+
+        def observe(self, name: str) -> None:
+            tenants.append(TENANT.get())
+            release.wait(30)  # a big collection's read
+            return None
+
+        def count_with_vector(self, name: str, vector: str, exact: bool) -> int:
+            return 0
+
+    def spec_of(ns: str, name: str) -> dict[str, Any]:
+        meta = {"namespace": ns, "name": name}
+        return {"metadata": meta, "spec": {"plugins": []}}
+
+    async def reviews() -> list[admission.Answer]:
+        def one(ns: str, name: str, seconds: float) -> Any:
+            return admission.review(
+                spec_of(ns, name),
+                None,
+                lambda: {},
+                policy=Policy(),
+                plan_seconds=seconds,
+                read_uid=lambda ns, n: None,
+                default_connection=lambda: cast(Any, Slow()),
+                authenticated=True,
+            )
+
+        first = await one("hostile", "a", 0.2)  # times out; its read goes on
+        second = await one("hostile", "b", 0.2)
+        release.set()
+        other = await one("victim", "c", 5)
+        return [first, second, other]
+
+    first, second, other = asyncio.run(reviews())
+    assert any("did not answer within" in w for w in first.warnings)
+    assert any("another review in Kubernetes namespace 'hostile'" in w for w in second.warnings)
+    assert not any("another review" in w for w in other.warnings)
+    assert tenants == ["hostile", "victim"]  # each read counted against its tenant's share
+    deadline = time.monotonic() + 30
+    while admission.in_flight() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert admission.in_flight() == 0

@@ -61,6 +61,7 @@ from vectorschema.core.schema import Capabilities, ObservedCollection
 from vectorschema.k8s import kube
 from vectorschema.k8s.connection import checked_url
 from vectorschema.k8s.settings import WebhookSettings
+from vectorschema.qdrant.limits import TENANT
 from vectorschema.qdrant.protocol import QdrantGateway
 
 log = logging.getLogger("vectorschema")
@@ -325,17 +326,28 @@ async def review(
     except ValidationError as exc:
         return Answer(describe(exc))
     global _pending
+    tenant = resource.kube_namespace
     with _pending_lock:
         busy = _pending >= MAX_PENDING
-        if not busy:
+        # Authenticated (so not forged), a review may read Qdrant: one Kubernetes
+        # namespace has at most one in the readers, so a tenant looping server-side dry
+        # runs of a costly plan cannot hold them all.
+        mine = authenticated and tenant in _tenants
+        if not busy and not mine:
             _pending += 1
+            if authenticated:
+                _tenants.add(tenant)
     if busy:  # a flood of reviews: answer at once, read nothing
         return Answer(None, [unknown_plan_warning("the webhook is busy")])
+    if mine:
+        why = f"another review in Kubernetes namespace {tenant!r} is still being planned"
+        return Answer(None, [unknown_plan_warning(why)])
     source = plan_source(observed, default_connection, connection_of)
     loop = asyncio.get_running_loop()
     work = loop.run_in_executor(
         _readers,
         _counted,
+        tenant if authenticated else None,
         evaluate,
         resource,
         old,
@@ -362,16 +374,30 @@ async def review(
 #: at once without a plan (a flood of forged reviews costs the operator nothing more).
 MAX_PENDING = 32
 _pending = 0
+#: Kubernetes namespaces with an authenticated review in the readers (at most one each).
+_tenants: set[str] = set()
 _pending_lock = threading.Lock()
 
 
-def _counted(fn: Callable[..., Answer], *args: Any) -> Answer:
+def in_flight() -> int:
+    """Reviews queued or running in the reader threads (also those already answered)."""
+    with _pending_lock:
+        return _pending
+
+
+def _counted(tenant: str | None, fn: Callable[..., Answer], *args: Any) -> Answer:
+    """Run one review in a reader thread; its Qdrant calls count against `tenant`'s share
+    of the server's call slots (`qdrant.limits.TENANT`), as its reconciles' do."""
     global _pending
+    token = TENANT.set(tenant)
     try:
         return fn(*args)
     finally:
+        TENANT.reset(token)
         with _pending_lock:
             _pending -= 1
+            if tenant is not None:
+                _tenants.discard(tenant)
 
 
 # --- the configuration the API server calls -------------------------------------------------
