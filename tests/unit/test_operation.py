@@ -106,6 +106,7 @@ def test_a_record_round_trips_through_metadata() -> None:
         {"steps": []},
         {"steps": [["removeVector"]]},
         {"steps": [["removeVector", 7]]},
+        {"steps": [["dropEverything", None]]},
         {"steps": "removeVector text_v"},
         {"connection": None},
     ],

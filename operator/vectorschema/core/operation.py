@@ -33,6 +33,7 @@ from vectorschema.api import (
     APPLIED_METADATA_KEY,
     FINGERPRINT_PATTERN,
     OPERATION_METADATA_KEY,
+    ActionKind,
     LastReconfigure,
 )
 from vectorschema.api.status import APPLIED_PLANS_KEPT
@@ -54,6 +55,7 @@ _COLLECTION_ACTIONS = ("createCollection", "recreateCollection")
 
 _FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
 _APPROVERS = ("confirm", "confirmPlan", "annotation")
+_KINDS = frozenset(kind.value for kind in ActionKind)
 #: Bounds of a record read back from metadata (anything larger is not the operator's).
 _MAX_STEPS = 1024
 
@@ -114,7 +116,7 @@ class Intent:
             if (
                 not isinstance(step, list)
                 or len(step) != 2
-                or not isinstance(step[0], str)
+                or step[0] not in _KINDS
                 or not (step[1] is None or isinstance(step[1], str))
             ):
                 return None
