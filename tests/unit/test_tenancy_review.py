@@ -20,6 +20,7 @@ import pytest
 from vectorschema.controller.locks import ResourceLocks
 from vectorschema.controller.results import Observations
 from vectorschema.controller.shares import TenantShares
+from vectorschema.core.caps import Caps, Ranks
 from vectorschema.core.policy import REDACTED, Scrubber
 from vectorschema.core.scope import LabelSelector, Scope
 from vectorschema.k8s import handlers, kube, sharding
@@ -85,6 +86,7 @@ def memo(scope: Scope | None = None) -> kopf.Memo:
     m.shares = TenantShares(4)
     m.executor = ThreadPoolExecutor(2)
     m.metrics = Metrics()
+    m.ranks = Ranks()
     return m
 
 
@@ -411,3 +413,31 @@ def test_one_tenants_slow_reviews_hold_one_reader_and_count_against_its_share() 
     while admission.in_flight() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert admission.in_flight() == 0
+
+
+# --- F16: the cap check sorts a namespace's entries once, not once per resource ------------
+
+
+def test_checking_every_resource_of_a_crowded_namespace_sorts_it_once() -> None:
+    n, caps, ranks = 10_000, Caps(namespaces=100), Ranks()
+    index = {
+        "t": [
+            (f"2026-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z", f"r{i}")
+            for i in range(n)
+        ]
+    }
+    refused = [H.over_cap("t", f"r{i}", index, caps, ranks) for i in range(n)]
+    assert sum(r is None for r in refused) == 100 and refused[99] is None and refused[100]
+    assert ranks.sorts == 1
+    index["t"].append(("2026-01-02T00:00:00Z", "late"))  # one more: sorted again, once
+    assert (
+        H.over_cap("t", "late", index, caps, ranks)
+        and H.over_cap("t", "r5", index, caps, ranks) is None
+    )
+    assert ranks.sorts == 2
+    # one goes and another comes (same count): the DELETED event's `forget` re-sorts
+    index["t"].remove(("2026-01-01T00:00:00Z", "r0"))
+    index["t"].append(("2026-01-03T00:00:00Z", "later"))
+    ranks.forget("t")
+    assert H.over_cap("t", "r100", index, caps, ranks) is None
+    assert ranks.sorts == 3

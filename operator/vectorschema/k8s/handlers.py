@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import heapq
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -75,7 +76,7 @@ from vectorschema.controller.results import Event, Observations, Result
 from vectorschema.controller.shares import TenantShares
 from vectorschema.core import sharding as shards
 from vectorschema.core.backfill import job_state
-from vectorschema.core.caps import Caps
+from vectorschema.core.caps import Caps, Ranks
 from vectorschema.core.scope import Scope
 from vectorschema.k8s import admission, kube, logs, sharding, wakeups
 from vectorschema.k8s import settings as config
@@ -122,6 +123,7 @@ async def configure(
     memo.locks = ResourceLocks()
     memo.secrets = SecretCache()
     memo.observations = Observations()
+    memo.ranks = Ranks()
     memo.shares = TenantShares(config.workers_per_tenant())
     total, per_namespace = config.backfill_caps()
     memo.slots = backfills.Slots(backfills.Caps(total=total, per_namespace=per_namespace))
@@ -404,15 +406,20 @@ async def namespaces_by_kube_namespace(
 
 
 def over_cap(
-    namespace: str, name: str, index: kopf.Index[str, tuple[str, str]], caps: Caps
+    namespace: str,
+    name: str,
+    index: kopf.Index[str, tuple[str, str]],
+    caps: Caps,
+    ranks: Ranks | None = None,
 ) -> str | None:
-    """Why this resource is beyond its Kubernetes namespace's cap (None: it is not)."""
+    """Why this resource is beyond its Kubernetes namespace's cap (None: it is not).
+    Runs on the event loop: with `ranks` (the operator's, in kopf's memo), a namespace's
+    entries are sorted once while their number holds, not once per check."""
     store = index.get(namespace)
     if store is None or len(store) <= caps.namespaces:
         return None  # the usual case, without looking at the entries
-    entries = sorted(set(store))
-    rank = next((i for i, (_, n) in enumerate(entries) if n == name), len(entries))
-    refused = caps.namespaces_refusal(namespace, rank, len(entries))
+    rank, total = (ranks if ranks is not None else Ranks()).rank(namespace, name, store)
+    refused = caps.namespaces_refusal(namespace, rank, total)
     return refused.message if refused is not None else None
 
 
@@ -430,7 +437,7 @@ def _served(
     (a daemon, its resyncs and reads). One beyond the cap gets its Stalled/LimitExceeded
     status once, from `namespace_event`, and a loop when an older one goes."""
     return _owned(meta, namespace, labels, memo, namespace_labels) and (
-        over_cap(namespace, name, namespaces_by_kube_namespace, config.caps()) is None
+        over_cap(namespace, name, namespaces_by_kube_namespace, config.caps(), memo.ranks) is None
     )
 
 
@@ -456,12 +463,13 @@ async def namespace_event(
     memo.wakeups.namespace_event((namespace, name), event.get("type"), body)
     if event.get("type") == "DELETED":
         forget(memo, (namespace, name))
+        memo.ranks.forget(namespace)
         await _serve_next(namespace, body, namespaces_by_kube_namespace)
         return
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
     caps = config.caps()
-    refused = over_cap(namespace, name, namespaces_by_kube_namespace, caps)
+    refused = over_cap(namespace, name, namespaces_by_kube_namespace, caps, memo.ranks)
     if refused is not None and not marked_over_cap(body):
         await _in_worker(
             memo,
@@ -492,10 +500,14 @@ async def _serve_next(
     caps = config.caps()
     meta = gone.get("metadata", {})
     was = (str(meta.get("creationTimestamp") or ""), str(meta.get("name")))
-    entries = sorted(set(index.get(namespace, [])) - {was})  # listed still, or not
-    if len(entries) < caps.namespaces or sum(1 for e in entries if e < was) >= caps.namespaces:
+    store = index.get(namespace)
+    if store is None or len(store) < caps.namespaces:
+        return  # nobody waits (without looking at the entries)
+    # the oldest cap+1 of the others, listed still or not: O(n log cap), not a sort
+    entries = heapq.nsmallest(caps.namespaces, (e for e in store if e != was))
+    if len(entries) < caps.namespaces or entries[-1] < was:
         return  # nobody waits, or it was beyond the cap itself: nothing moves up
-    _, name = entries[caps.namespaces - 1]
+    _, name = entries[-1]
     stamp = datetime.now(UTC).isoformat()
     try:
         await asyncio.to_thread(kube.set_annotation, namespace, name, SERVED_ANNOTATION, stamp)
@@ -672,7 +684,9 @@ async def control_loop(
                     policy=policy,
                     connection_of=connection_id,
                     caps=caps,
-                    over_cap=over_cap(namespace, name, namespaces_by_kube_namespace, caps),
+                    over_cap=over_cap(
+                        namespace, name, namespaces_by_kube_namespace, caps, memo.ranks
+                    ),
                     backfill=_backfill(memo, backfill_jobs),
                 ),
             )
