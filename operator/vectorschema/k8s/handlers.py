@@ -3,7 +3,8 @@
 Run with `kopf run -m vectorschema.k8s.handlers --all-namespaces` (add `--standalone`
 for a single replica, or `--peering=vectorschema` for several).
 
-Each Namespace resource has one control loop (a kopf daemon, `wakeups.control_loop`)
+Each Namespace resource within its Kubernetes namespace's cap has one control loop (a
+kopf daemon, `wakeups.control_loop`; one beyond the cap has none, see `_served`)
 that reconciles it (`controller.passes.run_pass`) whenever something it depends on
 changes, and on a jittered interval to catch drift in Qdrant:
 - its own spec or annotations changed (`on.event` for Namespaces wakes the loop),
