@@ -304,6 +304,7 @@ def test_namespace_without_spec_gets_the_defaults(kubectl: Kubectl, kube_ns: str
         "adopt": False,
         "confirm": False,
         "deletionPolicy": "Retain",
+        "reprocess": "Manual",
         "strategy": "Auto",
     }
 
