@@ -45,11 +45,35 @@ def test_a_full_server_makes_callers_wait_a_bounded_time() -> None:
     while limiter.in_flight == 0:
         time.sleep(0.01)
     started = time.monotonic()
-    with pytest.raises(LimitTimeout, match="1 calls already in flight"), limiter.slot():
+    with (
+        pytest.raises(LimitTimeout, match="1 calls already in flight and none answered"),
+        limiter.slot(),
+    ):
         pass
     assert 0.15 < time.monotonic() - started < 2
     release.set()
     holder.join()
+
+
+def test_a_busy_server_that_answers_is_queued_for_not_refused() -> None:
+    """Eight calls, one slot, each answered after 0.2 s: the last waits 1.4 s, longer
+    than `wait_timeout`, and still gets its turn, since the server kept answering."""
+    limiter = CallLimiter(max_in_flight=1, wait_timeout=1.0)
+    refused: list[LimitTimeout] = []
+    done: list[int] = []
+
+    def call(i: int) -> None:
+        try:
+            with limiter.slot():
+                time.sleep(0.2)  # the server's answer takes this long
+                limiter.answered()
+                done.append(i)
+        except LimitTimeout as exc:
+            refused.append(exc)
+
+    run_all([threading.Thread(target=call, args=(i,)) for i in range(8)])
+    assert refused == []
+    assert sorted(done) == list(range(8))
 
 
 def test_one_collection_runs_in_arrival_order_others_in_parallel() -> None:

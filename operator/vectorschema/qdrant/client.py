@@ -237,11 +237,13 @@ class ClientGateway:
                     raise
                 except GatewayError:
                     breaker.success(permit)
+                    limiter.answered()
                     raise
                 except BaseException:
                     breaker.release(permit)
                     raise
                 breaker.success(permit)
+                limiter.answered()
                 return result
         except BreakerOpen as exc:
             error = QdrantUnavailable(str(exc))

@@ -4,10 +4,13 @@ A remote server answers many requests concurrently, so its gateway no longer ser
 them behind one lock. Two rules remain:
 
 - **A bound per server** (`max_in_flight`, default 16, `VECTORSCHEMA_QDRANT_MAX_IN_FLIGHT`):
-  a slow server holds at most that many worker threads, and a caller waits at most
-  `wait_timeout` for a slot before it is told the server is busy (`LimitTimeout`), instead
-  of queueing without end. Each server has its own bound, so a hung server cannot take the
-  slots of another.
+  a slow server holds at most that many worker threads in calls, and a caller waits for a
+  slot while the server makes progress: it is told the server is saturated
+  (`LimitTimeout`) only after `wait_timeout` in which no call of that server was answered
+  (`answered()`), instead of queueing without end behind a server that does not answer.
+  A busy server that answers (a burst of a thousand new Namespaces) is queued for, not
+  failed: failing would cost each pass a backoff and a repeat of its reads. Each server
+  has its own bound, so a hung server cannot take the slots of another.
 - **One collection, one lane**: calls for the same collection run one at a time, in the
   order they asked (a ticket queue, first come first served), so a multi-call step (create a
   vector, then tune it) is never interleaved with another pass's step on that collection.
@@ -86,6 +89,8 @@ class CallLimiter:
         self._lanes_lock = threading.Lock()
         self._in_flight = 0
         self._count_lock = threading.Lock()
+        #: Calls answered so far: a waiter's deadline moves while this moves.
+        self._answered = 0
         #: The most calls seen in flight at once (observability, tests).
         self.peak_in_flight = 0
 
@@ -100,6 +105,23 @@ class CallLimiter:
         with self._count_lock:
             return len(self._tenants)
 
+    def answered(self) -> None:
+        """A call of this server got an answer (the server makes progress)."""
+        with self._count_lock:
+            self._answered += 1
+
+    def _acquire(self, sem: threading.BoundedSemaphore) -> bool:
+        """Take `sem`, waiting while the server answers calls; False after `wait_timeout`
+        in which none was answered."""
+        while True:
+            with self._count_lock:
+                seen = self._answered
+            if sem.acquire(timeout=self.wait_timeout):
+                return True
+            with self._count_lock:
+                if self._answered == seen:
+                    return False
+
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
         """Hold one of the tenant's `per_tenant` slots (when the call is made for a
@@ -111,10 +133,10 @@ class CallLimiter:
             return
         share = self._share(tenant)
         try:
-            if not share.acquire(timeout=self.wait_timeout):
+            if not self._acquire(share):
                 raise LimitTimeout(
-                    f"{self.per_tenant} calls for tenant {tenant!r} already in flight for "
-                    f"{self.wait_timeout:.0f}s"
+                    f"{self.per_tenant} calls for tenant {tenant!r} already in flight and "
+                    f"none answered for {self.wait_timeout:.0f}s"
                 )
             try:
                 with self._server_slot():
@@ -142,9 +164,10 @@ class CallLimiter:
 
     @contextlib.contextmanager
     def _server_slot(self) -> Iterator[None]:
-        if not self._slots.acquire(timeout=self.wait_timeout):
+        if not self._acquire(self._slots):
             raise LimitTimeout(
-                f"{self.max_in_flight} calls already in flight for {self.wait_timeout:.0f}s"
+                f"{self.max_in_flight} calls already in flight and none answered for "
+                f"{self.wait_timeout:.0f}s"
             )
         with self._count_lock:
             self._in_flight += 1
