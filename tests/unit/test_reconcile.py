@@ -34,6 +34,7 @@ from vectorschema.api import (
     ABANDON_ANNOTATION,
     APPLIED_METADATA_KEY,
     CONFIRM_ANNOTATION,
+    LIVE_VECTORS_METADATA_KEY,
     OPERATION_METADATA_KEY,
     OWNER_METADATA_KEY,
     OWNER_UID_METADATA_KEY,
@@ -402,7 +403,7 @@ def test_vector_added_in_place_keeps_points_without_confirmation(qdrant: ClientG
     result, harness = run(qdrant, next_pass(resource, None, BASE))
 
     assert is_ready(result.status)
-    assert harness.gateway.writes == ["create_vector"]
+    assert harness.gateway.writes == ["create_vector", "set_metadata"]  # + the baseline
     assert harness.intents.written == []
     observed = live(qdrant)
     assert observed.names == ["text_v", "image_v"]
@@ -964,6 +965,92 @@ def test_drift_keeps_waiting_on_the_next_pass(qdrant: ClientGateway) -> None:
     assert result.status == pending.status
 
 
+def test_clearing_status_vectors_does_not_hide_drift(qdrant: ClientGateway) -> None:
+    """Review 17 F2: status.vectors was the drift baseline, and status is tenant-writable;
+    clearing it made the next pass revert a change by hand without any approval. The
+    baseline is the operator's own record on the collection; status.vectors a report."""
+    resource = create_ready(qdrant, BASE)
+    qdrant.delete_vector(COLLECTION, "image_v")  # a change by hand
+    pending, _ = run(qdrant, resource)
+    assert condition(pending.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
+    forged = next_pass(resource, pending)
+    assert forged.status is not None
+    forged.status.vectors = None  # kubectl patch --subresource=status
+
+    result, harness = run(qdrant, forged, now=LATER)
+
+    assert harness.gateway.writes == [], "a status edit caused an unapproved Qdrant write"
+    assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
+    assert live(qdrant).names == ["text_v"]
+
+
+def test_rewriting_status_collection_does_not_hide_drift(qdrant: ClientGateway) -> None:
+    """Review 17 F2: a forged status.collection cleared status.vectors before planning."""
+    resource = create_ready(qdrant, BASE)
+    qdrant.delete_vector(COLLECTION, "image_v")
+    pending, _ = run(qdrant, resource)
+    forged = next_pass(resource, pending)
+    assert forged.status is not None
+    forged.status.collection = "something-else"
+
+    result, harness = run(qdrant, forged, now=LATER)
+
+    assert harness.gateway.writes == []
+    assert condition(result.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
+
+
+def test_forged_status_vectors_do_not_make_drift(qdrant: ClientGateway) -> None:
+    """The converse: names written into status.vectors do not turn a plan into drift."""
+    resource = create_ready(qdrant, BASE)
+    forged = next_pass(resource, None, THREE)
+    assert forged.status is not None
+    forged.status.vectors = ["text_v", "image_v", "sparse_v", "bogus_v"]
+
+    result, harness = run(qdrant, forged)
+
+    assert is_ready(result.status)
+    assert harness.gateway.writes == ["create_vector", "set_metadata"]
+    assert live(qdrant).metadata[LIVE_VECTORS_METADATA_KEY] == ["image_v", "sparse_v", "text_v"]
+
+
+def test_a_collection_made_before_the_baseline_key_records_it_when_in_line(
+    qdrant: ClientGateway,
+) -> None:
+    """Migration: a collection the operator owns without the live-vectors key (made by an
+    earlier version) gets it on the first pass that finds nothing to change."""
+    resource = create_ready(qdrant, BASE)
+    qdrant.set_metadata(COLLECTION, {LIVE_VECTORS_METADATA_KEY: None})
+
+    result, harness = run(qdrant, next_pass(resource))
+
+    assert is_ready(result.status)
+    assert harness.gateway.writes == ["set_metadata"]
+    assert live(qdrant).metadata[LIVE_VECTORS_METADATA_KEY] == ["image_v", "text_v"]
+
+
+def test_a_change_to_a_collection_without_the_baseline_key_needs_approval_once(
+    qdrant: ClientGateway,
+) -> None:
+    """Migration: without the operator's record of the vectors it last left live, a
+    difference may be a change by hand (and status cannot say: a tenant writes it), so a
+    plan that changes the collection waits for approval, once; after it the key is there."""
+    resource = create_ready(qdrant, BASE)
+    qdrant.set_metadata(COLLECTION, {LIVE_VECTORS_METADATA_KEY: None})
+    changed = next_pass(resource, None, THREE)
+
+    pending, harness = run(qdrant, changed)
+
+    assert harness.gateway.writes == []
+    assert condition(pending.status, "Ready")[1] == Reason.AWAITING_CONFIRMATION
+    assert pending.status.plan is not None
+    assert "no record of the vectors" in pending.status.plan.reason
+    fp = pending.status.plan.fingerprint
+    approved = next_pass(changed, pending, {**THREE, "confirmPlan": fp})
+    result, _ = run(qdrant, approved)
+    assert is_ready(result.status)
+    assert live(qdrant).metadata[LIVE_VECTORS_METADATA_KEY] == ["image_v", "sparse_v", "text_v"]
+
+
 def test_collection_name_change_is_not_taken_for_drift(qdrant: ClientGateway) -> None:
     """BUG: status.vectors of the previous collection are compared with the new one's."""
     qdrant.create_collection(
@@ -978,7 +1065,8 @@ def test_collection_name_change_is_not_taken_for_drift(qdrant: ClientGateway) ->
     result, harness = run(qdrant, resource)
 
     assert is_ready(result.status)
-    assert harness.gateway.writes == ["set_metadata", "create_vector"]  # the UID is stamped
+    # the UID is stamped; after the change, the vectors left live (the drift baseline)
+    assert harness.gateway.writes == ["set_metadata", "create_vector", "set_metadata"]
     assert live(qdrant).metadata[OWNER_UID_METADATA_KEY] == resource.metadata.uid
 
 
@@ -1339,7 +1427,8 @@ def test_an_operation_whose_plan_changed_is_closed_with_what_really_ran(
     result = harness.run(with_operation(resource, op, keep_image))
     assert is_ready(result.status)
     assert result.status.operation is None
-    assert harness.gateway.writes == ["set_metadata"]  # its record goes, nothing else
+    # its record goes, and the vectors now live become the drift baseline; nothing else
+    assert harness.gateway.writes == ["set_metadata", "set_metadata"]
     assert OPERATION_METADATA_KEY not in live(qdrant).metadata
     report = result.status.last_reconfigure
     assert report is not None
@@ -1381,7 +1470,7 @@ def test_a_stamp_of_an_earlier_resource_of_the_same_name_needs_adopt(
     assert harness.gateway.writes == []
     adopted, harness = run(qdrant, next_pass(resource, None, {**THREE, "adopt": True}))
     assert is_ready(adopted.status)
-    assert harness.gateway.writes == ["set_metadata", "create_vector"]
+    assert harness.gateway.writes == ["set_metadata", "create_vector", "set_metadata"]
     assert live(qdrant).metadata[OWNER_UID_METADATA_KEY] == resource.metadata.uid
 
 

@@ -40,6 +40,9 @@ RETAINED_UID_METADATA_KEY = f"{GROUP}/retained-uid"
 # started and may resume, and the plans whose approval is spent.
 OPERATION_METADATA_KEY = f"{GROUP}/operation"
 APPLIED_METADATA_KEY = f"{GROUP}/applied-plans"
+#: The vector names the operator last left live on the collection: the baseline that tells
+#: a change by hand (drift). Kept where no tenant writes (status.vectors is only a report).
+LIVE_VECTORS_METADATA_KEY = f"{GROUP}/live-vectors"
 
 # Backfill Jobs (issue 18): the label every Job the operator runs carries (its watch
 # selects on it), the owner's uid as a label, and what the Job is for, as annotations

@@ -22,6 +22,7 @@ from vectorschema.core.actions import (
     ReplaceVector,
     UpdateVector,
 )
+from vectorschema.core.ownership import live_metadata
 from vectorschema.qdrant.protocol import QdrantGateway
 
 
@@ -37,12 +38,16 @@ def perform(
     """Perform one action (one step of a plan); raises the gateway's errors unchanged."""
     match action:
         case CreateCollection(vectors=vectors, settings=settings):
-            gateway.create_collection(collection, vectors, settings, owner_metadata)
+            gateway.create_collection(
+                collection, vectors, settings, {**owner_metadata, **live_metadata(vectors)}
+            )
             failpoints.after("create_collection")
         case RecreateCollection(vectors=vectors, settings=settings):
             gateway.delete_collection(collection)
             failpoints.after("delete_collection")
-            gateway.create_collection(collection, vectors, settings, owner_metadata)
+            gateway.create_collection(
+                collection, vectors, settings, {**owner_metadata, **live_metadata(vectors)}
+            )
             failpoints.after("create_collection")
         case AddVector(vector=vector):
             gateway.create_vector(collection, vector)

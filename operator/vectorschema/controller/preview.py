@@ -9,12 +9,12 @@ never a write. kopf-free; the callers resolve the desired schema and the connect
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from vectorschema.api import NamespaceResource
 from vectorschema.core.actions import AtRisk, Plan
-from vectorschema.core.ownership import Refusal, ownership_refusal
+from vectorschema.core.ownership import Refusal, drift_baseline, ownership_refusal
 from vectorschema.core.planning import make_plan
 from vectorschema.core.report import points_at_risk
 from vectorschema.core.schema import Capabilities, DesiredSchema, ObservedCollection
@@ -44,14 +44,12 @@ def preview(
     resource: NamespaceResource,
     desired: DesiredSchema,
     gateway: QdrantGateway | None,
-    *,
-    last_applied: Sequence[str] | None = None,
 ) -> Preview:
     """Plan `resource` against its live collection through `gateway` (reads only).
 
-    Without a gateway the collection is planned as new. `last_applied` (the object's
-    `status.vectors`) lets the plan tell a change made by hand (drift); it does not enter
-    the fingerprint.
+    Without a gateway the collection is planned as new. The operator's record of the
+    vectors it last left live (on the collection, `drift_baseline`) lets the plan tell a
+    change made by hand (drift), as the reconcile does; it does not enter the fingerprint.
     """
     collection = resource.collection_name
     if gateway is None:
@@ -62,13 +60,15 @@ def preview(
     refusal = ownership_refusal(resource, observed)
     if refusal is not None:
         return Preview(collection, observed, None, refusal, live=gateway is not None)
+    baseline = drift_baseline(resource, observed)
     plan = make_plan(
         collection,
         desired,
         observed,
         strategy=resource.spec.strategy,
         capabilities=capabilities,
-        last_applied=last_applied,
+        last_applied=baseline.names,
+        baseline_unknown=not baseline.known,
     )
     carrying: dict[str, int] = {}
 

@@ -33,6 +33,7 @@ from vectorschema.api import (
     ABANDON_ANNOTATION,
     APPLIED_METADATA_KEY,
     CONFIRM_ANNOTATION,
+    LIVE_VECTORS_METADATA_KEY,
     OPERATION_METADATA_KEY,
     ActionKind,
     EventReason,
@@ -66,6 +67,8 @@ from vectorschema.core.operation import (
 )
 from vectorschema.core.ownership import (
     adoption_metadata,
+    drift_baseline,
+    live_metadata,
     needs_stamp,
     owner_metadata,
     ownership_refusal,
@@ -275,13 +278,16 @@ class Pass:
         ):
             return
 
+        # The drift baseline: the operator's record on the collection, never status.
+        baseline = drift_baseline(resource, observed)
         plan = make_plan(
             self.collection,
             desired,
             observed,
             strategy=spec.strategy,
             capabilities=capabilities,
-            last_applied=status.vectors,
+            last_applied=baseline.names,
+            baseline_unknown=not baseline.known,
         )
         too_many = self.caps.steps_refusal(len(plan.actions))
         if too_many is not None:
@@ -289,7 +295,7 @@ class Pass:
             self._stalled(Reason.LIMIT_EXCEEDED, too_many.message)
             return
         if plan.empty:
-            self._stamp_adopted(observed)
+            self._stamp_adopted(observed, live=True)
             if status.last_reconfigure is None:
                 status.last_reconfigure = report(
                     plan, desired, observed, spec, time=timestamp(self.now)
@@ -361,7 +367,10 @@ class Pass:
         status.operation = None
         status.last_reconfigure = outcome
         if approved:
-            self.gateway.set_metadata(self.collection, finished_metadata(plan.fingerprint, spent))
+            self.gateway.set_metadata(
+                self.collection,
+                {**finished_metadata(plan.fingerprint, spent), **live_metadata(desired.names)},
+            )
             status.applied_plans = remember_applied(plan.fingerprint, spent)
         created = EventReason.COLLECTION_CREATED if observed is None else EventReason.RECONFIGURED
         message = outcome.message
@@ -466,7 +475,9 @@ class Pass:
         ]
         self._spent = remember_applied(fp, spent)
         self._run_steps(plan.actions, fit.steps)
-        self.gateway.set_metadata(self.collection, finished_metadata(fp, spent))
+        self.gateway.set_metadata(
+            self.collection, {**finished_metadata(fp, spent), **live_metadata(desired.names)}
+        )
         status.operation = None
         status.last_reconfigure = operation.result
         status.applied_plans = remember_applied(fp, spent)
@@ -688,11 +699,26 @@ class Pass:
         if refusal is not None:
             raise Halted(refusal.message)
 
-    def _stamp_adopted(self, observed: ObservedCollection | None) -> None:
+    def _stamp_adopted(self, observed: ObservedCollection | None, *, live: bool = False) -> None:
         """Stamp an adopted collection as ours (unstamped, retained by this namespace, or
-        stamped by an earlier resource of this name), before changing it."""
-        if observed is not None and needs_stamp(self.resource, observed):
-            self.gateway.set_metadata(observed.name, adoption_metadata(self.resource))
+        stamped by an earlier resource of this name), before changing it. `live`: the
+        collection stays as it is (nothing to change): its vectors are also recorded as
+        the drift baseline when the record says otherwise (one write)."""
+        if observed is None:
+            return
+        update: dict[str, Any] = {}
+        if needs_stamp(self.resource, observed):
+            update.update(adoption_metadata(self.resource))
+        if live:
+            names = live_metadata(observed.names)
+            if (
+                drift_baseline(self.resource, observed).names
+                != tuple(names[LIVE_VECTORS_METADATA_KEY])
+                or update
+            ):
+                update.update(names)
+        if update:
+            self.gateway.set_metadata(observed.name, update)
 
     def _await_confirmation(
         self,
@@ -712,9 +738,8 @@ class Pass:
         changed = status.plan is None or status.plan.fingerprint != plan.fingerprint
         status.plan = plan.to_status(at_risk)
         if observed is not None:
-            # status.vectors is also the baseline that tells a change by hand: keep it on drift
-            vectors = status.vectors if plan.drift else _ordered(observed.names, order)
-            status.set_live(observed.points_count, vectors)
+            # a report of what is live (the drift baseline is on the collection)
+            status.set_live(observed.points_count, _ordered(observed.names, order))
         if changed:
             self.result.events.append(
                 Event("Warning", EventReason.PLAN_PENDING, status_message(plan, status, detail))
@@ -739,6 +764,11 @@ class Pass:
         self.status.plan = None
         if touched and self.result.observation is not None:
             self._observed(self.result.observation.capabilities, live)
+        if touched and live is not None:
+            # The drift baseline: what the operator leaves live, where no tenant writes.
+            baseline = live_metadata(live.names)
+            if live.metadata.get(LIVE_VECTORS_METADATA_KEY) != baseline[LIVE_VECTORS_METADATA_KEY]:
+                self.gateway.set_metadata(self.collection, baseline)
         if live is not None:
             self.status.set_live(live.points_count, _ordered(live.names, order))
         self._ready(f"collection {self.collection} has {len(self.status.vectors or [])} vector(s)")
@@ -760,7 +790,7 @@ class Pass:
             name=self.collection,
             vectors=action.vectors,
             points_count=0,
-            metadata=owner_metadata(self.resource),
+            metadata={**owner_metadata(self.resource), **live_metadata(action.vectors)},
             settings=action.settings,
         )
 

@@ -18,10 +18,12 @@ The operator and the CLI ask the same question here. Pure.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from vectorschema.api import (
+    LIVE_VECTORS_METADATA_KEY,
     OPERATION_METADATA_KEY,
     OWNER_METADATA_KEY,
     OWNER_UID_METADATA_KEY,
@@ -30,7 +32,7 @@ from vectorschema.api import (
     NamespaceResource,
     Reason,
 )
-from vectorschema.core.schema import ObservedCollection
+from vectorschema.core.schema import ObservedCollection, VectorDef
 
 
 def owner_metadata(resource: NamespaceResource) -> dict[str, str]:
@@ -153,3 +155,34 @@ def ownership_refusal(
             "spec.adopt: true to manage it",
         )
     return None
+
+
+def live_metadata(vectors: Iterable[VectorDef] | Iterable[str]) -> dict[str, list[str]]:
+    """The metadata update that records `vectors` as what the operator left live."""
+    return {LIVE_VECTORS_METADATA_KEY: sorted(v if isinstance(v, str) else v.name for v in vectors)}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a plan compares the live collection with to tell a change made by hand.
+
+    `names`: the vector names the operator last left live, from its own record on the
+    collection (`vectorschema.dev/live-vectors`, where no tenant writes; never status,
+    which a tenant with status rights can rewrite). None with `known` False: nothing to
+    compare (no collection, or one being adopted: `spec.adopt` takes it as it is).
+    `known` False on a collection this resource owns: it has no such record (made before
+    the operator kept one), so any difference may be a change by hand.
+    """
+
+    names: tuple[str, ...] | None
+    known: bool = True
+
+
+def drift_baseline(resource: NamespaceResource, observed: ObservedCollection | None) -> Baseline:
+    """The drift baseline of `observed` for `resource` (see `Baseline`)."""
+    if observed is None or needs_stamp(resource, observed):
+        return Baseline(None)
+    raw = observed.metadata.get(LIVE_VECTORS_METADATA_KEY)
+    if isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+        return Baseline(tuple(raw))
+    return Baseline(None, known=False)

@@ -140,10 +140,12 @@ def make_plan(
     strategy: Strategy,
     capabilities: Capabilities,
     last_applied: Sequence[str] | None = None,
+    baseline_unknown: bool = False,
 ) -> Plan:
     """Compare desired with observed; return the actions that close the gap.
 
-    `last_applied` is the vector names the operator last saw live (status.vectors). When
+    `last_applied` is the vector names the operator last left live (its record on the
+    collection, `core.ownership.drift_baseline`; never status, a tenant writes it). When
     the live names differ from them, someone changed the collection by hand: the plan
     that reverts it is marked `drift` and waits for approval like a destructive one. A
     collection deleted by hand is simply created again (nothing is left to lose).
@@ -153,10 +155,22 @@ def make_plan(
     agrees with is not reverted; it is also what the operator's own change leaves behind
     when its final status write was lost (a conflict storm, an API outage), which must
     not wait for a person.
+
+    `baseline_unknown`: the collection is the operator's but it has no such record (made
+    before the operator kept one): any change may revert one made by hand, so a plan that
+    changes it is marked `drift` (approved once; the record is written after it).
     """
     plan = _make_plan(collection, desired, observed, strategy=strategy, capabilities=capabilities)
-    if plan.empty or observed is None or last_applied is None:
+    if plan.empty or observed is None:
         return plan
+    if last_applied is None:
+        if not baseline_unknown:
+            return plan
+        why = (
+            "the operator has no record of the vectors it last left on the collection (made "
+            "before it kept one), so it cannot tell this change from one made by hand"
+        )
+        return replace(plan, drift=True, reason=f"{why}; {plan.reason}" if plan.reason else why)
     want, have = desired.by_name, observed.by_name
     gone = [n for n in last_applied if n not in have and n in want]
     extra = [

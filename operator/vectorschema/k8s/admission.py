@@ -189,13 +189,12 @@ def evaluate(
     if checked.desired is None:
         return Answer(None, warnings)
     status = (old or {}).get("status") or {}
-    last_applied = status.get("vectors")
     try:
         gateway, note = source(resource, old)
         if gateway is None:
             warnings.append(unknown_plan_warning(note))
             return Answer(None, warnings)
-        seen = preview(resource, checked.desired, gateway, last_applied=last_applied)
+        seen = preview(resource, checked.desired, gateway)
     except Exception as exc:  # Qdrant down: the reconcile will say it
         detail = SCRUBBER.scrub(" ".join(str(exc).split()))[:300] or type(exc).__name__
         warnings.append(unknown_plan_warning(f"cannot read the collection: {detail}"))
