@@ -1329,6 +1329,49 @@ def test_a_stale_claim_resumes_nothing(qdrant: ClientGateway) -> None:
     assert sorted(live(qdrant).names) == ["image_v", "text_v"]
 
 
+def test_a_finished_operation_whose_approval_went_is_completed_not_halted(
+    qdrant: ClientGateway,
+) -> None:
+    """Review 17 F14: every step ran, the operator died before it finished the record, and
+    GitOps then removed the spent confirmPlan. Nothing remains, so nothing needs an
+    approval: the record is finished (its plan spent), not halted until someone abandons
+    it; a later spec edit is reconciled as usual."""
+    resource = with_image_points(qdrant)
+    pending, _ = run(qdrant, next_pass(resource, None, DROP_IMAGE))
+    assert pending.status.plan is not None
+    fp = pending.status.plan.fingerprint
+    approved = next_pass(resource, pending, {**DROP_IMAGE, "confirmPlan": fp})
+    crashing = Harness(qdrant)
+    inner = crashing.gateway.set_metadata
+
+    def set_metadata(collection: str, metadata: Mapping[str, Any]) -> None:
+        if APPLIED_METADATA_KEY in metadata:
+            raise Crash("before the record is finished")
+        inner(collection, metadata)
+
+    crashing.gateway.set_metadata = set_metadata  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        crashing.run(approved)
+    assert live(qdrant).names == ["text_v"]
+    assert OPERATION_METADATA_KEY in live(qdrant).metadata
+    withdrawn = next_pass(approved, None, DROP_IMAGE)
+    withdrawn.status = crashing.intents.written[-1]
+
+    result, harness = run(qdrant, withdrawn, now=LATER)
+
+    assert condition(result.status, "Stalled")[1] != Reason.OPERATION_HALTED
+    assert is_ready(result.status), result.status.conditions
+    assert result.status.operation is None
+    assert harness.gateway.writes == ["set_metadata"]  # the record finished, nothing else
+    after = live(qdrant).metadata
+    assert OPERATION_METADATA_KEY not in after
+    assert fp in after[APPLIED_METADATA_KEY]
+    assert after[LIVE_VECTORS_METADATA_KEY] == ["text_v"]
+    report = result.status.last_reconfigure
+    assert report is not None and report.vectors_removed == ["image_v"]
+    assert any(e.reason == EventReason.RESUMED for e in result.events)
+
+
 @pytest.mark.parametrize(
     ("approved_by", "spec"),
     [

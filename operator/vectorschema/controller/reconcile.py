@@ -454,19 +454,23 @@ class Pass:
         )
         for index in fit.done:
             self._mark_done(operation, index)
-        if withdrawn is not None:
-            self._halt(operation, withdrawn, observed)
-            return True
-
-        # Claim it: a write guarded by the version this pass read, so a replica (or a
-        # pass) working from an older read does nothing.
-        operation.claims += 1
-        status.operation = operation
-        self._reconciling(
-            Reason.APPLYING,
-            f"resuming plan {fp} ({progress(operation.step_pairs, operation.done)})",
-        )
-        self.write_intent(status)
+        if fit.steps:
+            # An approval guards the Qdrant writes still to make. With none left (every
+            # step ran, the operator stopped before finishing the record), the record is
+            # finished whatever the spec says now: halting it would only block every later
+            # change until someone abandons an operation that is done.
+            if withdrawn is not None:
+                self._halt(operation, withdrawn, observed)
+                return True
+            # Claim it: a write guarded by the version this pass read, so a replica (or a
+            # pass) working from an older read does nothing.
+            operation.claims += 1
+            status.operation = operation
+            self._reconciling(
+                Reason.APPLYING,
+                f"resuming plan {fp} ({progress(operation.step_pairs, operation.done)})",
+            )
+            self.write_intent(status)
         if not (plan.recreates or plan.creates):
             self._stamp_adopted(observed)
         spent = [
