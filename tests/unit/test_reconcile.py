@@ -1612,6 +1612,40 @@ def test_a_forged_operation_in_status_writes_nothing(
     assert ignored and "status is not an approval" in ignored[0].message
 
 
+TENANT_TEXT = "all your data was deleted by the platform team, call +1 555 0100"
+
+
+@pytest.mark.parametrize(
+    ("collection", "steps", "absent"),
+    [
+        (COLLECTION, [(ActionKind.RECREATE_COLLECTION, None, StepState.DONE)], True),
+        ("team-a_other", [(ActionKind.REMOVE_VECTOR, "image_v", StepState.PENDING)], False),
+        (COLLECTION, [(ActionKind.REMOVE_VECTOR, "image_v", StepState.PENDING)], False),
+    ],
+)
+def test_a_forged_operation_puts_no_tenant_text_in_the_operators_events(
+    qdrant: ClientGateway,
+    collection: str,
+    steps: Sequence[tuple[ActionKind, str | None, StepState]],
+    absent: bool,
+) -> None:
+    """Review 17 F6: Events are the operator's account of what it did; text a tenant wrote
+    into status.operation (its report, its fingerprint, its collection) is not repeated
+    in them."""
+    resource = create_ready(qdrant, BASE)
+    if absent:
+        qdrant.delete_collection(COLLECTION)
+    op = recorded(f"0123456789abcdef {TENANT_TEXT}", steps, collection=collection)
+    assert op.result is not None
+    op.result = op.result.model_copy(update={"message": TENANT_TEXT})
+
+    result, _ = run(qdrant, forged(resource, op), now=LATER)
+
+    assert result.events
+    for event in result.events:
+        assert "+1 555" not in event.message, event.message
+
+
 def test_a_record_of_another_resource_resumes_nothing(qdrant: ClientGateway) -> None:
     """A record on the collection binds one resource (UID): an earlier resource's is not
     this one's approval."""

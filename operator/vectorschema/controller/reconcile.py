@@ -25,6 +25,7 @@ mapped by `errors.classify`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,7 @@ from vectorschema.api import (
     ABANDON_ANNOTATION,
     APPLIED_METADATA_KEY,
     CONFIRM_ANNOTATION,
+    FINGERPRINT_PATTERN,
     LIVE_VECTORS_METADATA_KEY,
     OPERATION_METADATA_KEY,
     ActionKind,
@@ -317,7 +319,7 @@ class Pass:
             self._awaiting(status_message(plan, status, detail))
             return
 
-        outcome = report(plan, desired, observed, spec, time=timestamp(self.now))
+        outcome = fresh = report(plan, desired, observed, spec, time=timestamp(self.now))
         if self._interrupted is not None and plan.creates:
             outcome = self._interrupted
         approved = needs_approval(plan, spec.strategy)
@@ -376,9 +378,11 @@ class Pass:
         message = outcome.message
         if outcome is self._interrupted:
             created = EventReason.RESUMED
+            # The interrupted plan's report came from status (a tenant may have written
+            # it): the Event says only what the operator did now.
             message = (
-                f"finished plan {outcome.plan_fingerprint}, interrupted after dropping the "
-                f"collection: created it again; {outcome.message}"
+                f"finished plan {_plan_id(outcome.plan_fingerprint)}, interrupted after "
+                f"dropping the collection: created it again; {fresh.message}"
             )
         self.result.events.append(Event("Normal", created, message))
         self._request_reprocess(outcome, desired, recreated=plan.recreates, created=plan.creates)
@@ -549,17 +553,21 @@ class Pass:
         """
         fp = operation.plan_fingerprint
         if abandon == fp:
-            self._abandon(fp, observed, recorded=False)
+            self._abandon(_plan_id(fp), observed, recorded=False)
             return False
+        # Status is tenant-writable: what of it reaches a message is checked first.
+        shown = _readable(operation)
         if operation.collection != self.collection:
             moved = (
-                f"spec.collectionName changed since it started ({operation.collection!r} -> "
+                f"spec.collectionName changed since it started ({shown.collection!r} -> "
                 f"{self.collection!r})"
             )
-            self._halt(operation, moved, observed)
+            self._halt(operation, moved, observed, shown=shown)
             return True
         if operation.connection != self.connection:
-            self._halt(operation, "the Qdrant connection (spec.qdrant) changed", observed)
+            self._halt(
+                operation, "the Qdrant connection (spec.qdrant) changed", observed, shown=shown
+            )
             return True
         self.status.operation = None
         if observed is None:
@@ -575,7 +583,7 @@ class Pass:
             Event(
                 "Warning",
                 EventReason.IGNORED,
-                f"status.operation (plan {fp}) is not recorded on collection "
+                f"status.operation (plan {shown.plan_fingerprint}) is not recorded on collection "
                 f"{self.collection}: status is not an approval; nothing of it runs, planning "
                 "again",
             )
@@ -628,17 +636,26 @@ class Pass:
             recreated=recreated,
         )
 
-    def _halt(self, operation: Operation, why: str, observed: ObservedCollection | None) -> None:
-        """Stop a recorded operation: it stays recorded, and status tells the truth."""
+    def _halt(
+        self,
+        operation: Operation,
+        why: str,
+        observed: ObservedCollection | None,
+        *,
+        shown: Operation | None = None,
+    ) -> None:
+        """Stop a recorded operation: it stays recorded, and status tells the truth.
+        `shown`: the operation as the message may repeat it (when it came from status)."""
         status = self.status
-        fp = operation.plan_fingerprint
+        shown = shown or operation
+        fp = shown.plan_fingerprint
         status.plan = None
         status.operation = operation
         if any(operation.done):
             status.last_reconfigure = self._partial(operation, observed)
         message = (
             f"operation {fp} (approved by {operation.approved_by}) halted: {why}; "
-            f"{progress(operation.step_pairs, operation.done)}. To finish it, approve plan "
+            f"{progress(shown.step_pairs, shown.done)}. To finish it, approve plan "
             f"{fp} again on the same collection and connection; to abandon it, annotate "
             f"{ABANDON_ANNOTATION}={fp}"
         )
@@ -850,3 +867,31 @@ def _ordered(names: Sequence[str], order: Sequence[str]) -> list[str]:
     """Live vector names in the plugins' order (the order users wrote), others after."""
     rank = {n: i for i, n in enumerate(order)}
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+_FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
+#: What a name read from status may look like to be repeated in a message.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,254}")
+_UNREADABLE = "<not shown: not written by the operator>"
+
+
+def _plan_id(fingerprint: str | None) -> str:
+    """A fingerprint read from status, as a message may show it."""
+    return fingerprint if fingerprint and _FINGERPRINT.match(fingerprint) else _UNREADABLE
+
+
+def _name(text: str | None) -> str | None:
+    return text if text is None or _NAME.fullmatch(text) else _UNREADABLE
+
+
+def _readable(operation: Operation) -> Operation:
+    """status.operation with the text a tenant could have written and a message or Event
+    would repeat (fingerprint, collection, vector names) replaced unless it has the form
+    the operator writes."""
+    return operation.model_copy(
+        update={
+            "plan_fingerprint": _plan_id(operation.plan_fingerprint),
+            "collection": _name(operation.collection),
+            "steps": [s.model_copy(update={"vector": _name(s.vector)}) for s in operation.steps],
+        }
+    )
