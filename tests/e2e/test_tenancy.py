@@ -1063,6 +1063,39 @@ def test_a_forged_operation_in_status_never_writes(
     assert live is not None and sorted(live.names) == ["kw_v1", "text_v1"]
 
 
+def test_clearing_status_vectors_never_reverts_a_change_by_hand(
+    kubectl: KubectlFn, qdrant: ClientGateway, victim: str
+) -> None:
+    """Review 17 F2: status.vectors was the drift baseline; clearing it (or forging
+    status.collection, which cleared it) made the operator revert a change by hand
+    without approval. The baseline is the operator's record on the collection."""
+    apply(kubectl, namespace_doc(victim, "drifted", plugins=[TEXT, KEYWORDS]))
+    ready(kubectl, victim, "drifted")
+    collection = f"{victim}_drifted"
+    qdrant.delete_vector(collection, "kw_v1")  # a change by hand
+    awaiting(kubectl, victim, "drifted")
+
+    patch_status(kubectl, victim, "drifted", {"vectors": None, "collection": "forged"})
+    # The next pass reports the live vectors again: it ran after the forgery.
+    obj = until(
+        kubectl,
+        victim,
+        "drifted",
+        lambda o: (
+            o.get("status", {}).get("vectors") is not None
+            and o["status"].get("collection") == collection
+        ),
+        90,
+        "a pass after the status edit",
+    )
+    live = qdrant.observe(collection)
+    assert live is not None and live.names == ["text_v1"], (
+        "a status edit made the operator revert a change by hand without approval"
+    )
+    assert condition(obj, "Ready").get("reason") == "AwaitingConfirmation", obj["status"]
+    assert obj["status"]["vectors"] == ["text_v1"]  # a report of what is live
+
+
 def test_clearing_applied_plans_does_not_rearm_a_spent_confirm_plan(
     kubectl: KubectlFn, qdrant: ClientGateway, victim: str
 ) -> None:
