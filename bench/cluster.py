@@ -535,7 +535,7 @@ async def idle_phase(
 
 async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    tenants = [f"scale-{i:02d}" for i in range(args.tenants)]
+    tenants = [f"scale-{i:02d}" for i in range(tenant_count(args, args.namespaces))]
     api = Api(plane)
     local = aiohttp.ClientSession()
     operator = Operator(plane, workdir, args.operator_env)
@@ -658,6 +658,17 @@ async def bench(args: argparse.Namespace, plane: ControlPlane, workdir: Path) ->
     return out
 
 
+#: The operator serves at most this many Namespace resources per Kubernetes namespace by
+#: default (`VECTORSCHEMA_MAX_NAMESPACES_PER_KUBE_NAMESPACE`).
+PER_KUBE_NAMESPACE = 100
+
+
+def tenant_count(args: argparse.Namespace, n: int) -> int:
+    """`--tenants`, or more when `n` Namespaces would not fit in them under the default
+    per-namespace cap (10,000 Namespaces: 100 tenants of 100)."""
+    return max(int(args.tenants), -(-n // PER_KUBE_NAMESPACE))
+
+
 def scale_timeout(args: argparse.Namespace, n: int) -> float:
     """The wait for `n` Namespaces: `--scale-timeout`, or more for a large `n`."""
     return float(max(args.scale_timeout, 0.5 * n))
@@ -681,7 +692,7 @@ async def fresh_scale(
     A fresh plane: nothing of an earlier phase is watched, counted or reconciled."""
     plane = ControlPlane(workdir / label / "plane", binaries, audit_log=True)
     plane.start(timeout=120)
-    tenants = [f"{label}-{i:02d}" for i in range(args.tenants)]
+    tenants = [f"{label}-{i:02d}" for i in range(tenant_count(args, n))]
     api = Api(plane)
     local = aiohttp.ClientSession()
     operator = Operator(plane, workdir / label, [*args.operator_env, *env])
@@ -776,7 +787,7 @@ async def bench_server(
     n, in_flight = args.namespaces, args.in_flight
     client = qdrant_client_for(args.qdrant_url, args.qdrant_api_key, in_flight)
     label = f"vsb{run_id}"
-    tenants = [f"{label}-{i:02d}" for i in range(args.tenants)]
+    tenants = [f"{label}-{i:02d}" for i in range(tenant_count(args, n))]
     ours = [default_collection_name(tenants[i % len(tenants)], f"ns-{i:05d}") for i in range(n)]
     floor_names = [f"{label}-floor_ns-{i:05d}" for i in range(n)]
     try:
@@ -856,7 +867,7 @@ async def bench_growth(
                 )
             finally:
                 if client is not None:
-                    tenants = [f"{label}-{i:02d}" for i in range(args.tenants)]
+                    tenants = [f"{label}-{i:02d}" for i in range(tenant_count(args, n))]
                     names = [
                         default_collection_name(tenants[i % len(tenants)], f"ns-{i:05d}")
                         for i in range(n)
