@@ -454,9 +454,9 @@ def test_with_the_api_servers_certificate_a_wrong_uid_gets_no_plan(
     answer = post_to_webhook(k8s, operator.port, forged_review(new, guessed), cert)
     assert answer["allowed"] is True
     assert answer.get("warnings") == [
-        "vectorschema: the plan is not known yet: the request does not match the object in "
-        "the API server (changed meanwhile?); the operator plans when it reconciles "
-        "(see status.plan)"
+        "vectorschema: the plan is not known yet: this replica cannot match the request to "
+        "the object it has seen (a standby replica, or the object changed meanwhile); the "
+        "operator plans when it reconciles (see status.plan)"
     ]
     vouched = post_to_webhook(k8s, operator.port, forged_review(new, live), cert)
     assert any(w.startswith("vectorschema: plan ") for w in vouched.get("warnings", [])), vouched

@@ -80,7 +80,8 @@ LiveReader = Callable[[str, str], str | None]
 #: What a request the API server does not vouch for gets: no plan, no refusal, nothing
 #: about the collection, the Secret or the live object (see `genuine`).
 UNVOUCHED_WARNING = unknown_plan_warning(
-    "the request does not match the object in the API server (changed meanwhile?)"
+    "this replica cannot match the request to the object it has seen (a standby replica, "
+    "or the object changed meanwhile)"
 )
 
 #: Threads that read Qdrant for the webhook, apart from kopf's and the control loops':

@@ -329,8 +329,10 @@ async def plan_at_admission(
     authenticated as the caller) the operator's own default connection.
 
     Outside this installation's scope it says nothing (another installation's policy and
-    caps judge those). A review costs no API request: the Plugins and the live object's
-    UID come from kopf's indexes (a forged review costs the operator's identity nothing)."""
+    caps judge those). An unauthenticated review costs no API request: the Plugins and the
+    live object's UID come from kopf's indexes (a forged review costs the operator's
+    identity nothing). An authenticated one (mTLS) reads them from the API server, so that
+    a standby replica, whose watches peering pauses, plans as well."""
     meta = body.get("metadata") or {}
     if not _in_scope(meta.get("namespace") or "", meta.get("labels") or {}, memo, namespace_labels):
         return
@@ -338,18 +340,29 @@ async def plan_at_admission(
     observations: Observations = memo.observations
     authenticated = webhook.client_ca is not None
     index = namespaces_by_kube_namespace if authenticated else None
-    plugins = valid_plugins(plugin_specs)  # a copy, taken on the event loop
-    key = (meta.get("namespace") or "", meta.get("name") or "")
-    store = namespace_uids.get(key)
-    live_uid = next(iter(store), None) if store is not None else None
+    read_plugins: admission.PluginReader
+    read_uid: admission.LiveReader
+    if authenticated:
+        # The API server is proven to be the caller, so no review is forged: read the
+        # Plugins and the live UID from it (in the reader thread). A standby replica must
+        # plan too, and peering pauses its watches, so its indexes are empty or stale.
+        read_plugins = lambda: valid_plugins(kube.list_plugin_specs())  # noqa: E731
+        read_uid = kube.namespace_uid
+    else:
+        plugins = valid_plugins(plugin_specs)  # a copy, taken on the event loop
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        store = namespace_uids.get(key)
+        live_uid = next(iter(store), None) if store is not None else None
+        read_plugins = lambda: plugins  # noqa: E731
+        read_uid = lambda ns, name: live_uid if (ns, name) == key else None  # noqa: E731
     answer = await admission.review(
         dict(body),
         dict(old) if old is not None else None,
-        lambda: plugins,
+        read_plugins,
         policy=config.policy(),
         caps=config.caps(),
         plan_seconds=webhook.plan_seconds,
-        read_uid=lambda ns, name: live_uid if (ns, name) == key else None,
+        read_uid=read_uid,
         observed=observations.get,
         default_connection=default_from_env if authenticated else None,
         connection_of=connection_id,
