@@ -702,6 +702,11 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "`true`: the admin opts in to `VECTORSCHEMA_LABEL_SELECTOR` (a tenant then picks the "
         "installation, and its policy, by labelling its resources)",
     ),
+    "VECTORSCHEMA_ENSURE_PEERING": (
+        "`true`",
+        "create the ClusterKopfPeering at start-up when missing (the Helm chart ships it and "
+        "sets `false`, so a Pod that starts first cannot make the install fail)",
+    ),
     "VECTORSCHEMA_RESYNC_SECONDS": ("`60`", "drift check interval, with +-10% jitter"),
     "VECTORSCHEMA_DELETE_RETRIES": (
         "`5`",

@@ -266,6 +266,8 @@ def test_default_command_environment_and_peering() -> None:
     assert "--peering=vectorschema " in cmd and "--standalone" not in cmd
     assert "--log-format=full" in cmd and "--verbose" not in cmd and "--quiet" not in cmd
     assert {k: v.get("value") for k, v in env(dep).items()} == {
+        # The chart ships the ClusterKopfPeering: a Pod that starts first must not create it.
+        "VECTORSCHEMA_ENSURE_PEERING": "false",
         "QDRANT_URL": "http://qdrant.qdrant.svc:6333",
         "VECTORSCHEMA_SECRET_LABEL": "vectorschema.dev/qdrant-credentials=true",
         "VECTORSCHEMA_COLLECTION_NAMES": "Prefixed",
@@ -540,6 +542,11 @@ def test_chart_defaults_and_kustomize_base_run_the_same_operator() -> None:
     # the base's operator makes it (its replicas share it through a Secret) and registers.
     assert chart_env.pop("VECTORSCHEMA_WEBHOOK_CERT_DIR") == "/etc/vectorschema/webhook"
     assert chart_env.pop("VECTORSCHEMA_WEBHOOK_CONFIGURATION") == ""
+    # The chart ships the ClusterKopfPeering and so does not let the operator create it (a
+    # Pod that started before Helm created it would make the install fail); the base ships
+    # none, and the operator creates it.
+    assert chart_env.pop("VECTORSCHEMA_ENSURE_PEERING") == "false"
+    assert "VECTORSCHEMA_ENSURE_PEERING" not in base_env
     assert base_env.pop("VECTORSCHEMA_WEBHOOK_CERT_DIR") == "/tmp/webhook"
     assert (
         base_env.pop("VECTORSCHEMA_WEBHOOK_SERVICE") == "vectorschema-system/vectorschema-webhook"

@@ -95,3 +95,17 @@ def test_backfill_pods_get_the_namespaces_url_else_the_admins_else_the_operators
     pods = {**env, "VECTORSCHEMA_BACKFILL_QDRANT_URL": "http://qdrant.svc:6333"}
     assert settings.backfill_qdrant_url(None, pods) == "http://qdrant.svc:6333"
     assert settings.backfill_qdrant_url("https://own.example", pods) == "https://own.example"
+
+
+def test_the_operator_creates_its_peering_object_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Helm chart ships the ClusterKopfPeering and sets `VECTORSCHEMA_ENSURE_PEERING`
+    false: a Pod that started before Helm created it would make the install fail."""
+    monkeypatch.delenv("VECTORSCHEMA_ENSURE_PEERING", raising=False)
+    assert settings.ensure_peering() is True
+    for off in ("false", "False", "0", "no"):
+        monkeypatch.setenv("VECTORSCHEMA_ENSURE_PEERING", off)
+        assert settings.ensure_peering() is False
+    monkeypatch.setenv("VECTORSCHEMA_ENSURE_PEERING", "true")
+    assert settings.ensure_peering() is True

@@ -145,7 +145,7 @@ async def configure(
     settings.persistence.finalizer = shards.finalizer_for(shard.index)
     lease = shards.LayoutLease(shard.layout, sharding.lease_seconds()) if shard.leased else None
     memo.gate = sharding.Gate(shard, lease)
-    if settings.peering.mandatory and not settings.peering.standalone:
+    if settings.peering.mandatory and not settings.peering.standalone and config.ensure_peering():
         done = await asyncio.to_thread(kube.ensure_peering, settings.peering.name)
         log.info("ClusterKopfPeering %s: %s", settings.peering.name, done)
     port = config.metrics_port()

@@ -51,6 +51,15 @@ def _env_float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def ensure_peering() -> bool:
+    """Whether the operator creates its ClusterKopfPeering at start-up when it is missing
+    (`VECTORSCHEMA_ENSURE_PEERING`, default true). The Helm chart ships that object and
+    sets this false: a Pod that started before Helm created it would create it first, and
+    the install would fail ("already exists"); kopf waits paused until the object exists."""
+    raw = os.environ.get("VECTORSCHEMA_ENSURE_PEERING", "true").strip().lower()
+    return raw not in ("false", "0", "no")
+
+
 def resync_interval() -> float:
     """Seconds between drift checks of one Namespace (`VECTORSCHEMA_RESYNC_SECONDS`)."""
     return _env_float("VECTORSCHEMA_RESYNC_SECONDS", 60.0)
