@@ -533,12 +533,16 @@ def test_metrics_through_the_metrics_service(installed: Installed) -> None:
     def active_scrape() -> str | None:
         status, text = http_get(f"{url}/metrics")
         assert status == 200 and "process_cpu_seconds_total" in text
-        ok = 'vectorschema_reconcile_total{result="ready"}' in text
+        # The gauge follows the Ready status the replica has seen come back from the API
+        # server, a moment after its reconcile counted: wait for both.
+        ok = (
+            'vectorschema_reconcile_total{result="ready"}' in text
+            and 'vectorschema_namespaces{ready="True",reason="Reconciled"}' in text
+        )
         return text if ok else None
 
     text = wait_for(active_scrape, 60, "a scrape of the active replica", 0.2)
     assert_no_denials(kube)
-    assert 'vectorschema_namespaces{ready="True",reason="Reconciled"}' in text
     assert (
         f'server="{installed.qdrant_url}"' in text or "vectorschema_qdrant_requests_total" in text
     )
