@@ -330,7 +330,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "CollectionIsAlias": (
         "Stalled",
         "`spec.collectionName` is an alias on the Qdrant server, not a collection: never "
-        "followed (it may name another tenant's collection); nothing is read or written",
+        "followed (it may name another tenant's collection); nothing is written",
     ),
     "LimitExceeded": (
         "Stalled",

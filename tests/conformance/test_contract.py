@@ -6,8 +6,12 @@ server that passes here runs the operator's plans the way its tests expect.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
 from qdrant_client import models as qm
@@ -332,6 +336,65 @@ def test_an_alias_is_refused_before_anything_is_read_or_written(
             client.update_collection_aliases(
                 [qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias))]
             )
+
+
+@contextlib.contextmanager
+def counted(gateway: ClientGateway) -> Iterator[Counter[str]]:
+    """The client's calls by method while the block runs (the requests a server sees)."""
+    calls: Counter[str] = Counter()
+    client = gateway._client
+    names = ("get_collection", "get_aliases", "create_collection", "update_collection", "info")
+
+    def counting(name: str) -> Any:
+        real = getattr(client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            stack.enter_context(mock.patch.object(client, name, counting(name)))
+        yield calls
+
+
+def test_a_new_collection_costs_one_read_and_one_write(
+    gateway: ClientGateway, collection: str
+) -> None:
+    """Issue 19: no alias listing for a new collection (a read Qdrant does not find is no
+    alias; Qdrant refuses to create an alias's name), nor for one this gateway stamped."""
+    gateway.capabilities()  # the version: one read per gateway, before any pass
+    with counted(gateway) as calls:
+        assert gateway.observe(collection) is None
+        gateway.create_collection(collection, [TEXT], CollectionSettings(), {"k": "v"})
+    assert calls == {"get_collection": 1, "create_collection": 1}
+    with counted(gateway) as calls:
+        observed = gateway.observe(collection)
+    assert calls == {"get_collection": 1}
+    assert observed is not None and observed.metadata == {"k": "v"}  # the stamp is not shown
+
+
+def test_a_collection_made_elsewhere_is_checked_against_the_aliases(
+    gateway: ClientGateway, collection: str
+) -> None:
+    """Without this gateway's name stamp, a read may have gone through an alias: it lists
+    them; a metadata update stamps the name, and the next read needs no listing."""
+    with client_of(gateway) as client:
+        client.create_collection(
+            collection,
+            vectors_config={"text": qm.VectorParams(size=8, distance=qm.Distance.COSINE)},
+        )
+    gateway.capabilities()
+    with counted(gateway) as calls:
+        assert gateway.observe(collection) is not None
+    assert calls == {"get_collection": 1, "get_aliases": 1}
+    gateway.set_metadata(collection, {"vectorschema.dev/collection": "forged", "k": "v"})
+    with counted(gateway) as calls:
+        observed = gateway.observe(collection)
+    assert calls == {"get_collection": 1}
+    assert observed is not None and observed.metadata == {"k": "v"}
 
 
 # --- counts ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from vectorschema.core.schema import (
 from vectorschema.k8s.connection import default_from_env
 from vectorschema.qdrant import client as client_module
 from vectorschema.qdrant import local
-from vectorschema.qdrant.client import ClientGateway
+from vectorschema.qdrant.client import NAME_METADATA_KEY, ClientGateway
 from vectorschema.qdrant.convert import parse_version
 from vectorschema.qdrant.errors import (
     CollectionNotFound,
@@ -174,11 +174,16 @@ def test_local_datatype_memory_is_cleaned_up_on_delete(gateway: ClientGateway) -
         "k": "v",
         LOCAL_DATATYPES_METADATA_KEY: {"img": "float16", "sp16": "float16"},
         **settings,
+        NAME_METADATA_KEY: "c",
     }
     gateway.delete_vector("c", "img")
     gateway.delete_vector("c", "sp16")
     with client_of(gateway) as client:
-        assert client.get_collection("c").config.metadata == {"k": "v", **settings}
+        assert client.get_collection("c").config.metadata == {
+            "k": "v",
+            **settings,
+            NAME_METADATA_KEY: "c",
+        }
     # re-adding it as float32 is reported as float32, not as the old datatype
     gateway.create_vector("c", vector_def_from_spec(spec(name="img", size=4, distance="Dot")))
     observed = gateway.observe("c")
@@ -405,7 +410,11 @@ def test_set_metadata_delete_on_collection_without_metadata(gateway: ClientGatew
         client.create_collection("c", vectors_config={})
     gateway.set_metadata("c", {"gone": None, "kept": "yes"})
     with client_of(gateway) as client:
-        assert client.get_collection("c").config.metadata == {"kept": "yes"}
+        # a metadata update also stamps the collection's name (made before the stamp)
+        assert client.get_collection("c").config.metadata == {
+            "kept": "yes",
+            NAME_METADATA_KEY: "c",
+        }
     gateway.set_metadata("c", {"kept": None})
     observed = gateway.observe("c")
     assert observed is not None
@@ -811,7 +820,8 @@ def test_remote_requests_carry_the_definition(fake_qdrant: FakeQdrant) -> None:
         _, path, _, body = fake_qdrant.requests[-1]
         assert path == "/collections/new"
         assert body["shard_number"] == 2 and body["replication_factor"] == 3
-        assert body["on_disk_payload"] is False and body["metadata"] == {"o": 1}
+        assert body["on_disk_payload"] is False
+        assert body["metadata"] == {"o": 1, NAME_METADATA_KEY: "new"}
         assert body["vectors"]["img"] == {"size": 4, "distance": "Dot", "datatype": "float16"}
         assert body["vectors"]["colbert"]["multivector_config"] == {"comparator": "max_sim"}
         assert body["vectors"]["sq"]["quantization_config"] == {
@@ -851,7 +861,7 @@ def test_remote_requests_carry_the_definition(fake_qdrant: FakeQdrant) -> None:
         g.set_metadata("c", {"a": "b"})
         assert [(m, p, b) for m, p, _, b in fake_qdrant.requests] == [
             ("DELETE", "/collections/c/vectors/text", None),
-            ("PATCH", "/collections/c", {"metadata": {"a": "b"}}),
+            ("PATCH", "/collections/c", {"metadata": {"a": "b", NAME_METADATA_KEY: "c"}}),
         ]
         assert fake_qdrant.alias_checks == checks + 2  # the name is checked before each
     finally:

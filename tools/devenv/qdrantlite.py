@@ -213,6 +213,12 @@ class Store:
         body = parse(m.CreateCollection, raw or {})
         if name in self.configs:
             raise HttpError(400, f"Wrong input: Collection `{name}` already exists!")
+        if any(a.alias_name == name for a in self.client.get_aliases().aliases):
+            raise HttpError(  # Qdrant's own answer (since 1.1)
+                400,
+                f"Wrong input: Can't create collection with name {name}. "
+                "Alias with the same name already exists",
+            )
         try:
             self.client.create_collection(
                 name,

@@ -8,10 +8,16 @@
   few probes; the other calls fail at once without I/O). Every call has the client's
   timeout; an exact count has its own, shorter budget (`count_timeout`).
 
-Every call that names a collection first makes sure the name is not an alias on the
-server (`_not_an_alias`): an alias inside a tenant's prefix may point at another tenant's
-collection, and Qdrant would follow it. Such a name is refused (`CollectionIsAlias`)
-before anything is read or written.
+No call ever follows an alias: an alias inside a tenant's prefix may point at another
+tenant's collection, and Qdrant would follow it. Such a name is refused
+(`CollectionIsAlias`) before anything is written. Qdrant keeps collection and alias names
+apart (since 1.1; qdrant-client's local mode too): a create of an alias's name is refused
+by Qdrant itself, and a read of a name that Qdrant does not find is not an alias either.
+So a new collection costs one read and one write, no alias listing. A read that finds a
+collection is checked by its name stamp (`NAME_METADATA_KEY`, written by this gateway at
+creation and with every metadata update): a read through an alias returns the target,
+stamped with the target's name, so only an unstamped or mis-stamped answer lists the
+aliases (`_not_an_alias`). The other writes list them before every call.
 
 Every failure is translated (`errors`, `local`) into a short message that never carries the
 API key. Conversions are in `convert`, local-mode shims in `local`; the gateway knows
@@ -25,6 +31,7 @@ import dataclasses
 import functools
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -67,6 +74,13 @@ SCROLL_PAGE = 1000
 ESTIMATE_PAGES = 5
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_COUNT_TIMEOUT = 5.0
+#: The collection's own name, stamped by the gateway (see the module docstring); callers
+#: never see it in `observe` and cannot set it.
+NAME_METADATA_KEY = "vectorschema.dev/collection"
+#: Qdrant refuses a collection named like an alias, and an alias named like a collection.
+DISJOINT_NAMES_SINCE = (1, 1)
+#: How Qdrant (and local mode) refuse to create a collection named like an alias.
+_ALIAS_TAKEN = re.compile(r"(: Alias \S+|Alias with the same name) already exists")
 
 
 @dataclass(frozen=True)
@@ -275,10 +289,21 @@ class ClientGateway:
         docstring). The alias's target is another tenant's business: never named."""
         listed = self._call("read the aliases", self._client.get_aliases, collection=collection)
         if any(alias.alias_name == collection for alias in listed.aliases):
-            raise CollectionIsAlias(
-                f"spec.collectionName: {collection!r} is an alias on {self._where()}, not a "
-                "collection; the operator does not follow aliases: name a collection"
-            )
+            raise self._is_alias(collection)
+
+    def _is_alias(self, collection: str) -> CollectionIsAlias:
+        return CollectionIsAlias(
+            f"spec.collectionName: {collection!r} is an alias on {self._where()}, not a "
+            "collection; the operator does not follow aliases: name a collection"
+        )
+
+    def _names_disjoint(self) -> bool:
+        """Whether this Qdrant refuses a collection named like an alias (local mode, and
+        servers since 1.1); otherwise every call lists the aliases first."""
+        if self._local:
+            return True
+        version = convert.parse_version(self.capabilities().server_version)
+        return version is not None and version >= DISJOINT_NAMES_SINCE
 
     # -- QdrantGateway -------------------------------------------------------------------
 
@@ -299,12 +324,17 @@ class ClientGateway:
             return self._capabilities
 
     def observe(self, collection: str) -> ObservedCollection | None:
-        self._not_an_alias(collection)
+        disjoint = self._names_disjoint()
+        if not disjoint:
+            self._not_an_alias(collection)
         try:
             info = self._get_collection(collection)
         except CollectionNotFound:
-            return None
-        metadata, datatypes = local.split_datatypes(info.config.metadata)
+            return None  # Qdrant follows an alias on a read: no alias of that name either
+        metadata = dict(info.config.metadata or {})
+        if metadata.pop(NAME_METADATA_KEY, None) != collection and disjoint:
+            self._not_an_alias(collection)  # not stamped with this name: maybe an alias
+        metadata, datatypes = local.split_datatypes(metadata)
         metadata, recorded = local.split_settings(metadata)
         observed = convert.observed(collection, info, metadata=metadata, datatypes=datatypes)
         if self._local:
@@ -381,23 +411,30 @@ class ClientGateway:
             v.name: convert.vector_params(v) for v in vectors if v.type is not VectorType.SPARSE
         }
         sparse = {v.name: convert.sparse_params(v) for v in vectors if v.type is VectorType.SPARSE}
-        self._not_an_alias(collection)
+        if not self._names_disjoint():
+            self._not_an_alias(collection)
+        metadata = {**metadata, NAME_METADATA_KEY: collection}
         if self._local:
             metadata = {**metadata, **local.settings_metadata(settings)}
-        self._call(
-            "create the collection",
-            lambda: self._client.create_collection(
-                collection,
-                vectors_config=dense,
-                sparse_vectors_config=sparse or None,
-                shard_number=settings.shard_number,
-                replication_factor=settings.replication_factor,
-                write_consistency_factor=settings.write_consistency_factor,
-                on_disk_payload=settings.on_disk_payload,
-                metadata=dict(metadata) or None,
-            ),
-            collection=collection,
-        )
+        try:
+            self._call(
+                "create the collection",
+                lambda: self._client.create_collection(
+                    collection,
+                    vectors_config=dense,
+                    sparse_vectors_config=sparse or None,
+                    shard_number=settings.shard_number,
+                    replication_factor=settings.replication_factor,
+                    write_consistency_factor=settings.write_consistency_factor,
+                    on_disk_payload=settings.on_disk_payload,
+                    metadata=dict(metadata) or None,
+                ),
+                collection=collection,
+            )
+        except QdrantRejected as exc:
+            if _ALIAS_TAKEN.search(str(exc)):  # Qdrant's own check, atomic with the create
+                raise self._is_alias(collection) from None
+            raise
 
     def delete_collection(self, collection: str) -> None:
         self._not_an_alias(collection)
@@ -496,7 +533,11 @@ class ClientGateway:
 
     def set_metadata(self, collection: str, metadata: Mapping[str, Any]) -> None:
         """Merge `metadata` into the collection's; a `None` value deletes that key."""
-        update = {k: v for k, v in metadata.items() if k not in local.RESERVED_METADATA_KEYS}
+        update = {
+            k: v
+            for k, v in metadata.items()
+            if k not in local.RESERVED_METADATA_KEYS and k != NAME_METADATA_KEY
+        }
         with self._serial(collection):
             self._not_an_alias(collection)
             if any(v is None for v in update.values()):
@@ -506,6 +547,7 @@ class ClientGateway:
                 update = {k: v for k, v in update.items() if v is not None or k in current}
             if not update:
                 return
+            update[NAME_METADATA_KEY] = collection  # a collection made before the stamp
             self._call(
                 "update the collection metadata",
                 lambda: self._client.update_collection(collection, metadata=update),
