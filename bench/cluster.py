@@ -56,6 +56,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -985,6 +986,23 @@ def expected_keys(args: argparse.Namespace) -> list[str]:
     return keys
 
 
+def write_results(out: Path, results: dict[str, Any], stages: Sequence[str]) -> None:
+    """Merge this run's figures into `out`: the figures of stages not run this time (a
+    hand-run server path, the in-cluster tests' failover times) stay, and
+    `stages_measured_at` says when each stage last ran."""
+    try:
+        merged = json.loads(out.read_text())
+    except (OSError, ValueError):
+        merged = {}
+    if not isinstance(merged, dict):
+        merged = {}
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    measured_at = {**merged.get("stages_measured_at", {}), **dict.fromkeys(stages, when)}
+    merged.update(results)
+    merged["stages_measured_at"] = measured_at
+    out.write_text(json.dumps(merged, indent=2) + "\n")
+
+
 def sizes(raw: str) -> list[int]:
     return [int(x) for x in raw.split(",") if x.strip()]
 
@@ -1061,7 +1079,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "growth" in args.stages:
             results.update(asyncio.run(bench_growth(args, binaries, workdir, run_id)))
     results["runtime_s"] = time.perf_counter() - started
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    ran = [
+        stage
+        for stage in args.stages
+        if (stage != "server" or args.qdrant_url) and (stage != "inplace" or args.points > 0)
+    ]
+    write_results(args.out, results, ran)
     keys = [k for k, v in results.items() if isinstance(v, int | float)]
     width = max(map(len, keys))
     for k in keys:

@@ -86,6 +86,7 @@ def test_run_py_writes_every_section_and_passes_its_checks(tmp_path: Path) -> No
 def test_cluster_py_writes_every_figure_on_both_paths(tmp_path: Path) -> None:
     qdrant = Server(api_key=KEY).start()
     out = tmp_path / "bench-results.json"
+    out.write_text('{"failover_s": 50.3, "scale_1000_ready_s": -1}\n')  # an earlier run's
     stages = ["cluster", "inplace", "server", "growth"]
     argv = [
         *("--namespaces", "4", "--tenants", "2", "--changes", "3"),
@@ -102,6 +103,9 @@ def test_cluster_py_writes_every_figure_on_both_paths(tmp_path: Path) -> None:
         qdrant.stop()
 
     results = json.loads(out.read_text())
+    # merged: figures of stages this run did not measure stay (in-cluster failover)
+    assert results["failover_s"] == 50.3 and results["scale_1000_ready_s"] != -1
+    assert set(results["stages_measured_at"]) == set(stages)
     expected = cluster.expected_keys(
         argparse.Namespace(stages=stages, points=100, qdrant_url=qdrant.url, growth=GROWTH)
     )
