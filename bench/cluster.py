@@ -817,6 +817,9 @@ async def bench_server(
         "server_writes_per_namespace": (scale["qdrant_http_requests"] - scale["qdrant_http_reads"])
         / n,
         "server_passes_per_namespace": scale["passes"] / n,
+        # every pass reads once; passes beyond one per Namespace are resyncs (60 s) of
+        # those Ready early, or repeats after failures
+        "server_reads_per_pass": scale["qdrant_http_reads"] / max(scale["passes"], 1),
         "server_wakes": scale["wakes"],
         "server_requests_by_kind": http,
         "server_floor_requests_per_collection": sum(floor_http.values()) / n,
@@ -966,6 +969,8 @@ SERVER_KEYS = (
     "server_requests_per_namespace",
     "server_reads_per_namespace",
     "server_writes_per_namespace",
+    "server_passes_per_namespace",
+    "server_reads_per_pass",
     "server_floor_requests_per_collection",
 )
 
