@@ -809,6 +809,13 @@ def test_fingerprint_is_stable() -> None:
     assert fp(observed=replace(FP_OBSERVED, metadata={"vectorschema.dev/owner": "x/y"})) == fp()
 
 
+def test_fingerprint_is_the_same_across_operator_versions() -> None:
+    """An approval pinned to a fingerprint (`confirmPlan`, the spent plans on the
+    collection) must mean the same plan after an upgrade: a change to how the documents
+    are built (e.g. caching their keys) must not change the hash."""
+    assert fp() == "00eb8d7d6459979e"
+
+
 @pytest.mark.parametrize(
     "changed",
     [
