@@ -30,24 +30,6 @@ def test_spec_change_wakes_status_write_does_not() -> None:
     assert w.wakes[KEY, "spec"] == 2
 
 
-def test_an_event_the_running_pass_already_covers_wakes_nothing() -> None:
-    """kopf may start a new loop's first pass before it calls the event handlers for the
-    same event: that pass read the body, a second pass would only read Qdrant again."""
-    w = Wakeups()
-    waker = w.register(KEY)
-    w.pass_starts(KEY, body(1))  # the first pass, from the ADDED body
-    assert w.namespace_event(KEY, "ADDED", body(1)) is False
-    assert not waker.is_set() and w.seen[KEY] == (1, None, None, None)
-    # anything newer than what the pass started from wakes it again
-    assert w.namespace_event(KEY, "MODIFIED", body(2)) is True
-    assert waker.is_set()
-    waker.clear()
-    assert w.namespace_event(KEY, "MODIFIED", body(2, "0123456789abcdef")) is True
-    w.pass_starts(KEY, body(3))
-    w.namespace_event(KEY, "DELETED", body(3))
-    assert KEY not in w.started
-
-
 def test_plugin_spec_change_wakes_its_status_write_does_not() -> None:
     w = Wakeups()
 

@@ -681,7 +681,6 @@ async def control_loop(
             # done until it is back (the loop goes when kopf next sees the resource).
             return Result(status=NamespaceStatus())
         started = time.monotonic()
-        memo.wakeups.pass_starts((namespace, name), body)  # before the pass reads `body`
         caps = config.caps()
         policy = config.policy()
         try:

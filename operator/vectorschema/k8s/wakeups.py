@@ -44,9 +44,6 @@ class Wakeups:
     #: What each Namespace's last event showed: (generation, approval and abandon
     #: annotations, backfill retry annotation).
     seen: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
-    #: The same, of the body each Namespace's latest pass started from (`pass_starts`):
-    #: an event showing no more than that is covered by the pass and wakes nothing.
-    started: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
     #: Reconcile passes per Namespace, and wake-ups by cause (observability).
     passes: Counter[Key] = field(default_factory=Counter)
     wakes: Counter[tuple[Key, str]] = field(default_factory=Counter)
@@ -71,24 +68,21 @@ class Wakeups:
         """A Namespace event: wake its loop when the spec (generation), the approval
         annotation, the abandon annotation or the backfill retry annotation changed, not on
         status writes or kopf's bookkeeping. True if woken."""
-        seen = _wake_state(body)
+        meta = body.get("metadata", {})
+        annotations = meta.get("annotations") or {}
+        seen = (
+            meta.get("generation"),
+            annotations.get(CONFIRM_ANNOTATION),
+            annotations.get(ABANDON_ANNOTATION),
+            annotations.get(RETRY_BACKFILL_ANNOTATION),
+        )
         woken = self.seen.get(key) != seen
         if woken:
             self.seen[key] = seen
-            # kopf may start the loop's first pass (from this very body) before it calls
-            # the event handlers: that pass covers this change, a second one would only
-            # read Qdrant again (the extra read per new Namespace of the benchmark)
-            woken = self.started.get(key) != seen
-        if woken:
             self.wake(key, "spec")
         if event_type == "DELETED":
             self.forget(key)
         return woken
-
-    def pass_starts(self, key: Key, body: Mapping[str, Any]) -> None:
-        """A pass of `key` starts from `body` (kopf's live view, read after this): an
-        event that shows nothing newer needs no pass of its own."""
-        self.started[key] = _wake_state(body)
 
     def plugin_event(self, name: str, event_type: str | None, body: Mapping[str, Any]) -> bool:
         """A Plugin event: True (wake the Namespaces that list it) when it is new to this
@@ -108,7 +102,6 @@ class Wakeups:
     def forget(self, key: Key) -> None:
         """Drop everything kept about a deleted resource."""
         self.seen.pop(key, None)
-        self.started.pop(key, None)
         self.passes.pop(key, None)
         self.backoff.forget(key)
         self.note_unavailable(key, None)
@@ -168,19 +161,6 @@ class Stopped(Protocol):
     """kopf's `DaemonStopped`: true once the loop must stop."""
 
     def __bool__(self) -> bool: ...
-
-
-def _wake_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What a Namespace event wakes its loop for: the generation (the spec), the approval
-    and abandon annotations, the backfill retry annotation."""
-    meta = body.get("metadata", {})
-    annotations = meta.get("annotations") or {}
-    return (
-        meta.get("generation"),
-        annotations.get(CONFIRM_ANNOTATION),
-        annotations.get(ABANDON_ANNOTATION),
-        annotations.get(RETRY_BACKFILL_ANNOTATION),
-    )
 
 
 def next_delay(
