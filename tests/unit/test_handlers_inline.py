@@ -5,11 +5,12 @@ wake-ups they call set asyncio Events, which only the event loop's thread may se
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import kopf
 
-import vectorschema.k8s.handlers  # noqa: F401  (registers the handlers)
+from vectorschema.k8s import handlers  # registers the handlers
 
 
 def test_index_and_event_handlers_run_on_the_event_loop() -> None:
@@ -22,3 +23,13 @@ def test_index_and_event_handlers_run_on_the_event_loop() -> None:
     assert {"namespace_event", "namespaces_by_plugin", "plugin_specs"} <= names
     threaded = sorted(h.fn.__name__ for h in handlers if not inspect.iscoroutinefunction(h.fn))
     assert threaded == []
+
+
+def test_after_a_failed_start_the_other_handlers_add_no_error_of_their_own() -> None:
+    """`configure` failed (no cluster, a refused setting) and said why: the startup and
+    cleanup handlers that follow must not fail on what it did not set up (they logged
+    "start_shard_lease failed: 'gate'" after the real error)."""
+    memo = kopf.Memo()  # nothing set up
+    for handler in (handlers.start_shard_lease, handlers.stop_shard_lease, handlers.stop_serving):
+        asyncio.run(handler(memo=memo))
+    handlers.shut_down(memo=memo)

@@ -167,9 +167,10 @@ def _wake_on_recovery(memo: kopf.Memo, loop: asyncio.AbstractEventLoop) -> None:
 
 @kopf.on.startup()
 async def start_shard_lease(memo: kopf.Memo, **_: Any) -> None:
-    """A sharded operator keeps its layout's lease in a background task."""
-    gate: sharding.Gate = memo.gate
-    if gate.lease is not None:
+    """A sharded operator keeps its layout's lease in a background task. Nothing when
+    `configure` failed (it says why; this must not add a second, confusing error)."""
+    gate: sharding.Gate | None = getattr(memo, "gate", None)
+    if gate is not None and gate.lease is not None:
         memo.lease_task = asyncio.create_task(
             sharding.run_lease(gate, sharding.lease_namespace(), sharding.lease_name())
         )
@@ -184,8 +185,10 @@ async def stop_shard_lease(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def stop_serving(memo: kopf.Memo, **_: Any) -> None:
-    """Not ready any more; close the metrics port."""
-    await memo.server.stop()
+    """Not ready any more; close the metrics port (if `configure` got that far)."""
+    server: Server | None = getattr(memo, "server", None)
+    if server is not None:
+        await server.stop()
 
 
 @kopf.on.cleanup()
