@@ -4,6 +4,10 @@ Qdrant calls by gateway method (reads, writes), the HTTP requests its Qdrant cli
 to a server (by method: what a server sees), and its completed reconcile passes, and serves
 them as JSON on 127.0.0.1:`BENCH_HOOKS_PORT` (`GET /counts`).
 
+With `BENCH_TRACEMALLOC=<frames>` it also traces Python allocations from its import on
+(`tracemalloc`, slow: for finding where memory goes, not for timings) and serves the
+largest holders of what is live now (`GET /tracemalloc?top=30&by=lineno|traceback`).
+
 The embedded Qdrant lives inside the operator process, so its calls can only be counted
 there; API requests are counted at the API server instead (its audit log).
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +37,9 @@ WRITES = (
     "update_vector",
     "set_metadata",
 )
+if os.environ.get("BENCH_TRACEMALLOC"):
+    tracemalloc.start(int(os.environ["BENCH_TRACEMALLOC"]))
+
 calls: Counter[str] = Counter()
 http: Counter[str] = Counter()
 _lock = threading.Lock()
@@ -84,8 +92,30 @@ async def serve_counts(memo: kopf.Memo, **_: Any) -> None:
             }
         )
 
+    async def traced(request: web.Request) -> web.Response:
+        if not tracemalloc.is_tracing():
+            return web.Response(status=404, text="BENCH_TRACEMALLOC is not set\n")
+        top = int(request.query.get("top", "30"))
+        by = request.query.get("by", "lineno")
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
+        stats = snapshot.statistics(by)
+        current, peak = tracemalloc.get_traced_memory()
+        lines = [
+            f"traced now {current / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB, "
+            f"{len(stats)} {by}s",
+            "",
+        ]
+        for stat in stats[:top]:
+            lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:9d} blocks")
+            frames = stat.traceback.format() if by == "traceback" else [str(stat.traceback)]
+            lines += [f"    {f.strip()}" for f in frames if f.strip()]
+        return web.Response(text="\n".join(lines) + "\n")
+
     app = web.Application()
     app.router.add_get("/counts", counts)
+    app.router.add_get("/tracemalloc", traced)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", int(os.environ["BENCH_HOOKS_PORT"])).start()
