@@ -73,3 +73,26 @@ def test_one_api_client_per_configuration(monkeypatch: pytest.MonkeyPatch) -> No
     assert kube._custom().api_client is first
     kube.load_config()
     assert kube.api_client() is not first
+
+
+def test_the_shared_client_keeps_a_connection_per_calling_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool keeps as many connections as threads may call at once: urllib3 closes a
+    connection that comes back to a full pool, and the next call beyond the pool's size
+    pays a new TLS handshake. It never shrinks below the client's own default."""
+    import kubernetes
+
+    def no_cluster() -> None:
+        raise kubernetes.config.ConfigException("not in a pod")
+
+    monkeypatch.setattr(kubernetes.config, "load_incluster_config", no_cluster)
+    monkeypatch.setattr(kubernetes.config, "load_kube_config", lambda config_file=None: None)
+    default = kubernetes.client.Configuration.get_default_copy().connection_pool_maxsize
+    kube.load_config(threads=default + 60)
+    pool = kube.api_client().rest_client.pool_manager
+    assert pool.connection_pool_kw["maxsize"] == default + 60
+    kube.load_config(threads=1)
+    assert kube.api_client().rest_client.pool_manager.connection_pool_kw["maxsize"] == default
+    kube.load_config()
+    assert kube.api_client().rest_client.pool_manager.connection_pool_kw["maxsize"] == default

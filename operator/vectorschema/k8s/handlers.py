@@ -48,6 +48,7 @@ import contextvars
 import functools
 import heapq
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -113,7 +114,8 @@ async def configure(
     memo.executor = ThreadPoolExecutor(config.workers(), thread_name_prefix="vectorschema")
     pool.configure(config.qdrant_limits())
     _wake_on_recovery(memo, asyncio.get_running_loop())
-    kube.load_config()
+    # API callers at once: the worker threads, and asyncio's default pool (to_thread)
+    kube.load_config(threads=config.workers() + min(32, (os.cpu_count() or 1) + 4))
     webhook = config.webhook_settings()
     ca = config.configure_kopf(settings, webhook)
     logs.install()
