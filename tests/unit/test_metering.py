@@ -257,3 +257,19 @@ def test_backfill_jobs_by_state_and_each_jobs_duration_once() -> None:
     assert seen['vectorschema_backfill_duration_seconds_count{state="Succeeded"}'] == 1
     assert seen['vectorschema_backfill_duration_seconds_sum{state="Succeeded"}'] == 90
     assert seen['vectorschema_backfill_duration_seconds_count{state="Failed"}'] == 1
+
+
+def test_only_what_the_next_pass_is_compared_with_is_kept_per_resource() -> None:
+    """The metrics keep, per Namespace, what the next pass's status is compared with (the
+    last reconfigure, the backfill pairs): not its conditions and the rest (10,000
+    Namespaces kept about 4 KB each). The comparisons still count each reconfigure once."""
+    metrics = Metrics()
+    full = status("stalled", report("ff", 12))
+    assert full.conditions
+    metrics.observe_pass(("t", "a"), Result(status=full), 0.1)
+    kept = metrics._statuses[("t", "a")]
+    assert kept.last_reconfigure == full.last_reconfigure
+    assert kept.reprocess == full.reprocess
+    assert not kept.conditions and kept.collection is None
+    metrics.observe_pass(("t", "a"), Result(status=status("stalled", report("ff", 12))), 0.1)
+    assert samples(metrics)["vectorschema_points_deleted_total"] == 12

@@ -136,7 +136,7 @@ class Metrics:
             deleted = points_deleted(self._statuses.get(key), result.status)
             durations = backfill_durations(self._statuses.get(key), result.status)
             self._states[key] = state
-            self._statuses[key] = result.status
+            self._statuses[key] = _compared(result.status)
         if deleted:
             self.points.inc(deleted)
         for ended, seconds in durations:
@@ -228,3 +228,12 @@ class Server:
         if self.ready:
             return web.Response(text="ok\n")
         return web.Response(status=503, text="not ready\n")
+
+
+def _compared(status: NamespaceStatus) -> NamespaceStatus:
+    """What the next pass's status is compared with (`points_deleted`: the last
+    reconfigure; `backfill_durations`: the backfill pairs), and nothing else: one kept per
+    Namespace, the conditions and the rest would only take memory (about 4 KB each)."""
+    return NamespaceStatus.model_construct(
+        last_reconfigure=status.last_reconfigure, reprocess=status.reprocess
+    )
