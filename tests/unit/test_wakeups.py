@@ -339,3 +339,50 @@ def test_sleep_awaits_an_awaitable_stop_flag_without_polling() -> None:
     slept, stopped = asyncio.run(scenario())
     assert 0.04 <= slept < 1.0
     assert stopped < 1.0
+
+
+def test_a_sleeping_loop_holds_no_task_and_stops_when_kopf_stops_it() -> None:
+    """With kopf's awaitable stop flag, a loop sleeping on its resync interval holds one
+    task of its own (the one that waits for the stop), not new tasks per sleep; stopping
+    it ends the loop at once, and nothing of it is left running."""
+
+    async def scenario() -> tuple[int, float]:
+        w, stop = Wakeups(), AwaitableStop()
+        passes: list[int] = []
+
+        async def one_pass() -> Result | None:
+            passes.append(1)
+            return Result(NamespaceStatus())
+
+        others = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        loop_task = asyncio.ensure_future(
+            control_loop(
+                KEY,
+                w,
+                stopped=stop,
+                deleting=lambda: False,
+                run_pass=one_pass,
+                post=lambda e: None,
+                resync=lambda: 60.0,
+            )
+        )
+        for _ in range(3):  # woken twice after the first pass: three passes, then asleep
+            while len(passes) < _ + 1:
+                await asyncio.sleep(0.01)
+            if _ < 2:
+                w.wake(KEY, "plugin")
+        await asyncio.sleep(0.05)
+        held = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} - others
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        stop.event.set()
+        await asyncio.wait_for(loop_task, 5)
+        stopped_in = loop.time() - t0
+        await asyncio.sleep(0)
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert len(passes) == 3
+        return len(held), stopped_in
+
+    held, stopped_in = asyncio.run(scenario())
+    assert held == 2  # the loop itself and its stop watcher
+    assert stopped_in < 1.0

@@ -194,6 +194,7 @@ async def control_loop(
     A failed pass waits its backoff (`controller.backoff`); one that found its Qdrant
     unavailable is also woken when that server answers again (`Wakeups.recovered`)."""
     waker = wakeups.register(key)
+    sleeper = Sleeper(waker, stopped)
     gone = False
     try:
         while not stopped:
@@ -201,51 +202,94 @@ async def control_loop(
             if deleting():
                 gone = True
                 return
-            try:
-                result = await run_pass()
-            except KubeUnavailable as exc:
-                log.warning("reconcile of %s/%s failed: %s", *key, exc)
-                delay = wakeups.backoff.failed(key, RetryKind.UNAVAILABLE)
-            except Exception:
-                log.exception("reconcile of %s/%s failed", *key)
-                delay = wakeups.backoff.failed(key, RetryKind.UNEXPECTED)
-            else:
-                if result is None:  # gone or being deleted
-                    gone = True
-                    return
-                wakeups.passes[key] += 1
-                for event in result.events:
-                    post(event)
-                delay = next_delay(key, result, resync(), wakeups.backoff)
-                wakeups.note_unavailable(key, result.unavailable)
-            await sleep_until_woken(waker, stopped, delay)
+            delay = await _pass_and_delay(key, wakeups, run_pass, post, resync)
+            if delay is None:  # gone or being deleted
+                gone = True
+                return
+            await sleeper.sleep(delay)
     finally:
+        sleeper.close()
         wakeups.unregister(key, waker)
         if gone:
             wakeups.forget(key)
 
 
-async def sleep_until_woken(waker: asyncio.Event, stopped: Stopped, delay: float) -> None:
-    """Sleep `delay` seconds, less if woken or stopped.
-
-    kopf's `DaemonStopped` can be awaited (`stopped.wait()`): then this sleeps without
-    waking up in between (a thousand loops polling every second cost a few percent of a
-    core). Other stop flags are checked every second."""
-    if stopped or waker.is_set():
-        return
-    wait_stopped = getattr(stopped, "wait", None)
-    if wait_stopped is None:
-        deadline = time.monotonic() + delay
-        while not stopped and not waker.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waker.wait(), timeout=min(remaining, 1.0))
-        return
-    waits = {asyncio.ensure_future(waker.wait()), asyncio.ensure_future(wait_stopped())}
+async def _pass_and_delay(
+    key: Key,
+    wakeups: Wakeups,
+    run_pass: Callable[[], Awaitable[Result | None]],
+    post: Callable[[Event], None],
+    resync: Callable[[], float],
+) -> float | None:
+    """One pass, its Events posted; the delay before the next (None: the resource is
+    gone). The pass's result is not kept while the loop sleeps: a status is held per
+    Namespace where it is needed (the metrics, the observations), not once more here."""
     try:
-        await asyncio.wait(waits, timeout=max(delay, 0.0), return_when=asyncio.FIRST_COMPLETED)
+        result = await run_pass()
+    except KubeUnavailable as exc:
+        log.warning("reconcile of %s/%s failed: %s", *key, exc)
+        return wakeups.backoff.failed(key, RetryKind.UNAVAILABLE)
+    except Exception:
+        log.exception("reconcile of %s/%s failed", *key)
+        return wakeups.backoff.failed(key, RetryKind.UNEXPECTED)
+    if result is None:
+        return None
+    wakeups.passes[key] += 1
+    for event in result.events:
+        post(event)
+    delay = next_delay(key, result, resync(), wakeups.backoff)
+    wakeups.note_unavailable(key, result.unavailable)
+    return delay
+
+
+class Sleeper:
+    """The sleeps of one control loop: until the delay passes, the loop is woken, or
+    kopf stops it.
+
+    kopf's `DaemonStopped` can be awaited (`stopped.wait()`): one task per loop awaits it
+    and wakes the loop, and each sleep is a single wait on the waker with a timeout, so
+    a sleeping loop holds no task of its own (10,000 sleeping loops held two tasks and an
+    `asyncio.wait` each, created anew on every pass). Other stop flags are checked every
+    second (a thousand loops polling every second cost a few percent of a core)."""
+
+    def __init__(self, waker: asyncio.Event, stopped: Stopped) -> None:
+        self._waker = waker
+        self._stopped = stopped
+        wait_stopped: Callable[[], Awaitable[Any]] | None = getattr(stopped, "wait", None)
+        self._watch = (
+            None if wait_stopped is None else asyncio.ensure_future(self._wake(wait_stopped))
+        )
+
+    async def _wake(self, wait_stopped: Callable[[], Awaitable[Any]]) -> None:
+        await wait_stopped()
+        self._waker.set()
+
+    async def sleep(self, delay: float) -> None:
+        """Sleep `delay` seconds, less if woken or stopped."""
+        if self._stopped or self._waker.is_set():
+            return
+        if self._watch is None:
+            deadline = time.monotonic() + delay
+            while not self._stopped and not self._waker.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._waker.wait(), timeout=min(remaining, 1.0))
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(delay, 0.0)):
+                await self._waker.wait()
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+
+
+async def sleep_until_woken(waker: asyncio.Event, stopped: Stopped, delay: float) -> None:
+    """One sleep of a `Sleeper` (see there)."""
+    sleeper = Sleeper(waker, stopped)
+    try:
+        await sleeper.sleep(delay)
     finally:
-        for w in waits:
-            w.cancel()
+        sleeper.close()
