@@ -884,6 +884,13 @@ async def bench_growth(
             )
             row["qdrant_requests_per_ns"] = qdrant / n
             out.update({f"growth_{n}_{k}": row[k] for k in GROWTH_FIELDS})
+            # what the figures are made of (not checked as figures): passes, wake-ups,
+            # API requests by kind, Qdrant requests by kind
+            out[f"growth_{n}_detail"] = {
+                k: row[k]
+                for k in ("passes", "wakes", "api_requests_by_kind", "qdrant_http_by_request")
+                if k in row
+            }
             log(
                 f"   Ready after {row['ready_s']:.1f} s, peak RSS {row['rss_mb']:.0f} MB, "
                 f"{row['api_requests']} API requests, {row['qdrant_requests_per_ns']:.2f} Qdrant "

@@ -479,6 +479,7 @@ async def namespace_event(
     changes; when the resource is gone, drop everything kept about it (and let the next
     one in line past the cap be served). A resource beyond the cap has no loop: its
     status says so, written once per generation from the body kopf has (no read)."""
+    drop_managed_fields(event)
     memo.wakeups.namespace_event((namespace, name), event.get("type"), body)
     if event.get("type") == "DELETED":
         forget(memo, (namespace, name))
@@ -505,6 +506,19 @@ async def namespace_event(
                 over_cap=refused,
             ),
         )
+
+
+def drop_managed_fields(event: kopf.RawEvent) -> None:
+    """Drop `metadata.managedFields` (the API server's field ownership records, read by
+    nothing here) from the event's object. That object is the body kopf keeps for the
+    resource until its next event (its daemon's live `body`: kopf calls the event handlers
+    before it hands the body to the daemons), and the records are about 60% of a parsed
+    Namespace (11.7 of 19.7 KB for one with a status): 10,000 Namespaces kept over 100 MB
+    of them."""
+    obj: Any = event.get("object")  # the raw dict kopf keeps (its TypedDict omits the field)
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
 
 
 def _never_connect(resource: NamespaceResource) -> Connector:
