@@ -15,8 +15,10 @@ there; API requests are counted at the API server instead (its audit log).
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import threading
+import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable
@@ -39,6 +41,22 @@ WRITES = (
 )
 if os.environ.get("BENCH_TRACEMALLOC"):
     tracemalloc.start(int(os.environ["BENCH_TRACEMALLOC"]))
+
+#: Seconds spent in the garbage collector, and collections, by generation.
+gc_seconds: dict[str, float] = {}
+_gc_started = [0.0]
+
+
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        gen = f"gen{info['generation']}"
+        gc_seconds[gen] = gc_seconds.get(gen, 0.0) + time.perf_counter() - _gc_started[0]
+        gc_seconds[f"{gen}_collections"] = gc_seconds.get(f"{gen}_collections", 0) + 1
+
+
+gc.callbacks.append(_gc_timer)
 
 calls: Counter[str] = Counter()
 http: Counter[str] = Counter()
@@ -89,6 +107,7 @@ async def serve_counts(memo: kopf.Memo, **_: Any) -> None:
                 "qdrant": qdrant,
                 "qdrant_http": on_the_wire,
                 "wakes": dict(Counter(why for (_key, why) in memo.wakeups.wakes.elements())),
+                "gc": dict(gc_seconds),
             }
         )
 

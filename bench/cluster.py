@@ -493,6 +493,8 @@ async def scale_phase(
     out["qdrant_http_reads"] = sum(v for k, v in http.items() if k.startswith("GET "))
     out["passes"] = after["passes"] - before["passes"]
     out["wakes"] = dict(Counter(after["wakes"]) - Counter(before["wakes"]))
+    gc0 = before.get("gc", {})
+    out["gc"] = {k: v - gc0.get(k, 0) for k, v in after.get("gc", {}).items()}
     return out
 
 
@@ -888,7 +890,7 @@ async def bench_growth(
             # API requests by kind, Qdrant requests by kind
             out[f"growth_{n}_detail"] = {
                 k: row[k]
-                for k in ("passes", "wakes", "api_requests_by_kind", "qdrant_http_by_request")
+                for k in ("passes", "wakes", "gc", "api_requests_by_kind", "qdrant_http_by_request")
                 if k in row
             }
             log(
