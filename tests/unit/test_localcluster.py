@@ -77,8 +77,10 @@ def test_start_on_a_busy_port_fails_before_starting_anything(
 def test_cli_prints_one_line_error_and_exits_1(
     tmp_path: Path, busy_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # --node no: a unit test never builds, locks or starts this machine's node (on a machine
+    # whose node was never built, the default `auto` built it here first)
     argv = ["up", "--state-dir", str(tmp_path / "s"), "--bin-dir", str(fake_bin_dir(tmp_path))]
-    rc = lc.main([*argv, "--port", str(busy_port)])
+    rc = lc.main([*argv, "--node", "no", "--port", str(busy_port)])
     assert rc == 1
     out, err = capsys.readouterr()
     assert out == ""
