@@ -278,3 +278,16 @@ def test_deleting_a_used_plugin_stalls_and_touches_nothing(
     assert plugin in condition(obj, "Stalled")["message"]
     live = qdrant.observe(f"{namespace}_orphan")
     assert live is not None and live.names == ["v"]  # nothing removed
+
+
+def test_the_running_operator_tuned_the_garbage_collector(wait_for: Any) -> None:
+    """Once started, the operator froze its startup objects out of the collector's sight
+    and raised the young generation's threshold (`handlers.tune_gc`, issue 19)."""
+    import gc
+
+    from vectorschema.k8s import handlers
+
+    wait_for(
+        lambda: gc.get_threshold() == handlers.GC_THRESHOLDS and gc.get_freeze_count() > 0,
+        message="the operator's startup tuned the garbage collector",
+    )

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import heapq
 import logging
 import os
@@ -153,7 +154,26 @@ async def configure(
     port = config.metrics_port()
     if port is not None:
         await memo.server.start(port)
+    tune_gc()
     memo.server.ready = True
+
+
+#: The cyclic garbage collector's thresholds (Python's default: 700, 10, 10).
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Once started: what the imports and the settings made is frozen out of the cyclic
+    garbage collector's sight (`gc.freeze`: it is never garbage, and every full collection
+    traversed it again), and a young generation is collected every 10,000 allocations
+    instead of 700 (reference counting frees almost everything a pass makes; the collector
+    is only for cycles). Measured (`bench_hooks` times each collection): at 10,000
+    Namespaces the collector took 47 s of the operator's 151 s of CPU, 34 s of it in 47
+    full collections, each traversing every live object; at 3,000, 8.9 -> 3.7 s with these
+    settings, peak RSS unchanged."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _wake_on_recovery(memo: kopf.Memo, loop: asyncio.AbstractEventLoop) -> None:
