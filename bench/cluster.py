@@ -778,9 +778,25 @@ def floor_create(
 
 def delete_collections(client: QdrantClient, names: Sequence[str], in_flight: int) -> None:
     """Leave the user's server as it was: the collections this run made (named by its own
-    run id), and no others. Deleting a name that is not there is a no-op."""
+    run id), and no others. Deleting a name that is not there is a no-op. A failed delete
+    is tried once more; what still fails is reported, not raised, so that a failed
+    clean-up does not throw away the run's figures (seen: EBADF from the client on
+    loopback under load)."""
+
+    def delete(name: str) -> str | None:
+        for attempt in (1, 2):
+            try:
+                client.delete_collection(name)
+                return None
+            except Exception as exc:
+                if attempt == 2:
+                    return f"{name}: {exc}"
+        return None
+
     with ThreadPoolExecutor(in_flight) as pool:
-        list(pool.map(client.delete_collection, names))
+        failed = [f for f in pool.map(delete, names) if f is not None]
+    if failed:
+        log(f"   could not delete {len(failed)} collections, e.g. {failed[0]}")
 
 
 async def bench_server(
