@@ -58,14 +58,6 @@ def _gc_timer(phase: str, info: dict[str, int]) -> None:
 
 gc.callbacks.append(_gc_timer)
 
-# Experiments only: BENCH_GC_THRESHOLD=<gen0>[,<gen1>,<gen2>], BENCH_GC_FREEZE=1 (after the
-# imports, as a startup handler would).
-if os.environ.get("BENCH_GC_THRESHOLD"):
-    gc.set_threshold(*map(int, os.environ["BENCH_GC_THRESHOLD"].split(",")))
-if os.environ.get("BENCH_GC_FREEZE"):
-    gc.collect()
-    gc.freeze()
-
 calls: Counter[str] = Counter()
 http: Counter[str] = Counter()
 _lock = threading.Lock()
