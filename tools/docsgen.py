@@ -708,6 +708,12 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "sets `false`, so a Pod that starts first cannot make the install fail)",
     ),
     "VECTORSCHEMA_RESYNC_SECONDS": ("`60`", "drift check interval, with +-10% jitter"),
+    "VECTORSCHEMA_GC_TUNING": (
+        "`true`",
+        "at start-up, freeze what start-up made out of Python's cyclic garbage collector and "
+        "collect its young generation every 10,000 allocations; `false` leaves Python's "
+        "defaults ([Performance](../explanation/performance.md))",
+    ),
     "VECTORSCHEMA_DELETE_RETRIES": (
         "`5`",
         "attempts to clean up a collection on deletion before letting go",

@@ -112,6 +112,7 @@ async def configure(
     refusal = config.embedded_store_refusal()
     if refusal is not None:
         raise kopf.PermanentError(refusal)
+    gc_tuning = config.gc_tuning()
     memo.executor = ThreadPoolExecutor(config.workers(), thread_name_prefix="vectorschema")
     pool.configure(config.qdrant_limits())
     _wake_on_recovery(memo, asyncio.get_running_loop())
@@ -154,7 +155,8 @@ async def configure(
     port = config.metrics_port()
     if port is not None:
         await memo.server.start(port)
-    tune_gc()
+    if gc_tuning:
+        tune_gc()
     memo.server.ready = True
 
 
@@ -163,14 +165,16 @@ GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def tune_gc() -> None:
-    """Once started: what the imports and the settings made is frozen out of the cyclic
-    garbage collector's sight (`gc.freeze`: it is never garbage, and every full collection
-    traversed it again), and a young generation is collected every 10,000 allocations
-    instead of 700 (reference counting frees almost everything a pass makes; the collector
-    is only for cycles). Measured (`bench_hooks` times each collection): at 10,000
-    Namespaces the collector took 47 s of the operator's 151 s of CPU, 34 s of it in 47
-    full collections, each traversing every live object; at 3,000, 8.9 -> 3.7 s with these
-    settings, peak RSS unchanged."""
+    """Once started (unless `VECTORSCHEMA_GC_TUNING=false`): the garbage made so far is
+    collected, what the imports and the settings made is frozen out of the cyclic garbage
+    collector's sight (`gc.freeze`: every full collection traversed it again), and the
+    young generation is collected every 10,000 tracked allocations instead of 700
+    (reference counting frees almost everything a pass makes; the collector is only for
+    cycles). Measured with `bench_hooks`' timing of each collection: untuned at 10,000
+    Namespaces, 47 s of the operator's 151 s of CPU (34 s in 47 full collections); tuned
+    on a slower day, 63 of 398 s (13 s in 7 full collections); at 3,000, 8.9 -> 3.7 s. The
+    objects of each Namespace are made after start-up, so freezing does not reach them:
+    the gain is fewer collections, and full ones that skip what start-up made."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

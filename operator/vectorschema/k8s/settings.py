@@ -178,6 +178,18 @@ def metrics_port(env: Mapping[str, str] = os.environ) -> int | None:
 OBJECT_LABEL_SCOPE = "VECTORSCHEMA_OBJECT_LABEL_SCOPE"
 TRUE = ("true", "1", "yes")
 
+FALSE = ("false", "0", "no")
+
+
+def gc_tuning(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether start-up tunes Python's cyclic garbage collector (`VECTORSCHEMA_GC_TUNING`,
+    default true; false leaves Python's defaults). Any other value stops the operator at
+    startup, naming it."""
+    raw = env.get("VECTORSCHEMA_GC_TUNING", "true").strip().lower()
+    if raw not in TRUE + FALSE:
+        raise ValueError(f"VECTORSCHEMA_GC_TUNING={raw!r} is neither true nor false")
+    return raw in TRUE
+
 
 def scope(env: Mapping[str, str] = os.environ) -> Scope:
     """Which Namespace resources to serve (`core.scope.Scope`): by the labels of their
