@@ -776,12 +776,15 @@ def floor_create(
     return time.perf_counter() - t0, Counter(counting.by_method)
 
 
-def delete_collections(client: QdrantClient, names: Sequence[str], in_flight: int) -> None:
+def delete_collections(
+    client: QdrantClient, names: Sequence[str], in_flight: int, *, must: bool = False
+) -> None:
     """Leave the user's server as it was: the collections this run made (named by its own
     run id), and no others. Deleting a name that is not there is a no-op. A failed delete
-    is tried once more; what still fails is reported, not raised, so that a failed
-    clean-up does not throw away the run's figures (seen: EBADF from the client on
-    loopback under load)."""
+    is tried once more after a moment. What still fails stops the run when `must` (the
+    floor's collections, before the operator's phase: left there, they would skew it), and
+    is otherwise reported, not raised, so that a failed clean-up does not throw away the
+    run's figures (seen: EBADF from the client on loopback under load)."""
 
     def delete(name: str) -> str | None:
         for attempt in (1, 2):
@@ -791,12 +794,16 @@ def delete_collections(client: QdrantClient, names: Sequence[str], in_flight: in
             except Exception as exc:
                 if attempt == 2:
                     return f"{name}: {exc}"
+                time.sleep(0.5)
         return None
 
     with ThreadPoolExecutor(in_flight) as pool:
         failed = [f for f in pool.map(delete, names) if f is not None]
     if failed:
-        log(f"   could not delete {len(failed)} collections, e.g. {failed[0]}")
+        message = f"could not delete {len(failed)} collections, e.g. {failed[0]}"
+        if must:
+            raise SystemExit(f"bench: {message}")
+        log(f"   {message}: delete them by hand (their names start with this run's id)")
 
 
 async def bench_server(
@@ -813,7 +820,7 @@ async def bench_server(
         version = client.info().version
         log(f"6. server: the floor, {n} collections made directly, {in_flight} in flight")
         floor_s, floor_http = floor_create(client, floor_names, in_flight)
-        delete_collections(client, floor_names, in_flight)
+        delete_collections(client, floor_names, in_flight, must=True)
         log(f"   {floor_s:.1f} s; the operator on a fresh control plane")
         scale = await fresh_scale(args, binaries, workdir, label, n, server_env(args), 0, 60)
     finally:
