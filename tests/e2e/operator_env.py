@@ -81,12 +81,27 @@ def private_plane(session: ControlPlane, kubectl: Kubectl, path: Path) -> Iterat
         own.stop()
 
 
+#: kubectl wait's error for an object without status conditions yet.
+NO_CONDITIONS_YET = "status.conditions accessor error: <nil>"
+
+
 def run_kubectl(
     kubeconfig: Path, *args: str, input: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Run the virtualenv's kubectl with ``kubeconfig``; see the ``kubectl`` fixture."""
+    """Run the virtualenv's kubectl with ``kubeconfig``; see the ``kubectl`` fixture.
+
+    ``kubectl wait --for=condition=...`` on an object whose ``status.conditions`` is still
+    null (a CRD just applied) fails at once instead of waiting (".status.conditions
+    accessor error: <nil> is of the type <nil>", seen once in CI): it is asked again until
+    the conditions exist, within the same 120 s bound."""
     cmd = [str(KUBECTL), f"--kubeconfig={kubeconfig}", *args]
-    result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120)
+    deadline = time.monotonic() + 120
+    while True:
+        result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120)
+        not_yet = args[:1] == ("wait",) and NO_CONDITIONS_YET in result.stderr
+        if result.returncode == 0 or not not_yet or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     if check and result.returncode != 0:
         raise AssertionError(
             f"kubectl {' '.join(args)} exited with {result.returncode}\n"
